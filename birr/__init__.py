@@ -1,0 +1,12 @@
+"""birr: brain-inspired replay (BI-R + SI) with reconstruction repulsion / attraction (RR / RA).
+
+    import birr
+    cfg = birr.preset("bir+si", budget="smoke")      # a complete, printed-as-run Config
+    res = birr.run(cfg)                              # train, or load by cfg.stamp from results/
+
+Modules, in reading order: config -> data -> encoder -> model -> losses -> train -> metrics.
+"""
+from birr.config import Config, preset, table1_configs  # noqa: F401
+from birr.train import run, run_many, load_result  # noqa: F401
+
+__version__ = "0.1.0"

@@ -1,0 +1,206 @@
+"""One dataclass holds every hyper-parameter of a run; presets expand a method name into it.
+
+The defaults are the reference "BI-R + SI" command on class-incremental CIFAR-100 (spec §1):
+`main_cl.py --experiment=CIFAR100 --scenario=class --replay=generative --brain-inspired --si --c=1e8
+--dg-prop=0.6`. Every field says where its value comes from. `preset()` is the one place where a method
+name and a budget are resolved into a complete config (style.md 2): the config printed is the config
+that ran. The stamp (a hash of the fields that change the numbers) names the run's results file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields
+
+METHODS = ("bir+si", "bir", "finetune", "rr+ra")
+BUDGETS = ("smoke", "short", "full")
+RR_VARIANTS = ("code", "paper")
+
+
+@dataclass
+class Config:
+    method: str = "bir+si"            # label of the preset this came from (METHODS)
+    # --- data, spec §2 -------------------------------------------------------------------------
+    dataset: str = "cifar100"         # birr.data.DATASETS
+    n_tasks: int = 10                 # 10 tasks x 10 classes (spec §1)
+    seed: int = 0                     # class order, init, gate masks, replay noise (spec §1: seed 0)
+    n_train_per_class: int | None = None  # subsample the training set (short budgets only)
+    # --- frozen encoder, spec §3 ---------------------------------------------------------------
+    encoder_data: str = "cifar10"     # pre-trained on CIFAR-10 (spec §3 recipe)
+    encoder_epochs: int = 100         # main_pretrain.py --epochs=100
+    # --- model, spec §4 ------------------------------------------------------------------------
+    fc_units: int = 2000              # fcE / decoder width (spec §4.1: 1024 -> 2000 -> 2000)
+    z_dim: int = 100                  # latent size (options L134)
+    dg_prop: float = 0.6              # P(gate entry = 0), --dg-prop=0.6 (spec §4.2)
+    # --- optimisation, spec §5-§6 --------------------------------------------------------------
+    iters: int = 5000                 # iterations per task (--iters)
+    batch: int = 256                  # current-task batch (--batch)
+    batch_replay: int = 256           # replay batch (= batch unless --batch-replay; SEED Fig. 3: 512)
+    lr: float = 1e-4                  # Adam(0.9, 0.999), one optimiser for the whole run
+    replay: str = "generative"        # "generative" (BI-R) or "none" (plain fine-tuning)
+    temp: float = 2.0                 # distillation and soft-gate temperature (--temp)
+    si_c: float = 1e8                 # SI strength c (--c=1e8); 0 switches SI off
+    si_eps: float = 0.1               # SI damping epsilon (--epsilon)
+    si_params: str = "fcE+head"       # where SI's path integral is accumulated (spec §6: fcE + head only) or "all"
+    kl_divisor: float = 3072.0        # the reference divides the KL by 3*32*32 (spec §5, §9.3)
+    # --- reconstruction repulsion / attraction, spec §8 ----------------------------------------
+    rr: bool = False                  # --recon-repulsion
+    ra: bool = False                  # --recon-attraction
+    lambda_rr: float = 1e-6           # --lamda-recon-rep (default 1e-6 since 2021-09-08, spec §8.1)
+    lambda_ra: float = 1e-6           # --lamda-recon-atr
+    rep_f: float | None = None        # f, the repulsion factor (--use-rep-f --rep-f); None = no factor
+    rr_variant: str = "code"          # "code": the fork's implementation (spec §8); "paper": SEED §3.2-3.3
+    # --- evaluation, spec §7 -------------------------------------------------------------------
+    eval_every: int = 0               # also evaluate every N iterations (0 = only after each task)
+    log_every: int = 50               # record the loss terms every N iterations
+    bf16: bool = False                # bf16 autocast of the matmuls (issue 7; validated in benchmarks/)
+    # --- bookkeeping: not part of the stamp ----------------------------------------------------
+    budget: str = "full"              # which preset budget produced this config (smoke / short / full)
+    device: str = "auto"              # "auto" = cuda if available else cpu
+
+    # fields that do not change the numbers a run produces
+    NOT_STAMPED: typing.ClassVar[tuple[str, ...]] = ("budget", "device", "method")
+
+    def __post_init__(self):
+        validate(self)
+
+    @property
+    def stamp(self) -> str:
+        """12 hex digits of sha1 over the fields that change the numbers: the run's name everywhere."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in self.NOT_STAMPED}
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "Config":
+        _check_keys(changes)
+        return dataclasses.replace(self, **changes)
+
+
+def _check_keys(d: dict):
+    known = {f.name for f in fields(Config)}
+    for k in d:
+        if k not in known:
+            raise ValueError(f"Unknown config key: {k!r} (allowed: {', '.join(sorted(known))})")
+
+
+def _type_ok(value, annotation: str) -> bool:
+    hint = typing.get_type_hints(Config)[annotation]
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for t in options:
+        if t is type(None) and value is None:
+            return True
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if t in (bool, str) and isinstance(value, t):
+            return True
+    return False
+
+
+def validate(cfg: Config) -> None:
+    """Fail early, in one line naming the bad value and what is allowed."""
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if not _type_ok(v, f.name):
+            raise TypeError(f"config.{f.name}={v!r} has type {type(v).__name__}; expected {f.type}")
+    from birr.data import DATASETS  # local import: data imports nothing from here
+    checks = [
+        (cfg.method in METHODS, "method", METHODS),
+        (cfg.dataset in DATASETS, "dataset", DATASETS),
+        (cfg.encoder_data in DATASETS, "encoder_data", DATASETS),
+        (cfg.budget in BUDGETS, "budget", BUDGETS),
+        (cfg.replay in ("generative", "none"), "replay", ("generative", "none")),
+        (cfg.si_params in ("fcE+head", "all"), "si_params", ("fcE+head", "all")),
+        (cfg.rr_variant in RR_VARIANTS, "rr_variant", RR_VARIANTS),
+        (cfg.device == "auto" or cfg.device.split(":")[0] in ("cpu", "cuda"), "device", ("auto", "cpu", "cuda[:N]")),
+    ]
+    for ok, name, allowed in checks:
+        if not ok:
+            raise ValueError(f"config.{name}={getattr(cfg, name)!r} is not allowed; choose one of {allowed}")
+    positive = ["n_tasks", "iters", "batch", "batch_replay", "fc_units", "z_dim", "encoder_epochs", "log_every"]
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"config.{name}={getattr(cfg, name)} must be > 0")
+    if cfg.seed < 0:
+        raise ValueError(f"config.seed={cfg.seed} must be >= 0")
+    if not 0.0 <= cfg.dg_prop < 1.0:
+        raise ValueError(f"config.dg_prop={cfg.dg_prop} must be in [0, 1)")
+    if cfg.rep_f is not None and cfg.rep_f < 1:
+        raise ValueError(f"config.rep_f={cfg.rep_f} must be >= 1 (paper §3.2: f >= 1) or None")
+    if cfg.lr <= 0 or cfg.temp <= 0 or cfg.si_c < 0 or cfg.si_eps <= 0 or cfg.kl_divisor <= 0:
+        raise ValueError("config.lr, temp, si_eps, kl_divisor must be > 0 and si_c >= 0; got "
+                         f"lr={cfg.lr}, temp={cfg.temp}, si_eps={cfg.si_eps}, kl_divisor={cfg.kl_divisor}, si_c={cfg.si_c}")
+    if (cfg.rr or cfg.ra) and cfg.replay == "none":
+        raise ValueError("config.rr/ra need replay='generative': RR and RA act on replayed samples only (spec §8.2)")
+    if cfg.eval_every < 0:
+        raise ValueError(f"config.eval_every={cfg.eval_every} must be >= 0")
+
+
+# --- presets ----------------------------------------------------------------------------------
+# Per dataset: number of tasks and what the encoder is pre-trained on (spec §2, §3).
+DATASET_DEFAULTS = {
+    "cifar100": dict(n_tasks=10, encoder_data="cifar10"),       # spec §1-§3
+    "cifar10": dict(n_tasks=5, encoder_data="cifar10"),         # proxy: 5 tasks x 2 classes
+    "cifar10-jpg": dict(n_tasks=5, encoder_data="cifar10-jpg"),  # offline proxy (data/README)
+    "synthetic": dict(n_tasks=2, encoder_data="synthetic"),     # tests and smoke runs only
+}
+
+# Budgets scale the run, never the method. `full` is the paper's setting; the others are stated on
+# every page that uses them.
+BUDGET_SETTINGS = {
+    "smoke": dict(dataset="synthetic", iters=40, batch=32, batch_replay=32, fc_units=64, z_dim=16,
+                  encoder_epochs=1, log_every=10, lr=1e-3),
+    "short": dict(dataset="cifar10-jpg", iters=500, batch=128, batch_replay=128, fc_units=400,
+                  encoder_epochs=4, log_every=25),
+    "full": dict(dataset="cifar100", iters=5000, batch=256, batch_replay=256, fc_units=2000,
+                 encoder_epochs=100, log_every=50),
+}
+
+METHOD_SETTINGS = {
+    "bir+si": dict(replay="generative", si_c=1e8, rr=False, ra=False),   # spec §1: the "baseline"
+    "bir": dict(replay="generative", si_c=0.0, rr=False, ra=False),      # BI-R without SI
+    "finetune": dict(replay="none", si_c=0.0, rr=False, ra=False),       # lower bound: no replay, no SI
+    # spec §8.1: --recon-repulsion --recon-attraction --recon-rep-aver --use-rep-f --rep-f=20
+    "rr+ra": dict(replay="generative", si_c=1e8, rr=True, ra=True, rep_f=20.0),
+}
+
+
+def preset(method: str = "bir+si", *, budget: str = "full", dataset: str | None = None, **overrides) -> Config:
+    """A complete config: method switches, then the budget's sizes, then the dataset's task split,
+    then explicit overrides (which always win)."""
+    if method not in METHOD_SETTINGS:
+        raise ValueError(f"method={method!r} is not a preset; choose one of {tuple(METHOD_SETTINGS)}")
+    if budget not in BUDGET_SETTINGS:
+        raise ValueError(f"budget={budget!r} is not allowed; choose one of {BUDGETS}")
+    _check_keys(overrides)
+    d: dict = dict(method=method, budget=budget)
+    d.update(METHOD_SETTINGS[method])
+    d.update(BUDGET_SETTINGS[budget])
+    if dataset is not None:
+        d["dataset"] = dataset
+    if d["dataset"] not in DATASET_DEFAULTS:
+        raise ValueError(f"dataset={d['dataset']!r} is not allowed; choose one of {tuple(DATASET_DEFAULTS)}")
+    d.update(DATASET_DEFAULTS[d["dataset"]])
+    if budget == "full" and d["dataset"] == "cifar10-jpg":
+        d["encoder_epochs"] = 100
+    d.update(overrides)
+    return Config(**d)
+
+
+def table1_configs(*, budget: str = "full", dataset: str | None = None, seeds=(0, 1, 2, 3, 4),
+                   factors=(5, 10, 20, 50, 100), variant: str = "code", **overrides) -> list[Config]:
+    """The runs behind Table 1: the baseline and RR+RA at each f, same seeds (paired), batch 512 and
+    lambda = 1e-6 (SEED Table 1 / Fig. 3, spec §9.1 item 10)."""
+    big = dict(batch=512, batch_replay=512) if budget == "full" else {}
+    big.update(overrides)
+    out = [preset("bir+si", budget=budget, dataset=dataset, seed=s, **big) for s in seeds]
+    for f in factors:
+        out += [preset("rr+ra", budget=budget, dataset=dataset, seed=s, rep_f=float(f), rr_variant=variant, **big)
+                for s in seeds]
+    return out

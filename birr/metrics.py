@@ -1,0 +1,57 @@
+"""What "precision" means and the numbers Table 1 reports (spec §7).
+
+Precision is top-1 accuracy (spec §7). SEED's Table 1 columns are the final model's mean accuracy over
+the first 20 % and first 50 % of classes *in the permuted order*, and over all classes; every class has
+the same number of test images, so per-class and per-task means coincide (spec §7).
+"""
+from __future__ import annotations
+
+import math
+
+
+def first_fraction(per_class_acc: list[float], fraction: float) -> float:
+    """Mean accuracy over the first `fraction` of classes (new labels 0 .. round(fraction*C)-1)."""
+    n = max(1, round(fraction * len(per_class_acc)))
+    return sum(per_class_acc[:n]) / n
+
+
+def forgetting(acc_matrix: list[list[float | None]]) -> float:
+    """Average forgetting: for each task but the last, the best accuracy it ever had minus its final
+    accuracy (acc_matrix[t][i] = accuracy on task i after training task t, None if not yet seen)."""
+    T = len(acc_matrix)
+    if T < 2:
+        return 0.0
+    drops = [max(acc_matrix[t][i] for t in range(i, T - 1)) - acc_matrix[T - 1][i] for i in range(T - 1)]
+    return sum(drops) / len(drops)
+
+
+def bwt(acc_matrix: list[list[float | None]]) -> float:
+    """Backward transfer: mean over tasks but the last of (final accuracy - accuracy just after learning it)."""
+    T = len(acc_matrix)
+    if T < 2:
+        return 0.0
+    return sum(acc_matrix[T - 1][i] - acc_matrix[i][i] for i in range(T - 1)) / (T - 1)
+
+
+def summarise(acc_matrix, per_class_acc) -> dict:
+    """The derived metrics stored with every result."""
+    final = acc_matrix[-1]
+    return dict(
+        first20=first_fraction(per_class_acc, 0.2),
+        first50=first_fraction(per_class_acc, 0.5),
+        overall=sum(per_class_acc) / len(per_class_acc),
+        average_task_acc=sum(final) / len(final),
+        forgetting=forgetting(acc_matrix),
+        bwt=bwt(acc_matrix),
+    )
+
+
+def mean_sem(values) -> tuple[float, float]:
+    """Mean and standard error of the mean (n-1 in the variance); SEM is nan for one value."""
+    values = list(values)
+    n = len(values)
+    m = sum(values) / n
+    if n < 2:
+        return m, float("nan")
+    var = sum((v - m) ** 2 for v in values) / (n - 1)
+    return m, math.sqrt(var / n)

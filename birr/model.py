@@ -1,0 +1,122 @@
+"""The BI-R model of spec §4: a classifier with a VAE attached through feedback connections.
+
+Read top to bottom: a stacked linear layer -> the model (encoder fcE, split layer toZ, classifier head,
+gated decoder, GMM prior) -> sampling for replay.
+
+Every parameter carries a leading *run* dimension K. One `BIR(K=1)` is one run; `BIR(K=30)` is thirty
+independent runs (different seeds or RR settings) trained in one process with batched matmuls (issue 7).
+Each run's slice is initialised from its own seed, sees only its own data and its own loss, and Adam and
+SI are elementwise, so a run trained inside a stack matches the same run trained alone up to
+floating-point rounding (tests/test_batched.py).
+
+Shapes use the paper's letters: K runs, B samples, D = 1024 encoder features, H = fc_units (2000),
+Z = z_dim (100), C = n_classes (100).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _uniform(shape, bound, gens):
+    """U(-bound, bound) per run, each slice drawn from its own run's generator."""
+    return torch.stack([(torch.rand(shape, generator=g) * 2 - 1) * bound for g in gens])
+
+
+class StackedLinear(nn.Module):
+    """K independent `Linear(fan_in, fan_out)` layers applied in one `baddbmm`.
+
+    Init as the reference (spec §4.1, `reset_parameters`): weights and biases U(-1/sqrt(fan_in), +).
+    The weight is stored (K, fan_in, fan_out) so the forward is x @ W without a transpose.
+    """
+
+    def __init__(self, fan_in: int, fan_out: int, gens: list[torch.Generator], bias: bool = True):
+        super().__init__()
+        bound = 1.0 / math.sqrt(fan_in)
+        self.weight = nn.Parameter(_uniform((fan_out, fan_in), bound, gens).transpose(1, 2).contiguous())
+        self.bias = nn.Parameter(_uniform((1, fan_out), bound, gens)) if bias else None
+
+    def forward(self, x):  # x: (K, B, fan_in) -> (K, B, fan_out)
+        if self.bias is None:
+            return torch.bmm(x, self.weight)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class BIR(nn.Module):
+    """Spec §4: fcE 1024->H->H, toZ (mu with bias, logvar without), head on hE ("beforeZ"),
+    decoder Z->H->H->1024 with fixed class gates on the first two layers, GMM prior with one mode
+    per class. Trainable parameters for the CIFAR-100 configuration: 12,925,224 per run (spec §4.4).
+    """
+
+    def __init__(self, seeds: list[int], n_classes: int = 100, fc_units: int = 2000, z_dim: int = 100,
+                 in_dim: int = 1024, dg_prop: float = 0.6):
+        super().__init__()
+        self.K, self.C, self.H, self.Z, self.D = len(seeds), n_classes, fc_units, z_dim, in_dim
+        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        H, Z, D, C = fc_units, z_dim, in_dim, n_classes
+        # encoder fcE (spec §4.1): two ReLU layers, no BN, no dropout
+        self.fcE1 = StackedLinear(D, H, gens)
+        self.fcE2 = StackedLinear(H, H, gens)
+        # split layer toZ: mu with bias, logvar WITHOUT bias (spec §4.1)
+        self.toZ_mu = StackedLinear(H, Z, gens)
+        self.toZ_logvar = StackedLinear(H, Z, gens, bias=False)
+        # classifier head on hE, not on z
+        self.head = StackedLinear(H, C, gens)
+        # decoder (spec §4.2): fromZ (gated, ReLU) -> fcD1 (gated, ReLU) -> fcD2 (linear output)
+        self.fromZ = StackedLinear(Z, H, gens)
+        self.fcD1 = StackedLinear(H, H, gens)
+        self.fcD2 = StackedLinear(H, D, gens)
+        # fixed binary class gates M[c, unit]: 0 with probability dg_prop, drawn once, fromZ's first.
+        # Unlike the reference (plain attributes, lost on save), they are buffers: a checkpoint reloads
+        # the same model (spec §4.2).
+        self.register_buffer("gate_fromZ", torch.stack([(torch.rand(C, H, generator=g) >= dg_prop).float() for g in gens]))
+        self.register_buffer("gate_fcD1", torch.stack([(torch.rand(C, H, generator=g) >= dg_prop).float() for g in gens]))
+        # class-conditional GMM prior (spec §4.3): all C modes exist from the start, N(0, 1) init
+        self.z_class_means = nn.Parameter(torch.stack([torch.randn(C, Z, generator=g) for g in gens]))
+        self.z_class_logvars = nn.Parameter(torch.stack([torch.randn(C, Z, generator=g) for g in gens]))
+
+    # --- forward pieces -----------------------------------------------------------------------
+    def encode(self, x):
+        """x (K,B,D) -> hE (K,B,H), mu, logvar (K,B,Z), logits (K,B,C)."""
+        hE = F.relu(self.fcE2(F.relu(self.fcE1(x))))
+        return hE, self.toZ_mu(hE), self.toZ_logvar(hE), self.head(hE)
+
+    def classify(self, x):
+        """Logits over all C classes (spec §7: evaluation never touches mu or z)."""
+        return self.head(F.relu(self.fcE2(F.relu(self.fcE1(x)))))
+
+    def decode(self, z, g):
+        """z (K,B,Z), g (K,B,C) class vector (one-hot, or soft teacher probabilities for replay).
+        Gated layer: ReLU((g @ M) * (W h + b)) (spec §4.2)."""
+        h = F.relu(torch.bmm(g, self.gate_fromZ) * self.fromZ(z))   # (K,B,H)
+        h = F.relu(torch.bmm(g, self.gate_fcD1) * self.fcD1(h))     # (K,B,H)
+        return self.fcD2(h)                                          # (K,B,D), linear output
+
+    @staticmethod
+    def reparameterize(mu, logvar, eps):
+        """z = mu + eps * exp(logvar / 2)."""
+        return mu + eps * torch.exp(0.5 * logvar)
+
+    def forward(self, x, g, eps):
+        """Full pass: returns (logits, mu, logvar, z, reconstruction)."""
+        hE, mu, logvar, logits = self.encode(x)
+        z = self.reparameterize(mu, logvar, eps)
+        return logits, mu, logvar, z, self.decode(z, g)
+
+    # --- replay -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, classes, eps):
+        """Generate replay (spec §4.3): classes (K,B) long, eps (K,B,Z) -> features (K,B,D).
+        z = mu_c + eps * exp(logvar_c / 2), decoded through the one-hot gate of c."""
+        k = torch.arange(self.K, device=classes.device)[:, None]
+        z = self.reparameterize(self.z_class_means[k, classes], self.z_class_logvars[k, classes], eps)
+        return self.decode(z, F.one_hot(classes, self.C).to(z.dtype))
+
+    def n_params_per_run(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad) // self.K
+
+    # names of the parameters SI's path integral runs over in the reference (spec §6)
+    SI_FCE_HEAD = ("fcE1.", "fcE2.", "head.")

@@ -1,0 +1,479 @@
+"""Continual training of BI-R (+SI, +RR/RA): the loop of spec §6, evaluation of spec §7, results and
+resume.
+
+`run(cfg)` trains one run or loads it by its stamp; `run_many(cfgs)` trains every missing run of a list,
+stacking runs that share their shapes into one batched model (issue 7): seeds, RR/RA switches,
+lambdas, f and SI strength may differ inside a stack, nothing else.
+
+Hot path rules: the encoder features live on the device (spec §3 "consequence"), batches are index
+gathers, replay sampling, gating, the GMM likelihood and RR/RA are batched tensor ops, and nothing in
+the training step reads a value back to the host (the reference makes ~512 `.item()` calls a step,
+spec §10). Loss traces and RR/RA statistics are accumulated on the device and read once per task.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from birr import data as bdata
+from birr import losses as L
+from birr import metrics
+from birr.config import Config
+from birr.model import BIR
+
+# fields that may differ between the runs of one stack (per-run tensors in the step)
+PER_RUN = ("seed", "rr", "ra", "lambda_rr", "lambda_ra", "rep_f", "si_c", "method")
+TERMS = ("total", "recon", "kl", "ce", "recon_r", "kl_r", "distill_r", "rr", "ra", "si")
+RESULTS_FORMAT = 1
+
+
+# --- small utilities ---------------------------------------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def provenance(device: torch.device) -> dict:
+    """Where and with what a result was made (brief: log git sha, device and package versions)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10).stdout.strip() or "unknown"
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        sha, dirty = "unknown", False
+    if device.type == "cuda":
+        dev_name = torch.cuda.get_device_name(device)
+    else:
+        dev_name = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    dev_name = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+    import numpy
+    return dict(git_sha=sha, git_dirty=dirty, torch=torch.__version__, numpy=numpy.__version__,
+                python=sys.version.split()[0], platform=platform.platform(), device=str(device),
+                device_name=dev_name, threads=torch.get_num_threads(),
+                date=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+def results_path(results_dir, cfg: Config) -> Path:
+    return Path(results_dir) / "runs" / f"{cfg.stamp}.json"
+
+
+def load_result(results_dir, cfg: Config) -> dict | None:
+    path = results_path(results_dir, cfg)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _stack_key(cfg: Config) -> tuple:
+    return tuple((k, v) for k, v in dataclasses.asdict(cfg).items() if k not in PER_RUN + Config.NOT_STAMPED)
+
+
+# --- data on the device ------------------------------------------------------------------------
+
+class TaskData:
+    """Encoder features of every image on the device, plus each run's labels (its own class order).
+
+    The features do not depend on the seed (only labels are permuted, spec §2), so K runs with K seeds
+    share one feature bank and differ only in their label vectors.
+    """
+
+    def __init__(self, cfg: Config, seeds: list[int], device: torch.device):
+        from birr import encoder as benc
+        kw = dict(n_tasks=cfg.n_tasks)
+        if cfg.n_train_per_class is not None:
+            kw["n_train_per_class"] = cfg.n_train_per_class
+        self.benches = [bdata.load(cfg.dataset, seed=s, **kw) for s in seeds]
+        b0 = self.benches[0]
+        for b in self.benches[1:]:   # one feature bank for all runs: the images must be the same
+            if not torch.equal(b.train.images, b0.train.images):
+                raise ValueError(f"dataset {cfg.dataset!r} gives different images for seeds {seeds}: cannot stack")
+        enc, self.encoder_meta = benc.get_encoder(cfg.encoder_data, cfg.encoder_epochs, device=str(device))
+        train, test = benc.features(enc, b0, device=str(device))
+        self.train_x, self.test_x = train.to(device), test.to(device)                  # (N,D), (N_test,D)
+        self.train_y = torch.stack([b.train.labels for b in self.benches]).to(device)  # (K,N)
+        self.test_y = torch.stack([b.test.labels for b in self.benches]).to(device)    # (K,N_test)
+        self.n_classes, self.n_tasks, self.cpt = b0.n_classes, b0.n_tasks, b0.classes_per_task
+
+    def task_indices(self, t: int) -> torch.Tensor:
+        """(K, N_t) indices of task t's training images for each run, in file order."""
+        lo, hi = (t - 1) * self.cpt, t * self.cpt
+        rows = [((y >= lo) & (y < hi)).nonzero().squeeze(1) for y in self.train_y]
+        n = {len(r) for r in rows}
+        if len(n) != 1:
+            raise ValueError(f"task {t} has different sizes across runs ({sorted(n)}): stack only equal splits")
+        return torch.stack(rows)
+
+    def class_means(self, t: int) -> torch.Tensor:
+        """(K, cpt, D) mean encoder feature of each of task t's classes over its real training images
+        (the paper's x-hat, SEED §3.3; used by rr_variant='paper')."""
+        lo = (t - 1) * self.cpt
+        out = []
+        for y in self.train_y:
+            out.append(torch.stack([self.train_x[y == c].mean(0) for c in range(lo, lo + self.cpt)]))
+        return torch.stack(out)
+
+
+@torch.no_grad()
+def evaluate(model: BIR, data: TaskData, n_seen: int | None = None, chunk: int = 2500):
+    """Accuracy of every run on every task and every class (spec §7), argmax over ALL classes (the
+    final evaluation of main_cl). With `n_seen`, also the per-task accuracy with the argmax restricted
+    to the first n_seen classes (the reference's during-training `precision_dict`).
+    Returns per_task (K,T), per_class (K,C) and per_task_seen (K,T) or None, on the host."""
+    K, C = model.K, data.n_classes
+    pred_all, pred_seen = [], []
+    for i in range(0, data.test_x.shape[0], chunk):
+        x = data.test_x[i:i + chunk]
+        logits = model.classify(x.expand(K, *x.shape).contiguous())
+        pred_all.append(logits.argmax(-1))
+        pred_seen.append(logits[..., :n_seen or C].argmax(-1))
+
+    def per_task_and_class(preds):
+        correct = (torch.cat(preds, 1) == data.test_y).float()                # (K,N_test)
+        hits = torch.zeros(K, C, device=correct.device).scatter_add_(1, data.test_y, correct)
+        counts = torch.zeros(K, C, device=correct.device).scatter_add_(1, data.test_y, torch.ones_like(correct))
+        per_task = hits.view(K, data.n_tasks, data.cpt).sum(-1) / counts.view(K, data.n_tasks, data.cpt).sum(-1)
+        return per_task.cpu(), (hits / counts.clamp_min(1)).cpu()
+
+    per_task, per_class = per_task_and_class(pred_all)
+    per_task_seen = per_task_and_class(pred_seen)[0] if n_seen is not None else None
+    return per_task, per_class, per_task_seen
+
+
+# --- one stack of runs -------------------------------------------------------------------------
+
+class Stack:
+    """K runs that train together: model, previous model, optimiser, SI state, per-run settings."""
+
+    def __init__(self, cfgs: list[Config], device: torch.device):
+        self.cfgs, self.cfg, self.device = cfgs, cfgs[0], device
+        self.K = len(cfgs)
+        self.data = TaskData(self.cfg, [c.seed for c in cfgs], device)
+        c = self.cfg
+        self.model = BIR([x.seed for x in cfgs], n_classes=self.data.n_classes, fc_units=c.fc_units,
+                         z_dim=c.z_dim, in_dim=self.data.train_x.shape[1], dg_prop=c.dg_prop).to(device)
+        self.prev: BIR | None = None
+        # one Adam for the whole run, never reset between tasks (spec §1, §6)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=(0.9, 0.999))
+        # SI state (spec §6): anchor p* = the parameters at the end of the last task (start: init)
+        self.params = dict(self.model.named_parameters())
+        self.si_names = [n for n in self.params if c.si_params == "all" or n.startswith(BIR.SI_FCE_HEAD)]
+        self.anchor = {n: p.detach().clone() for n, p in self.params.items()}
+        self.omega = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        vec = lambda name, fill=0.0: torch.tensor([float(getattr(x, name) if getattr(x, name) is not None else fill)
+                                                   for x in cfgs], device=device)
+        self.si_c = vec("si_c")
+        self.lambda_rr = vec("lambda_rr") * vec("rr")
+        self.lambda_ra = vec("lambda_ra") * vec("ra")
+        self.rep_f = vec("rep_f", 1.0)
+        self.use_f = torch.tensor([x.rep_f is not None for x in cfgs], device=device)
+        self.any_rr = any(x.rr or x.ra for x in cfgs)
+        self.paper_means = torch.zeros(self.K, self.data.n_classes, self.model.D, device=device)
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if c.bf16 else nullcontext())
+
+    # the per-task random streams derive from (seed, task): a resumed run draws exactly what an
+    # uninterrupted one would
+    def generators(self, t: int) -> list[torch.Generator]:
+        return [torch.Generator(self.device).manual_seed(x.seed * 1_000_003 + t) for x in self.cfgs]
+
+    def randn(self, gens, *shape):
+        return torch.stack([torch.randn(shape, generator=g, device=self.device) for g in gens])
+
+    def randint(self, gens, high, *shape):
+        return torch.stack([torch.randint(high, shape, generator=g, device=self.device) for g in gens])
+
+    def si_loss(self):
+        names = list(self.params)
+        return L.si_penalty([self.params[n] for n in names], [self.omega[n] for n in names],
+                            [self.anchor[n] for n in names])
+
+    def step(self, t: int, x, y, gens, log: torch.Tensor | None, rr_log: dict | None):
+        """One iteration (spec §6 step 3): current batch, replay, total loss, backward, Adam, SI path
+        integral. x (K,B,D), y (K,B). Writes the loss terms into `log` (K, len(TERMS)) if given."""
+        c, m, d = self.cfg, self.model, self.data
+        K, C, cpt = self.K, d.n_classes, d.cpt
+        n_act, n_old = cpt * t, cpt * (t - 1)
+        zeros = torch.zeros(K, device=self.device)
+        with self.autocast:
+            # current data: gate = one-hot(true label); KL to the label's mode; CE over seen classes
+            logits, mu, logvar, z, xr = m(x, F.one_hot(y, C).float(), self.randn(gens, x.shape[1], m.Z))
+        k = torch.arange(K, device=self.device)[:, None]
+        recon = L.reconstruction_loss(x, xr.float())
+        kl = L.kl_current(z.float(), mu.float(), logvar.float(), m.z_class_means[k, y], m.z_class_logvars[k, y],
+                          c.kl_divisor)
+        ce = L.classification_loss(logits.float()[..., :n_act], y)
+        loss_cur = recon + kl + ce
+        recon_r = kl_r = dist_r = rr = ra = zeros
+        if self.prev is not None and c.replay == "generative":
+            Br = c.batch_replay
+            with torch.no_grad(), self.autocast:
+                # replay: uniform over old classes from the frozen previous model (spec §6 step 3.2);
+                # the generation class is discarded, the teacher's logits define targets and gates
+                x_ = self.prev.sample(self.randint(gens, n_old, Br), self.randn(gens, Br, m.Z)).float()
+                t_logits = self.prev.classify(x_)[..., :n_old].float()           # (K,Br,C_old)
+                w = F.softmax(t_logits / c.temp, dim=-1)                         # soft gate, T = 2
+            with self.autocast:
+                logits_r, mu_r, logvar_r, z_r, xr_r = m(x_, F.pad(w, (0, C - n_old)), self.randn(gens, Br, m.Z))
+            xr_r = xr_r.float()
+            recon_r = L.reconstruction_loss(x_, xr_r)
+            kl_r = L.kl_replay(z_r.float(), mu_r.float(), logvar_r.float(), m.z_class_means[:, :n_act],
+                               m.z_class_logvars[:, :n_act], F.pad(w, (0, n_act - n_old)), c.kl_divisor)
+            dist_r = L.distillation_loss(logits_r.float()[..., :n_act], t_logits, c.temp)
+            loss_rep = recon_r + kl_r + dist_r
+            if self.any_rr:
+                if c.rr_variant == "code":
+                    rr, ra, st = L.rr_ra_code(x_, xr_r, t_logits, self.rep_f, self.use_f)
+                    pairs = (st["label"], st["competitor"], st["pair_mask"])
+                else:
+                    rr, ra, st = L.rr_ra_paper(xr_r, logits_r.float()[..., :n_act], self.paper_means[:, :n_act],
+                                               self.rep_f, self.use_f)
+                    nz = st["competitors"].nonzero()                              # (P,3): run, sample, class
+                    pairs = (st["label"][nz[:, 0], nz[:, 1]], nz)
+                # weights inside the replay loss => effective (1 - 1/t) factor (spec §8.5); a zero weight
+                # must not turn an infinite RR into nan
+                loss_rep = (loss_rep + torch.where(self.lambda_rr > 0, self.lambda_rr * rr, zeros)
+                            + torch.where(self.lambda_ra > 0, self.lambda_ra * ra, zeros))
+                if rr_log is not None:
+                    self._log_rr(rr_log, st, pairs)
+            rnt = 1.0 / t                                                      # spec §5: rnt = 1/t
+            total = rnt * loss_cur + (1 - rnt) * loss_rep
+        else:
+            total = loss_cur
+        si = self.si_loss() if t > 1 else zeros
+        total = total + self.si_c * si
+        self.opt.zero_grad(set_to_none=False)
+        total.sum().backward()       # runs are independent: d(sum)/d(run k's params) = d(loss_k)/d(...)
+        old = {n: self.params[n].detach().clone() for n in self.si_names}
+        self.opt.step()
+        with torch.no_grad():       # SI path integral W += -grad * delta (spec §6 step 3.4)
+            for n in self.si_names:
+                p = self.params[n]
+                self.W[n].addcmul_(p.grad, p.detach() - old[n], value=-1.0)
+        if log is not None:
+            # a run without RR/RA logs zeros, as it would alone, even when its stack computes them
+            rr, ra = torch.where(self.lambda_rr > 0, rr, zeros), torch.where(self.lambda_ra > 0, ra, zeros)
+            log.copy_(torch.stack([total, recon, kl, ce, recon_r, kl_r, dist_r, rr, ra, si], 1).detach())
+
+    def _log_rr(self, rr_log, st, pairs):
+        rr_log["n_replayed"] += self.cfg.batch_replay
+        rr_log["n_competitive"] += st["n_competitive"]
+        rr_log["n_kept"] += st["n_kept"]
+        rr_log["n_applied"] += st["applied"].long()
+        C = self.data.n_classes
+        if self.cfg.rr_variant == "code":
+            label, comp, mask = pairs
+            flat = (torch.arange(self.K, device=self.device)[:, None] * C * C + label * C + comp)[mask]
+        else:
+            label, nz = pairs
+            flat = nz[:, 0] * C * C + label * C + nz[:, 2]
+        rr_log["pairs"].view(-1).index_add_(0, flat, torch.ones_like(flat))
+
+    def end_task(self):
+        """Spec §6 step 4-5: omega += W / (delta^2 + eps), anchor <- p, previous model <- copy."""
+        with torch.no_grad():
+            for n, p in self.params.items():
+                if n in self.W:
+                    delta = p - self.anchor[n]
+                    self.omega[n] += self.W[n] / (delta.pow(2) + self.cfg.si_eps)
+                self.anchor[n] = p.detach().clone()
+        self.prev = copy.deepcopy(self.model).eval()
+        for p in self.prev.parameters():
+            p.requires_grad_(False)
+
+    # --- checkpoint ----------------------------------------------------------------------------
+    def state(self) -> dict:
+        return dict(model=self.model.state_dict(), opt=self.opt.state_dict(), anchor=self.anchor,
+                    omega=self.omega, paper_means=self.paper_means)
+
+    def load_state(self, s: dict):
+        self.model.load_state_dict(s["model"])
+        self.opt.load_state_dict(s["opt"])
+        self.anchor = {n: v.to(self.device) for n, v in s["anchor"].items()}
+        self.omega = {n: v.to(self.device) for n, v in s["omega"].items()}
+        self.paper_means = s["paper_means"].to(self.device)
+        self.prev = copy.deepcopy(self.model).eval()
+        for p in self.prev.parameters():
+            p.requires_grad_(False)
+
+
+def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool) -> list[dict]:
+    cfg = cfgs[0]
+    device = resolve_device(cfg.device)
+    K = len(cfgs)
+    group = hashlib.sha1("-".join(c.stamp for c in cfgs).encode()).hexdigest()[:12]
+    ckpt_path = Path(results_dir) / "ckpt" / f"stack-{group}-k{K}.pt"
+    t_setup = time.time()
+    stack = Stack(cfgs, device)
+    d = stack.data
+    if d.n_tasks != cfg.n_tasks:
+        raise ValueError(f"dataset {cfg.dataset!r} gave {d.n_tasks} tasks, config asks for {cfg.n_tasks}")
+    per_run = [dict(acc_matrix=[], acc_matrix_seen=[], per_class_acc_after_task=[], curves=[], loss_traces=[], rr_stats=[],
+                    task_wall_s=[]) for _ in cfgs]
+    start_task = 1
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        stack.load_state(ck["stack"])
+        per_run, start_task = ck["per_run"], ck["task"] + 1
+        if progress:
+            print(f"[birr] resuming {K} run(s) after task {ck['task']} from {ckpt_path}")
+    setup_s = time.time() - t_setup
+
+    B, C = cfg.batch, d.n_classes
+    for t in range(start_task, d.n_tasks + 1):
+        t0 = time.time()
+        gens = stack.generators(t)
+        if cfg.rr_variant == "paper":
+            lo = (t - 1) * d.cpt
+            stack.paper_means[:, lo:lo + d.cpt] = d.class_means(t)
+        idx_t = d.task_indices(t)                                               # (K,N_t)
+        n_t = idx_t.shape[1]
+        if n_t < B:
+            raise ValueError(f"task {t} has {n_t} training images, fewer than batch={B}")
+        stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}  # spec §6 step 1
+        n_logs = cfg.iters // cfg.log_every
+        logbuf = torch.zeros(n_logs, K, len(TERMS), device=device)
+        rr_log = (dict(n_replayed=0, n_competitive=torch.zeros(K, dtype=torch.long, device=device),
+                       n_kept=torch.zeros(K, dtype=torch.long, device=device),
+                       n_applied=torch.zeros(K, dtype=torch.long, device=device),
+                       pairs=torch.zeros(K, C, C, dtype=torch.long, device=device))
+                  if stack.any_rr and t > 1 else None)
+        order, pos = None, n_t
+        bar = tqdm(range(1, cfg.iters + 1), desc=f"task {t}/{d.n_tasks}", disable=not progress, leave=False,
+                   mininterval=1.0)
+        stack.model.train()
+        for it in bar:
+            if pos + B > n_t:                                   # new shuffled epoch, drop_last (spec §2)
+                perms = torch.stack([torch.randperm(n_t, generator=g, device=device) for g in gens])
+                order, pos = idx_t.gather(1, perms), 0
+            idx = order[:, pos:pos + B]
+            pos += B
+            x = d.train_x[idx]                                                  # (K,B,D)
+            y = d.train_y.gather(1, idx)                                        # (K,B)
+            log = logbuf[it // cfg.log_every - 1] if it % cfg.log_every == 0 else None
+            stack.step(t, x, y, gens, log, rr_log)
+            if cfg.eval_every and it % cfg.eval_every == 0 and it != cfg.iters:
+                pt, _, _ = evaluate(stack.model, d)
+                for k in range(K):
+                    per_run[k]["curves"].append(dict(task=t, iter=it, per_task=pt[k].tolist()))
+            if progress and log is not None:
+                bar.set_postfix(loss=f"{log[:, 0].mean().item():.3f}")
+        stack.end_task()
+        per_task, per_class, per_task_seen = evaluate(stack.model, d, n_seen=t * d.cpt)
+        logs = logbuf.cpu()
+        wall = time.time() - t0
+        for k in range(K):
+            r = per_run[k]
+            r["acc_matrix"].append([v if i < t else None for i, v in enumerate(per_task[k].tolist())])
+            r["acc_matrix_seen"].append([v if i < t else None for i, v in enumerate(per_task_seen[k].tolist())])
+            r["per_class_acc_after_task"].append(per_class[k].tolist())
+            r["curves"].append(dict(task=t, iter=cfg.iters, per_task=per_task[k].tolist()))
+            r["loss_traces"].append(dict(task=t, iters=[(j + 1) * cfg.log_every for j in range(n_logs)],
+                                         **{name: logs[:, k, j].tolist() for j, name in enumerate(TERMS)}))
+            if rr_log is not None and (cfgs[k].rr or cfgs[k].ra):
+                pairs = rr_log["pairs"][k].nonzero().tolist()
+                r["rr_stats"].append(dict(task=t, n_replayed=rr_log["n_replayed"],
+                                          n_competitive=int(rr_log["n_competitive"][k]),
+                                          n_kept=int(rr_log["n_kept"][k]), n_applied=int(rr_log["n_applied"][k]),
+                                          pairs=[[a, b, int(rr_log["pairs"][k, a, b])] for a, b in pairs]))
+            r["task_wall_s"].append(wall / K)
+        if progress:
+            seen = per_task[:, :t].mean(1)
+            print(f"[birr] task {t}/{d.n_tasks} done in {wall:.1f}s | mean acc on tasks 1..{t}: "
+                  + ", ".join(f"{v:.3f}" for v in seen.tolist()))
+        atomic_torch_save(ckpt_path, dict(task=t, stack=stack.state(), per_run=per_run))
+
+    prov = provenance(device)
+    out = []
+    for k, c in enumerate(cfgs):
+        r = per_run[k]
+        final_pc = r["per_class_acc_after_task"][-1]
+        res = dict(
+            format=RESULTS_FORMAT, stamp=c.stamp, method=c.method, dataset=c.dataset, budget=c.budget,
+            synthetic=c.dataset == "synthetic", seed=c.seed, config=c.to_dict(),
+            class_order=d.benches[k].class_order, class_names=d.benches[k].class_names,
+            n_tasks=d.n_tasks, classes_per_task=d.cpt,
+            acc_matrix=r["acc_matrix"], acc_matrix_seen=r["acc_matrix_seen"], per_class_acc=final_pc, per_task_acc=r["acc_matrix"][-1],
+            metrics=metrics.summarise(r["acc_matrix"], final_pc),
+            per_class_acc_after_task=r["per_class_acc_after_task"], curves=r["curves"],
+            loss_traces=r["loss_traces"], rr_stats=r["rr_stats"],
+            task_wall_s=r["task_wall_s"], wall_time_s=sum(r["task_wall_s"]) + setup_s / K, stacked_with=K,
+            encoder=_jsonable(stack.data.encoder_meta),
+            provenance=prov,
+        )
+        atomic_write_json(results_path(results_dir, c), res)
+        out.append(res)
+    ckpt_path.unlink(missing_ok=True)
+    return out
+
+
+def _jsonable(obj):
+    """Keep the JSON-able part of the encoder artefact's metadata (no tensors)."""
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items() if not isinstance(v, torch.Tensor)}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+# --- public API --------------------------------------------------------------------------------
+
+def run_many(cfgs: list[Config], *, results_dir="results", force: bool = False, progress: bool = True,
+             max_stack: int = 32) -> list[dict]:
+    """Results for every config: loaded by stamp if finished, else trained. Missing runs that share
+    their shapes are trained together as one stacked model (at most `max_stack` per stack)."""
+    results_dir = Path(results_dir)
+    done: dict[str, dict] = {}
+    todo: dict[tuple, list[Config]] = {}
+    for c in cfgs:
+        r = None if force else load_result(results_dir, c)
+        if r is not None:
+            done[c.stamp] = r
+        elif c.stamp not in {x.stamp for g in todo.values() for x in g}:
+            todo.setdefault(_stack_key(c), []).append(c)
+    for group in todo.values():
+        for i in range(0, len(group), max_stack):
+            for r in _train_stack(group[i:i + max_stack], results_dir, progress):
+                done[r["stamp"]] = r
+    return [done[c.stamp] for c in cfgs]
+
+
+def run(cfg: Config, *, results_dir="results", force: bool = False, progress: bool = True) -> dict:
+    """Train one run (or load it by its stamp) and return its results dict."""
+    return run_many([cfg], results_dir=results_dir, force=force, progress=progress)[0]

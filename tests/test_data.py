@@ -1,0 +1,429 @@
+"""
+Tests of birr.data (spec §2). The official CIFAR archives cannot be downloaded here, so tiny archives in
+the official pickle format are written on the fly and read through the real parser. The vendored
+cifar10-jpg archive is decoded once per session (module fixture, ~15 s) and then served from its cache.
+"""
+
+import hashlib
+import io
+import json
+import pickle
+import tarfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from birr import data
+
+pytestmark = pytest.mark.usefixtures("birr_cache")  # every test gets its own empty BIRR_CACHE
+
+# spec §2: original CIFAR-100 fine-label ids of each task, seed 0, in the order of new labels
+SPEC_TASKS = [
+    [52, 40, 2, 22, 44, 49, 26, 14, 19, 94],
+    [60, 56, 87, 13, 68, 45, 6, 46, 36, 70],
+    [76, 92, 16, 58, 17, 80, 0, 35, 54, 71],
+    [15, 61, 66, 18, 53, 57, 91, 81, 48, 84],
+    [47, 43, 42, 20, 99, 24, 83, 98, 25, 72],
+    [55, 34, 59, 10, 8, 3, 37, 63, 86, 51],
+    [30, 41, 21, 38, 97, 85, 62, 96, 33, 75],
+    [89, 23, 78, 7, 39, 4, 29, 79, 12, 64],
+    [31, 82, 28, 93, 67, 65, 1, 90, 88, 69],
+    [32, 50, 11, 5, 77, 9, 95, 73, 74, 27],
+]
+SPEC_T1_NAMES = ["oak_tree", "lamp", "baby", "clock", "lizard", "mountain", "crab", "butterfly", "cattle", "wardrobe"]
+SPEC_T2_NAMES = ["plain", "palm_tree", "television", "bus", "road", "lobster", "bee", "man", "hamster", "rose"]
+
+# the standard alphabetical CIFAR-100 fine-label list, as in the official meta file
+CIFAR100_NAMES = """apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel
+can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin elephant
+flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree
+motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy
+porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel
+streetcar sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip turtle wardrobe whale
+willow_tree wolf woman worm""".split()
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+JPG_ARCHIVE = Path(data.__file__).resolve().parents[1] / "data" / "cifar10-jpg.tar.gz"
+JPG_SHA256 = "db2e01add8b211304937cae29dd074ff182973a7ffa48854c2df87b06410f407"
+
+
+def digest(path, algorithm):
+    return hashlib.new(algorithm, Path(path).read_bytes()).hexdigest()
+
+
+def leftovers(folder):
+    """Names in folder (recursively) that look like temporary or partial files."""
+    return [p.name for p in Path(folder).rglob("*") if p.name.startswith(".") or p.suffix in (".tmp", ".part")]
+
+# -----------------------------------------------------------------------------
+# class order (spec §2)
+
+def test_class_order_seed0_matches_spec_all_ten_tasks():
+    order = data.class_order(100, 0)
+    assert [order[10 * t:10 * (t + 1)] for t in range(10)] == SPEC_TASKS
+    assert sorted(order) == list(range(100))
+
+
+def test_class_order_inverts_the_reference_permutation():
+    for n, seed in ((100, 0), (10, 0), (7, 123)):
+        permutation = np.random.RandomState(seed).permutation(n)  # the reference relabels new = permutation[original]
+        order = data.class_order(n, seed)
+        assert [permutation[original] for original in order] == list(range(n))
+
+# -----------------------------------------------------------------------------
+# tiny archives in the official pickle format, read through the real parser
+
+def write_targz(path, files):
+    with tarfile.open(path, "w:gz") as tar:
+        for name, blob in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+
+
+def batch(x, y, labels_key):
+    return pickle.dumps({b"batch_label": b"tiny", labels_key: y.tolist(), b"data": x,
+                         b"filenames": [b"img_%d.png" % i for i in range(len(y))]}, protocol=2)
+
+
+@pytest.fixture
+def tiny_cifar100(tmp_path):
+    """2 train and 2 test images per class, interleaved like the real files, with the real fine-label names."""
+    rng = np.random.RandomState(1)
+    src = {}
+    for split in ("train", "test"):
+        y = np.tile(np.arange(100), 2)
+        src[split] = rng.randint(0, 256, size=(len(y), 3072)).astype(np.uint8), y
+    meta = pickle.dumps({b"fine_label_names": [n.encode() for n in CIFAR100_NAMES],
+                         b"coarse_label_names": [b"superclass_%d" % i for i in range(20)]}, protocol=2)
+    root = tmp_path / "cifar100"
+    root.mkdir()
+    write_targz(root / "cifar-100-python.tar.gz", {
+        "cifar-100-python/train": batch(*src["train"], b"fine_labels"),
+        "cifar-100-python/test": batch(*src["test"], b"fine_labels"),
+        "cifar-100-python/meta": meta})
+    return SimpleNamespace(root=root, archive=root / "cifar-100-python.tar.gz", **src)
+
+
+@pytest.fixture
+def tiny_cifar10(tmp_path):
+    """One image per class in each of the five training batches, two per class in the test batch."""
+    rng = np.random.RandomState(2)
+    files, train_x, train_y = {}, [], []
+    for i in range(1, 6):
+        y = rng.permutation(10)
+        x = rng.randint(0, 256, size=(10, 3072)).astype(np.uint8)
+        files[f"cifar-10-batches-py/data_batch_{i}"] = batch(x, y, b"labels")
+        train_x.append(x), train_y.append(y)
+    test_y = np.tile(np.arange(10), 2)
+    test_x = rng.randint(0, 256, size=(20, 3072)).astype(np.uint8)
+    files["cifar-10-batches-py/test_batch"] = batch(test_x, test_y, b"labels")
+    files["cifar-10-batches-py/batches.meta"] = pickle.dumps({b"label_names": [n.encode() for n in CIFAR10_NAMES]}, protocol=2)
+    root = tmp_path / "cifar10"
+    root.mkdir()
+    write_targz(root / "cifar-10-python.tar.gz", files)
+    return SimpleNamespace(root=root, archive=root / "cifar-10-python.tar.gz",
+                           train=(np.concatenate(train_x), np.concatenate(train_y)), test=(test_x, test_y))
+
+
+def test_cifar100_tiny_archive_round_trip(tiny_cifar100):
+    bm = data.load("cifar100", root=tiny_cifar100.root, download=False, verify=False)
+    assert (bm.name, bm.n_tasks, bm.classes_per_task, bm.n_classes) == ("cifar100", 10, 10, 100)
+    permutation = np.random.RandomState(0).permutation(100)
+    for split, (x, y) in ((bm.train, tiny_cifar100.train), (bm.test, tiny_cifar100.test)):
+        assert split.images.dtype == torch.uint8 and split.images.shape == (200, 3, 32, 32)
+        assert split.labels.dtype == torch.int64
+        assert np.array_equal(split.images.numpy(), x.reshape(-1, 3, 32, 32))  # file order kept, pixels exact
+        assert np.array_equal(split.labels.numpy(), permutation[y])  # new = permutation[original]
+    # each row is R, G, B planes of 1024 row-major pixels
+    img, row = bm.train.images[5], tiny_cifar100.train[0][5]
+    assert (img[0, 0, 1], img[1, 0, 0], img[2, 31, 31], img[0, 1, 0]) == (row[1], row[1024], row[3071], row[32])
+    for t in range(1, 11):
+        task = bm.task_split(t, "test")
+        assert sorted(set(task.labels.tolist())) == list(bm.task_classes(t)) == list(range(10 * (t - 1), 10 * t))
+        assert len(task) == 20
+        assert bm.class_order[10 * (t - 1):10 * t] == SPEC_TASKS[t - 1]
+    assert bm.class_names[:10] == SPEC_T1_NAMES and bm.class_names[10:20] == SPEC_T2_NAMES
+    assert (bm.mean, bm.std) == ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761))  # spec §2
+    # unpacked atomically: the folder is in place and nothing temporary is left
+    assert sorted(p.name for p in tiny_cifar100.root.iterdir()) == ["cifar-100-python", "cifar-100-python.tar.gz"]
+    assert leftovers(tiny_cifar100.root) == []
+
+
+def test_unpacked_folder_is_used_without_the_archive(tiny_cifar100):
+    first = data.load("cifar100", root=tiny_cifar100.root, download=False, verify=False)
+    tiny_cifar100.archive.unlink()
+    again = data.load("cifar100", root=tiny_cifar100.root, download=False, n_train_per_class=1, n_test_per_class=2)
+    assert len(again.train) == 100 and torch.equal(again.train.images, first.train.images[:100])
+    assert torch.equal(again.test.images, first.test.images)
+
+
+def test_cifar10_tiny_archive_round_trip(tiny_cifar10):
+    bm = data.load("cifar10", root=tiny_cifar10.root, download=False, verify=False)
+    assert (bm.n_tasks, bm.classes_per_task, len(bm.train), len(bm.test)) == (5, 2, 50, 20)
+    permutation = np.random.RandomState(0).permutation(10)
+    for split, (x, y) in ((bm.train, tiny_cifar10.train), (bm.test, tiny_cifar10.test)):
+        assert np.array_equal(split.images.numpy(), x.reshape(-1, 3, 32, 32))
+        assert np.array_equal(split.labels.numpy(), permutation[y])
+    assert bm.class_order == [8, 4, 0, 7, 2, 9, 5, 6, 1, 3]
+    assert bm.class_names == [CIFAR10_NAMES[o] for o in bm.class_order]
+    assert bm.class_names[:2] == ["ship", "deer"]
+    assert bm.mean == (0.4914, 0.4822, 0.4465) and bm.std == (0.2470, 0.2435, 0.2616)  # spec §3
+    assert sorted(set(bm.task_split(3).labels.tolist())) == [4, 5]
+
+
+@pytest.mark.parametrize("name, md5", [("cifar100", "eb9058c3a382ffc7106e4002c42a8d85"), ("cifar10", "c58f30108f718f92721af3b95e74349a")])
+def test_checksum_mismatch_names_expected_and_actual(name, md5, tiny_cifar100, tiny_cifar10):
+    tiny = tiny_cifar100 if name == "cifar100" else tiny_cifar10
+    with pytest.raises(ValueError, match=f"expected md5 {md5}, got {digest(tiny.archive, 'md5')}") as e:
+        data.load(name, root=tiny.root, download=False)  # verify=True is the default
+    assert "\n" not in str(e.value) and str(tiny.archive) in str(e.value)
+    assert [p.name for p in tiny.root.iterdir()] == [tiny.archive.name]  # nothing unpacked
+
+
+def test_missing_archive_says_where_and_how(tmp_path):
+    root = tmp_path / "nowhere"
+    with pytest.raises(FileNotFoundError, match="cifar-100-python.tar.gz") as e:
+        data.load("cifar100", root=root, download=False)
+    assert str(root) in str(e.value) and "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz" in str(e.value)
+    assert "\n" not in str(e.value) and not root.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "incomplete"])
+def test_broken_archive_leaves_nothing_behind(damage, tiny_cifar100):
+    archive = tiny_cifar100.archive
+    if damage == "truncate":  # a download cut short: gzip ends mid-stream while unpacking
+        archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    elif damage == "garbage":
+        archive.write_bytes(b"this is not a gzip file" * 100)
+    else:  # a valid tar.gz without the training file: the folder must not be renamed into place
+        write_targz(archive, {"cifar-100-python/meta": b"", "cifar-100-python/test": b""})
+    with pytest.raises(ValueError, match="corrupt archive") as e:
+        data.load("cifar100", root=tiny_cifar100.root, download=False, verify=False)
+    assert "\n" not in str(e.value) and str(archive) in str(e.value)
+    assert [p.name for p in tiny_cifar100.root.iterdir()] == [archive.name]
+
+
+def test_too_many_per_class(tiny_cifar100):
+    with pytest.raises(ValueError, match="n_train_per_class=3"):
+        data.load("cifar100", root=tiny_cifar100.root, download=False, verify=False, n_train_per_class=3)
+
+# -----------------------------------------------------------------------------
+# cifar10-jpg, the vendored stand-in: decoded once here, then read from its cache
+
+@pytest.fixture(scope="module")
+def jpg(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("jpg-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BIRR_CACHE", str(cache))
+        t0 = time.perf_counter()
+        first = data.load("cifar10-jpg")
+        t1 = time.perf_counter()
+        files = sorted(p.name for p in cache.iterdir())
+        mtime = (cache / files[0]).stat().st_mtime_ns
+        second = data.load("cifar10-jpg")
+        t2 = time.perf_counter()
+    return SimpleNamespace(cache=cache, first=first, second=second, t_first=t1 - t0, t_second=t2 - t1,
+                           files=files, mtime=mtime)
+
+
+def test_cifar10_jpg_sizes_tasks_and_names(jpg):
+    bm = jpg.first
+    assert (len(bm.train), len(bm.test), bm.n_tasks, bm.classes_per_task) == (50_000, 10_000, 5, 2)
+    assert bm.train.images.shape == (50_000, 3, 32, 32) and bm.train.images.dtype == torch.uint8
+    assert bm.train.labels.bincount().tolist() == [5000] * 10 and bm.test.labels.bincount().tolist() == [1000] * 10
+    for t in range(1, 6):
+        assert (len(bm.task_split(t)), len(bm.task_split(t, "test"))) == (10_000, 2_000)
+    assert bm.class_order == data.class_order(10, 0)
+    assert bm.class_names == [CIFAR10_NAMES[o] for o in bm.class_order]
+    assert bm.describe()["synthetic"] is False and "not bit-exact" in bm.describe()["source"]
+
+
+def test_cifar10_jpg_pixels_and_file_order(jpg):
+    """train/airplane/0000.jpg, decoded independently, is the first image of new label permutation[0]."""
+    from PIL import Image
+    with tarfile.open(JPG_ARCHIVE, "r|gz") as tar:  # streamed: the wanted file is the archive's first
+        member = next(m for m in tar if m.name == "train/airplane/0000.jpg")
+        reference = np.asarray(Image.open(tar.extractfile(member)).convert("RGB"))  # (H, W, C)
+    new_airplane = data.class_order(10, 0).index(0)
+    first = jpg.first.train.images[jpg.first.train.labels == new_airplane][0]  # (C, H, W)
+    assert np.array_equal(first.permute(1, 2, 0).numpy(), reference)
+
+
+def test_cifar10_jpg_second_load_reads_the_cache(jpg):
+    assert jpg.files == [f"cifar10-jpg-{JPG_SHA256[:12]}.npz"]  # one cache file, no temporary left
+    assert sorted(p.name for p in jpg.cache.iterdir()) == jpg.files
+    assert (jpg.cache / jpg.files[0]).stat().st_mtime_ns == jpg.mtime  # not rewritten
+    assert jpg.t_second < jpg.t_first / 3, (jpg.t_first, jpg.t_second)
+    assert torch.equal(jpg.second.train.images, jpg.first.train.images)
+    assert torch.equal(jpg.second.test.labels, jpg.first.test.labels)
+
+
+def test_cifar10_jpg_one_task_and_subsampling(jpg, monkeypatch):
+    monkeypatch.setenv("BIRR_CACHE", str(jpg.cache))
+    bm = data.load("cifar10-jpg", n_tasks=1, n_train_per_class=7, n_test_per_class=3)
+    assert (bm.n_tasks, bm.classes_per_task, len(bm.train), len(bm.test)) == (1, 10, 70, 30)
+    assert bm.task_classes(1) == range(10) and len(bm.task_split(1)) == 70
+    for new in range(10):  # the first 7 of each class, in file order
+        full = jpg.first.train.images[jpg.first.train.labels == new][:7]
+        assert torch.equal(bm.train.images[bm.train.labels == new], full)
+
+
+def test_cifar10_jpg_corrupted_copy_fails_the_checksum(tmp_path, birr_cache):
+    blob = bytearray(JPG_ARCHIVE.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    (tmp_path / "cifar10-jpg.tar.gz").write_bytes(blob)
+    got = hashlib.sha256(blob).hexdigest()
+    with pytest.raises(ValueError, match=f"expected sha256 {JPG_SHA256}, got {got}") as e:
+        data.load("cifar10-jpg", root=tmp_path)
+    assert "\n" not in str(e.value) and not birr_cache.exists()
+
+
+def test_cifar10_jpg_truncated_copy_writes_no_cache(tmp_path, birr_cache):
+    """A failure while decoding (here: the archive ends early) leaves no cache file, whole or partial."""
+    birr_cache.mkdir()
+    (tmp_path / "cifar10-jpg.tar.gz").write_bytes(JPG_ARCHIVE.read_bytes()[:1_000_000])
+    with pytest.raises(ValueError, match="corrupt archive"):
+        data.load("cifar10-jpg", root=tmp_path, verify=False)
+    assert list(birr_cache.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["birr-cache", "cifar10-jpg.tar.gz"]
+
+
+def test_cifar10_jpg_missing_archive(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cifar10-jpg.tar.gz"):
+        data.load("cifar10-jpg", root=tmp_path / "empty")
+
+# -----------------------------------------------------------------------------
+# synthetic
+
+def test_synthetic_is_deterministic_in_the_seed():
+    a, b, c = data.load("synthetic", seed=3), data.load("synthetic", seed=3), data.load("synthetic", seed=4)
+    assert torch.equal(a.train.images, b.train.images) and torch.equal(a.test.labels, b.test.labels)
+    # like a real dataset: the run seed permutes the classes, the images stay (data_seed draws them)
+    assert torch.equal(a.train.images, c.train.images) and not torch.equal(a.train.labels, c.train.labels)
+    d = data.load("synthetic", seed=3, data_seed=1)
+    assert not torch.equal(a.train.images, d.train.images)
+    assert a.train.images.dtype == torch.uint8 and a.train.images.shape == (400, 3, 32, 32) and len(a.test) == 80
+
+
+def test_synthetic_first_k_do_not_depend_on_how_many():
+    small, big = data.load("synthetic", n_train_per_class=5), data.load("synthetic", n_train_per_class=10)
+    for new in range(4):
+        assert torch.equal(small.train.images[small.train.labels == new], big.train.images[big.train.labels == new][:5])
+
+
+def test_synthetic_is_learnable():
+    """Nearest-class-mean on flattened normalised pixels beats chance (1/4) by far."""
+    bm = data.load("synthetic")
+    x, x_test = bm.normalise(bm.train.images).flatten(1), bm.normalise(bm.test.images).flatten(1)  # (N, 3072)
+    means = torch.stack([x[bm.train.labels == c].mean(0) for c in range(bm.n_classes)])  # (n_classes, 3072)
+    accuracy = (torch.cdist(x_test, means).argmin(1) == bm.test.labels).float().mean().item()
+    assert accuracy > 2 / bm.n_classes, accuracy
+
+
+def test_synthetic_any_classes_and_tasks():
+    bm = data.load("synthetic", n_classes=6, n_tasks=3, seed=1, n_train_per_class=5, n_test_per_class=2)
+    assert (bm.n_classes, bm.n_tasks, bm.classes_per_task, len(bm.train), len(bm.test)) == (6, 3, 2, 30, 12)
+    assert bm.class_order == data.class_order(6, 1)
+    assert bm.class_names == [f"synthetic-{o}" for o in bm.class_order]
+    assert sorted(set(bm.task_split(3, "test").labels.tolist())) == [4, 5]
+    summary = json.loads(json.dumps(bm.describe()))
+    assert summary["synthetic"] is True and summary["name"] == "synthetic"
+    assert summary["sizes"] == {"train": 30, "test": 12} and summary["class_names"] == bm.class_names
+    one = data.load("synthetic", n_classes=3, n_tasks=1)
+    assert one.task_classes(1) == range(3)
+
+
+def test_normalise():
+    bm = data.load("synthetic")
+    out = bm.normalise(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    assert out.dtype == torch.float32 and out.shape == (2, 3, 32, 32)
+    expected = -torch.tensor(bm.mean) / torch.tensor(bm.std)
+    assert torch.allclose(out[0, :, 0, 0], expected.float())
+    with pytest.raises(ValueError, match="uint8"):
+        bm.normalise(torch.zeros(2, 3, 32, 32))
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("BIRR_CACHE", str(tmp_path))
+    assert data.cache_dir() == tmp_path and data.CACHE_DIR == tmp_path
+    monkeypatch.delenv("BIRR_CACHE")
+    assert data.cache_dir() == Path.home() / ".cache" / "birr"
+
+# -----------------------------------------------------------------------------
+# bad input: one line, naming the bad value
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(name="cifar1000"), "'cifar1000'"),
+    (dict(name="synthetic", n_classes=5, n_tasks=2), "n_tasks=2"),
+    (dict(name="cifar10", n_tasks=3), "n_tasks=3"),
+    (dict(name="synthetic", n_tasks=0), "n_tasks=0"),
+    (dict(name="synthetic", seed=True), "seed=True"),
+    (dict(name="synthetic", seed=-1), "seed=-1"),
+    (dict(name="synthetic", seed="0"), "seed='0'"),
+    (dict(name="synthetic", seed=1.5), "seed=1.5"),
+    (dict(name="cifar100", n_classes=50), "n_classes=50"),
+    (dict(name="synthetic", n_classes=0), "n_classes=0"),
+    (dict(name="synthetic", n_train_per_class=0), "n_train_per_class=0"),
+])
+def test_load_rejects_bad_input(kwargs, needle):
+    name = kwargs.pop("name")
+    with pytest.raises(ValueError) as e:
+        data.load(name, **kwargs)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    if name == "cifar1000":
+        assert all(d in str(e.value) for d in data.DATASETS)
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda bm: bm.task_classes(0), "t=0"),
+    (lambda bm: bm.task_classes(3), "t=3"),
+    (lambda bm: bm.task_classes(True), "t=True"),
+    (lambda bm: bm.task_split(1, "val"), "'val'"),
+    (lambda bm: bm.task_split("1"), "t='1'"),
+    (lambda bm: data.class_order(10, -5), "seed=-5"),
+])
+def test_benchmark_rejects_bad_input(call, needle):
+    bm = data.load("synthetic", n_train_per_class=2, n_test_per_class=1)
+    with pytest.raises(ValueError) as e:
+        call(bm)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_split_checks_its_tensors():
+    with pytest.raises(ValueError, match="uint8"):
+        data.Split(torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="int64"):
+        data.Split(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64))
+
+
+def write_tiny_jpg_archive(path, bad=None):
+    """The cifar10-jpg layout with one train and one test JPEG per class; `bad` names a member to fill with junk."""
+    from PIL import Image
+    files, rng = {}, np.random.RandomState(3)
+    for which in ("train", "test"):
+        for name in CIFAR10_NAMES:
+            buffer = io.BytesIO()
+            Image.fromarray(rng.randint(0, 256, size=(32, 32, 3)).astype(np.uint8)).save(buffer, format="JPEG")
+            files[f"{which}/{name}/0000.jpg"] = buffer.getvalue()
+    if bad:
+        files[bad] = b"not a jpeg"
+    write_targz(path, files)
+
+
+def test_cifar10_jpg_tiny_archive_is_cached_by_its_own_sha(tmp_path, birr_cache):
+    write_tiny_jpg_archive(tmp_path / "cifar10-jpg.tar.gz")
+    bm = data.load("cifar10-jpg", root=tmp_path, verify=False)
+    assert (len(bm.train), len(bm.test)) == (10, 10)
+    sha = digest(tmp_path / "cifar10-jpg.tar.gz", "sha256")
+    assert [p.name for p in birr_cache.iterdir()] == [f"cifar10-jpg-{sha[:12]}.npz"]
+
+
+def test_cifar10_jpg_undecodable_file_writes_no_cache(tmp_path, birr_cache):
+    write_tiny_jpg_archive(tmp_path / "cifar10-jpg.tar.gz", bad="test/horse/0001.jpg")
+    with pytest.raises(ValueError, match="test/horse/0001.jpg is not a 32x32 JPEG") as e:
+        data.load("cifar10-jpg", root=tmp_path, verify=False)
+    assert "\n" not in str(e.value) and not birr_cache.exists()

@@ -1,0 +1,123 @@
+"""Each loss of spec §5 / §6 / §8 against a value computed by hand (or by an independent loop)."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from birr import losses as L
+
+
+def test_reconstruction_is_half_mse_averaged_over_features():
+    # spec §5: r_i = 1/2 * mean_f (x - x')^2, then mean over the batch
+    x = torch.tensor([[[1.0, 2.0], [0.0, 0.0]]])          # K=1, B=2, D=2
+    xr = torch.tensor([[[0.0, 0.0], [3.0, -1.0]]])
+    # sample 1: 0.5 * (1 + 4)/2 = 1.25; sample 2: 0.5 * (9 + 1)/2 = 2.5; mean 1.875
+    assert L.reconstruction_loss(x, xr).tolist() == [1.875]
+
+
+def test_log_normal_drops_the_constant():
+    z = torch.tensor([[1.0, -1.0]]); mu = torch.zeros(1, 2); logvar = torch.tensor([[0.0, math.log(4.0)]])
+    # -1/2 * [(0 + 1) + (log 4 + 1/4)]
+    expected = -0.5 * (1 + math.log(4) + 0.25)
+    assert L.log_normal(z, mu, logvar).item() == pytest.approx(expected)
+
+
+def test_kl_current_divided_by_3072():
+    z = torch.tensor([[[0.5]]]); mu = torch.tensor([[[0.0]]]); lv = torch.tensor([[[0.0]]])
+    pm = torch.tensor([[[1.0]]]); plv = torch.tensor([[[math.log(2.0)]]])
+    logq = -0.5 * (0 + 0.25)
+    logp = -0.5 * (math.log(2) + 0.25 / 2)
+    assert L.kl_current(z, mu, lv, pm, plv).item() == pytest.approx((logq - logp) / 3072)
+    assert L.kl_current(z, mu, lv, pm, plv, divisor=1.0).item() == pytest.approx(logq - logp)
+
+
+def test_gmm_log_likelihoods_match_a_loop():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 5, 3, generator=g); means = torch.randn(2, 4, 3, generator=g); lv = torch.randn(2, 4, 3, generator=g)
+    got = L.gmm_log_likelihoods(z, means, lv)
+    for k in range(2):
+        for b in range(5):
+            for c in range(4):
+                ref = L.log_normal(z[k, b], means[k, c], lv[k, c])
+                assert got[k, b, c].item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-5)
+
+
+def test_kl_replay_is_the_mixture_and_clamps():
+    z = torch.tensor([[[0.0]]]); mu = torch.zeros(1, 1, 1); lv = torch.zeros(1, 1, 1)
+    means = torch.tensor([[[0.0], [2.0]]]); lvs = torch.zeros(1, 2, 1)
+    w = torch.tensor([[[0.25, 0.75]]])
+    logp = math.log(0.25 * math.exp(0.0) + 0.75 * math.exp(-2.0))
+    logq = 0.0
+    assert L.kl_replay(z, mu, lv, means, lvs, w, divisor=1.0).item() == pytest.approx(logq - logp, rel=1e-6)
+    # all weight on a mode that is far below the max: the reference clamps the sum at 1e-40 (spec §5)
+    means_far = torch.tensor([[[0.0], [200.0]]])
+    w0 = torch.tensor([[[0.0, 1.0]]])
+    v = L.kl_replay(z, mu, lv, means_far, lvs, w0, divisor=1.0).item()
+    assert v == pytest.approx(-(math.log(1e-40) + 0.0), rel=1e-3)
+
+
+def test_classification_only_active_classes():
+    logits = torch.tensor([[[2.0, 0.0, 100.0]]])   # the third class is not active yet
+    y = torch.tensor([[0]])
+    expected = -math.log(math.exp(2) / (math.exp(2) + 1))
+    assert L.classification_loss(logits[..., :2], y).item() == pytest.approx(expected)
+
+
+def test_distillation_T2_times_T_squared_and_zero_padding():
+    student = torch.tensor([[[1.0, 0.0, 3.0]]])    # 3 active classes
+    teacher = torch.tensor([[[2.0, 0.0]]])          # 2 old classes
+    T = 2.0
+    tgt = [math.exp(1) / (math.exp(1) + 1), 1 / (math.exp(1) + 1), 0.0]
+    s = [0.5, 0.0, 1.5]
+    lse = math.log(sum(math.exp(v) for v in s))
+    expected = T ** 2 * -sum(t * (v - lse) for t, v in zip(tgt, s))
+    assert L.distillation_loss(student, teacher, T).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_si_penalty_per_run():
+    p = torch.tensor([[1.0, 2.0], [0.0, 0.0]]); a = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    w = torch.tensor([[2.0, 0.5], [1.0, 0.0]])
+    # run 0: 2*1 + 0.5*4 = 4; run 1: 1*1 + 0 = 1
+    assert L.si_penalty([p], [w], [a]).tolist() == [4.0, 1.0]
+
+
+# --- competing classes, paper Fig. 2 ------------------------------------------------------------
+
+def test_fig2_example_threshold_and_selection():
+    # Fig. 2: class 3 is the label with p = 0.6; f = 3 gives threshold 0.2; class 2 (0.25) competes,
+    # classes at 0.1 and 0.05 do not
+    p = torch.tensor([0.05, 0.0, 0.25, 0.6, 0.1])
+    label, thr, comp = L.competing_classes(p, 3)
+    assert label.item() == 3
+    assert thr.item() == pytest.approx(0.2)
+    assert comp.tolist() == [False, False, True, False, False]
+
+
+def test_f_equal_one_selects_nothing_and_f_below_one_rejected():
+    p = torch.tensor([[0.4, 0.4, 0.2], [0.5, 0.3, 0.2]])
+    _, _, comp = L.competing_classes(p, 1.0)
+    assert not comp.any()
+    with pytest.raises(ValueError, match="f=.*0.5.*>= 1"):
+        L.competing_classes(p, 0.5)
+
+
+def test_ties_and_all_equal_rows():
+    p = torch.tensor([[0.4, 0.4, 0.2]])
+    label, _, comp = L.competing_classes(p, 1.5)
+    assert label.tolist() == [0]                       # first index wins the tie
+    assert comp.tolist() == [[False, True, False]]     # the tied class is a competitor (0.4 > 0.267)
+    eq = torch.full((1, 4), 0.25)
+    label, _, comp = L.competing_classes(eq, 2.0)
+    assert label.tolist() == [0] and comp.tolist() == [[False, True, True, True]]
+
+
+def test_competing_classes_vectorised_over_batch_and_runs():
+    g = torch.Generator().manual_seed(1)
+    p = torch.softmax(torch.randn(3, 7, 6, generator=g), -1)
+    label, thr, comp = L.competing_classes(p, 4.0)
+    for k in range(3):
+        for b in range(7):
+            pm = p[k, b].max()
+            exp = [(p[k, b, c] > pm / 4).item() and c != p[k, b].argmax().item() for c in range(6)]
+            assert comp[k, b].tolist() == exp

@@ -1,0 +1,105 @@
+"""RR / RA (issue 5; spec §8, SEED §3.2-3.3)."""
+import pytest
+import torch
+
+from birr import losses as L
+
+
+def _toy():
+    # K=1, B=3 replayed samples, D=2 features, 3 old classes
+    x = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [4.0, 4.0]]])
+    # teacher logits: samples 0,1 -> top-1 class 0, top-2 class 1; sample 2 -> top-1 class 1, top-2 class 0
+    logits = torch.tensor([[[2.0, 1.5, -5.0], [3.0, 0.0, -5.0], [0.0, 1.0, -5.0]]])
+    return x, logits
+
+
+def test_code_variant_hand_computed():
+    x, logits = _toy()
+    xr = torch.tensor([[[1.0, 1.0], [1.0, 0.0], [4.0, 2.0]]])
+    f, use_f = torch.tensor([5.0]), torch.tensor([True])
+    rr, ra, st = L.rr_ra_code(x, xr, logits, f, use_f)
+    # p at T=1: sample 0: p1/p2 = e^0.5 = 1.65 < 5 -> competitive; sample 1: e^3 = 20.1 > 5 -> not;
+    # sample 2: e^1 = 2.7 < 5 -> competitive.
+    assert st["n_competitive"].tolist() == [2]
+    # class means of replayed inputs by top-1: class 0 = mean(x0, x1) = (1, 0); class 1 = x2 = (4, 4)
+    # RR over kept {0, 2}: sample 0 vs mean of class 1: 1/2*((4-1)^2+(4-1)^2)/2 = 4.5 -> 1/4.5
+    #                       sample 2 vs mean of class 0: 1/2*((1-4)^2+(0-2)^2)/2 = 3.25 -> 1/3.25
+    assert rr.item() == pytest.approx((1 / 4.5 + 1 / 3.25) / 2)
+    # RA over all 3 samples vs own class mean: s0 vs (1,0): 1/2*(0+1)/2 = .25; s1 vs (1,0): 0; s2 vs (4,4): 1/2*(0+4)/2 = 1
+    assert ra.item() == pytest.approx((0.25 + 0.0 + 1.0) / 3)
+
+
+def test_code_variant_f_gate_and_no_factor():
+    x, logits = _toy()
+    xr = x + 0.5
+    # f = 1: strict inequality never holds -> nothing competitive -> RR and RA both skipped (spec §8.3)
+    rr, ra, st = L.rr_ra_code(x, xr, logits, torch.tensor([1.0]), torch.tensor([True]))
+    assert rr.item() == 0 and ra.item() == 0 and st["applied"].tolist() == [False]
+    # no factor: every sample competitive (spec §8.3 item 5)
+    _, _, st = L.rr_ra_code(x, xr, logits, torch.tensor([1.0]), torch.tensor([False]))
+    assert st["n_competitive"].tolist() == [3]
+
+
+def test_code_variant_no_kept_sample_gives_zero_not_crash():
+    # every sample has top-1 class 0, so no competitor class has a representative in the batch:
+    # the reference adds lambda * None here (spec §8.5); birr adds 0
+    x = torch.randn(1, 4, 3)
+    logits = torch.tensor([[[3.0, 2.9, 0.0]] * 4])
+    rr, ra, st = L.rr_ra_code(x, x + 1, logits, torch.tensor([20.0]), torch.tensor([True]))
+    assert st["n_competitive"].item() == 4 and st["n_kept"].item() == 0
+    assert rr.item() == 0.0 and torch.isfinite(ra).all() and ra.item() > 0
+
+
+def test_gradients_flow_only_through_the_reconstruction():
+    x, logits = _toy()
+    x = x.clone().requires_grad_(True)
+    logits = logits.clone().requires_grad_(True)
+    xr = (x.detach() + 0.3).requires_grad_(True)
+    rr, ra, _ = L.rr_ra_code(x, xr, logits, torch.tensor([5.0]), torch.tensor([True]))
+    (rr + ra).sum().backward()
+    assert x.grad is None and logits.grad is None
+    assert xr.grad is not None and xr.grad.abs().sum() > 0
+
+
+def test_minimising_rr_repels_and_ra_attracts():
+    x, logits = _toy()
+    f, use_f = torch.tensor([5.0]), torch.tensor([True])
+    comp_mean, own_mean = torch.tensor([4.0, 4.0]), torch.tensor([1.0, 0.0])   # for sample 0
+    xr0 = torch.tensor([[[1.0, 1.0], [1.0, 0.0], [4.0, 2.0]]])
+    for term, target, sign in (("rr", comp_mean, +1), ("ra", own_mean, -1)):
+        xr = xr0.clone().requires_grad_(True)
+        rr, ra, _ = L.rr_ra_code(x, xr, logits, f, use_f)
+        (rr if term == "rr" else ra).sum().backward()
+        with torch.no_grad():
+            new = xr - 0.1 * xr.grad
+        before = (xr0[0, 0] - target).norm()
+        after = (new[0, 0] - target).norm()
+        assert sign * (after - before) > 0, term
+
+
+def test_paper_variant_every_competitor_and_real_means():
+    # own classifier, 3 active classes; sample 0: p = (.5, .3, .2) with f = 3 -> threshold .167: classes 1, 2
+    p = torch.tensor([[[0.5, 0.3, 0.2], [0.9, 0.05, 0.05]]])
+    logits = p.log()
+    means = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]]])     # real class means
+    xr = torch.tensor([[[0.0, 0.0], [1.0, 1.0]]])
+    rr, ra, st = L.rr_ra_paper(xr, logits, means, torch.tensor([3.0]), torch.tensor([True]))
+    # pairs: (s0, c1): 1/2*(4+0)/2 = 1 ; (s0, c2): 1 ; sample 1 has none (0.05 < 0.3)
+    assert st["n_kept"].item() == 2 and st["n_competitive"].item() == 1
+    assert rr.item() == pytest.approx(1.0)
+    # RA: s0 vs class 0 mean: 0; s1 vs class 0 mean: 1/2*(1+1)/2 = 0.5 -> mean .25
+    assert ra.item() == pytest.approx(0.25)
+
+
+def test_variants_agree_where_definitions_coincide():
+    # one competitor per sample (runner-up only passes f), teacher = own classifier, and the replayed
+    # inputs' class means equal the real class means: the two definitions give the same numbers
+    x = torch.tensor([[[0.0, 0.0], [2.0, 2.0], [4.0, 0.0], [6.0, 2.0]]])   # class 0: s0,s1; class 1: s2,s3
+    logits = torch.tensor([[[2.0, 1.0, -9.0], [2.0, 1.0, -9.0], [1.0, 2.0, -9.0], [1.0, 2.0, -9.0]]])
+    real_means = torch.tensor([[[1.0, 1.0], [5.0, 1.0], [0.0, 0.0]]])
+    xr = x + torch.tensor([0.5, -0.25])
+    f, use_f = torch.tensor([5.0]), torch.tensor([True])
+    rr_c, ra_c, _ = L.rr_ra_code(x, xr, logits, f, use_f)
+    rr_p, ra_p, _ = L.rr_ra_paper(xr, logits, real_means, f, use_f)
+    assert rr_c.item() == pytest.approx(rr_p.item(), rel=1e-5)
+    assert ra_c.item() == pytest.approx(ra_p.item(), rel=1e-5)

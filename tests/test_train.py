@@ -1,0 +1,162 @@
+"""Training loop, results, resume and stacking (spec §6-§7; issues 4, 5, 7), on tiny synthetic runs."""
+import json
+
+import pytest
+import torch
+
+import birr
+from birr import losses as L
+from birr import train as T
+from birr.data import class_order
+
+
+def tiny(method="bir+si", **kw):
+    base = dict(budget="smoke", device="cpu", iters=20, log_every=5)
+    base.update(kw)
+    return birr.preset(method, **base)
+
+
+@pytest.fixture
+def results(tmp_path):
+    return tmp_path / "results"
+
+
+def test_results_file_has_everything(results):
+    cfg = tiny()
+    r = birr.run(cfg, results_dir=results, progress=False)
+    on_disk = json.loads((results / "runs" / f"{cfg.stamp}.json").read_text())
+    assert on_disk["stamp"] == r["stamp"] == cfg.stamp
+    for key in ("config", "seed", "class_order", "class_names", "acc_matrix", "per_class_acc", "metrics",
+                "loss_traces", "task_wall_s", "provenance", "dataset", "budget", "encoder"):
+        assert key in on_disk, key
+    assert on_disk["synthetic"] is True and on_disk["dataset"] == "synthetic"
+    assert on_disk["class_order"] == class_order(4, 0)
+    assert len(r["acc_matrix"]) == 2 and r["acc_matrix"][0][1] is None
+    assert set(r["metrics"]) >= {"first20", "first50", "overall", "forgetting", "bwt"}
+    assert r["metrics"]["overall"] == pytest.approx(sum(r["per_class_acc"]) / 4)
+    assert len(r["loss_traces"][0]["total"]) == 4 and r["loss_traces"][1]["recon_r"][0] > 0
+    assert r["loss_traces"][0]["recon_r"][0] == 0          # no replay in task 1
+    prov = r["provenance"]
+    assert {"git_sha", "torch", "device", "device_name", "python"} <= set(prov)
+    assert not list(results.rglob(".*tmp*"))               # atomic writes leave no temp files
+
+
+def test_determinism_same_seed_same_numbers(results):
+    a = birr.run(tiny(), results_dir=results, progress=False)
+    b = birr.run(tiny(), results_dir=results, progress=False, force=True)
+    assert a["acc_matrix"] == b["acc_matrix"] and a["loss_traces"] == b["loss_traces"]
+    c = birr.run(tiny(seed=1), results_dir=results, progress=False)
+    assert c["loss_traces"] != a["loss_traces"]
+
+
+def test_finished_stamp_is_loaded_not_retrained(results, monkeypatch):
+    cfg = tiny()
+    first = birr.run(cfg, results_dir=results, progress=False)
+    calls = []
+    monkeypatch.setattr(T, "_train_stack", lambda *a, **k: calls.append(1) or [])
+    again = birr.run(cfg, results_dir=results, progress=False)
+    assert calls == [] and again == first
+
+
+def test_killed_run_resumes_and_matches_uninterrupted(results, tmp_path, monkeypatch):
+    cfg = tiny("rr+ra", rep_f=5.0)
+    clean = birr.run(cfg, results_dir=tmp_path / "clean", progress=False)
+    real_evaluate, n = T.evaluate, []
+
+    def dies_in_task_2(*a, **k):
+        n.append(1)
+        if len(n) == 2:
+            raise KeyboardInterrupt("killed")
+        return real_evaluate(*a, **k)
+
+    monkeypatch.setattr(T, "evaluate", dies_in_task_2)
+    with pytest.raises(KeyboardInterrupt):
+        birr.run(cfg, results_dir=results, progress=False)
+    assert list((results / "ckpt").glob("*.pt")) and not (results / "runs").exists()
+    monkeypatch.setattr(T, "evaluate", real_evaluate)
+    resumed = birr.run(cfg, results_dir=results, progress=False)
+    assert resumed["acc_matrix"] == clean["acc_matrix"]
+    assert resumed["loss_traces"] == clean["loss_traces"]
+    assert resumed["rr_stats"] == clean["rr_stats"]
+    assert not list((results / "ckpt").glob("*.pt"))        # removed once the results are written
+
+
+def test_stacked_runs_match_runs_trained_alone(results, tmp_path):
+    cfgs = [tiny(seed=0), tiny(seed=1), tiny("rr+ra", seed=0, rep_f=3.0, lambda_rr=1e-2, lambda_ra=1e-2)]
+    stacked = birr.run_many(cfgs, results_dir=results, progress=False)
+    assert {r["stacked_with"] for r in stacked} == {3}
+    for cfg, s in zip(cfgs, stacked):
+        alone = birr.run(cfg, results_dir=tmp_path / f"alone{cfg.stamp}", progress=False)
+        assert alone["stacked_with"] == 1
+        for key in ("total", "recon", "kl", "ce", "rr", "ra"):
+            for ta, ts in zip(alone["loss_traces"], s["loss_traces"]):
+                assert ta[key] == pytest.approx(ts[key], rel=1e-4, abs=1e-6), key
+        for ra, rs in zip(alone["acc_matrix"][-1], s["acc_matrix"][-1]):
+            assert ra == pytest.approx(rs, abs=0.02)
+
+
+def test_rr_ra_only_on_replay_batches_and_logged(results, monkeypatch):
+    seen = []
+    real = L.rr_ra_code
+
+    def spy(x_replay, x_recon, *a):
+        seen.append(tuple(x_replay.shape))
+        return real(x_replay, x_recon, *a)
+
+    monkeypatch.setattr(L, "rr_ra_code", spy)
+    cfg = tiny("rr+ra", batch=16, batch_replay=24, rep_f=20.0, lambda_rr=1e-3, lambda_ra=1e-3)
+    r = birr.run(cfg, results_dir=results, progress=False)
+    # called once per iteration of task 2 only, always on the replay batch (24), never on the current (16)
+    assert len(seen) == cfg.iters and set(seen) == {(1, 24, 1024)}
+    st = r["rr_stats"]
+    assert len(st) == 1 and st[0]["task"] == 2 and st[0]["n_competitive"] > 0
+    assert sum(p[2] for p in st[0]["pairs"]) == st[0]["n_kept"]
+    assert all(a < 2 and b < 2 and a != b for a, b, _ in st[0]["pairs"])   # old classes only
+    assert max(r["loss_traces"][1]["rr"]) > 0 and max(r["loss_traces"][1]["ra"]) > 0
+    assert r["loss_traces"][0]["rr"] == [0.0] * 4
+
+
+def test_paper_variant_runs_and_logs(results):
+    cfg = tiny("rr+ra", rr_variant="paper", rep_f=3.0)
+    r = birr.run(cfg, results_dir=results, progress=False)
+    st = r["rr_stats"][0]
+    assert st["n_kept"] >= st["n_competitive"] > 0
+    assert all(a < 4 and b < 4 and a != b for a, b, _ in st["pairs"])  # own classifier: all seen classes
+    assert max(r["loss_traces"][1]["rr"]) > 0
+
+
+def test_si_importance_only_for_fcE_and_head():
+    cfg = tiny()
+    stack = T.Stack([cfg], torch.device("cpu"))
+    d = stack.data
+    idx = d.task_indices(1)[:, :cfg.batch]
+    gens = stack.generators(1)
+    stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}
+    for _ in range(3):
+        stack.step(1, d.train_x[idx], d.train_y.gather(1, idx), gens, None, None)
+    stack.end_task()
+    for name, w in stack.omega.items():
+        if name.startswith(("fcE1.", "fcE2.", "head.")):
+            assert w.abs().sum() > 0, name
+        else:
+            assert w.abs().sum() == 0, name                 # spec §6: SI constrains fcE and head only
+    assert stack.prev is not None and not any(p.requires_grad for p in stack.prev.parameters())
+
+
+def test_replay_retains_task_1_better_than_finetuning(results):
+    kw = dict(iters=150, fc_units=128, batch=32, batch_replay=32)
+    ft = birr.run(tiny("finetune", **kw), results_dir=results, progress=False)
+    bir = birr.run(tiny("bir+si", **kw), results_dir=results, progress=False)
+    # class-incremental fine-tuning forgets task 1 entirely; generative replay keeps some of it
+    assert ft["acc_matrix"][-1][0] < 0.1
+    assert bir["acc_matrix"][-1][0] > ft["acc_matrix"][-1][0] + 0.1
+
+
+def test_cli_print_config_and_bad_set(capsys):
+    from birr.__main__ import main
+    assert main(["train", "--budget", "smoke", "--seeds", "0", "1", "--set", "rep_f=none", "--print-config"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and json.loads(lines[1])["seed"] == 1
+    with pytest.raises(SystemExit, match="Unknown config key"):
+        main(["train", "--set", "nope=1", "--print-config"])
+    assert main(["train", "--set", "rep_f=0.5", "--print-config"]) == 2
