@@ -204,3 +204,21 @@ def table1_configs(*, budget: str = "full", dataset: str | None = None, seeds=(0
         out += [preset("rr+ra", budget=budget, dataset=dataset, seed=s, rep_f=float(f), rr_variant=variant, **big)
                 for s in seeds]
     return out
+
+
+# iterations per task for the Fig. 3 sweep (SEED Fig. 3: final precision against iterations)
+FIG3_ITERS = {"smoke": (10, 20, 40), "short": (100, 250, 500), "full": (1000, 2500, 5000)}
+
+
+def fig3_configs(*, budget: str = "full", dataset: str | None = None, seeds=(0, 1, 2, 3, 4), f: float = 20.0,
+                 iters_grid=None, **overrides) -> list[Config]:
+    """Baseline and RR+RA (f, lambda = 1e-6) at each iterations-per-task setting, same seeds, batch 512
+    at the full budget (SEED Fig. 3 caption)."""
+    big = dict(batch=512, batch_replay=512) if budget == "full" else {}
+    big.update(overrides)
+    out = []
+    for iters in iters_grid or FIG3_ITERS[budget]:
+        for s in seeds:
+            out.append(preset("bir+si", budget=budget, dataset=dataset, seed=s, iters=iters, **big))
+            out.append(preset("rr+ra", budget=budget, dataset=dataset, seed=s, iters=iters, rep_f=float(f), **big))
+    return out

@@ -91,13 +91,36 @@ def provenance(device: torch.device) -> dict:
                 date=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
 
+def default_results_dir() -> Path:
+    """$BIRR_RESULTS if set (tests point it at a temp folder), else the repository's results/."""
+    env = os.environ.get("BIRR_RESULTS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "results"
+
+
 def results_path(results_dir, cfg: Config) -> Path:
     return Path(results_dir) / "runs" / f"{cfg.stamp}.json"
 
 
 def load_result(results_dir, cfg: Config) -> dict | None:
-    path = results_path(results_dir, cfg)
+    path = results_path(results_dir if results_dir is not None else default_results_dir(), cfg)
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def model_path(results_dir, cfg: Config) -> Path:
+    return Path(results_dir if results_dir is not None else default_results_dir()) / "models" / f"{cfg.stamp}.pt"
+
+
+def load_model(cfg: Config, results_dir=None, device="cpu") -> BIR | None:
+    """The final model of a finished run (a K=1 BIR), or None if its weights were not kept here
+    (results/models/ is not committed: re-run with force=True to get it)."""
+    path = model_path(results_dir, cfg)
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location=device, weights_only=True)
+    m = BIR([cfg.seed], n_classes=state["head.weight"].shape[-1], fc_units=cfg.fc_units, z_dim=cfg.z_dim,
+            in_dim=state["fcD2.weight"].shape[-1], dg_prop=cfg.dg_prop)
+    m.load_state_dict(state)
+    return m.to(device).eval()
 
 
 def _stack_key(cfg: Config) -> tuple:
@@ -180,10 +203,10 @@ def evaluate(model: BIR, data: TaskData, n_seen: int | None = None, chunk: int =
 class Stack:
     """K runs that train together: model, previous model, optimiser, SI state, per-run settings."""
 
-    def __init__(self, cfgs: list[Config], device: torch.device):
+    def __init__(self, cfgs: list[Config], device: torch.device, data: TaskData | None = None):
         self.cfgs, self.cfg, self.device = cfgs, cfgs[0], device
         self.K = len(cfgs)
-        self.data = TaskData(self.cfg, [c.seed for c in cfgs], device)
+        self.data = data if data is not None else TaskData(self.cfg, [c.seed for c in cfgs], device)
         c = self.cfg
         self.model = BIR([x.seed for x in cfgs], n_classes=self.data.n_classes, fc_units=c.fc_units,
                          z_dim=c.z_dim, in_dim=self.data.train_x.shape[1], dg_prop=c.dg_prop).to(device)
@@ -435,6 +458,7 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool) -> list[
             encoder=_jsonable(stack.data.encoder_meta),
             provenance=prov,
         )
+        atomic_torch_save(model_path(results_dir, c), {n: v[k:k + 1].clone() for n, v in stack.model.state_dict().items()})
         atomic_write_json(results_path(results_dir, c), res)
         out.append(res)
     ckpt_path.unlink(missing_ok=True)
@@ -454,11 +478,12 @@ def _jsonable(obj):
 
 # --- public API --------------------------------------------------------------------------------
 
-def run_many(cfgs: list[Config], *, results_dir="results", force: bool = False, progress: bool = True,
+def run_many(cfgs: list[Config], *, results_dir=None, force: bool = False, progress: bool = True,
              max_stack: int = 32) -> list[dict]:
     """Results for every config: loaded by stamp if finished, else trained. Missing runs that share
-    their shapes are trained together as one stacked model (at most `max_stack` per stack)."""
-    results_dir = Path(results_dir)
+    their shapes are trained together as one stacked model (at most `max_stack` per stack).
+    results_dir defaults to default_results_dir()."""
+    results_dir = Path(results_dir) if results_dir is not None else default_results_dir()
     done: dict[str, dict] = {}
     todo: dict[tuple, list[Config]] = {}
     for c in cfgs:
@@ -474,6 +499,6 @@ def run_many(cfgs: list[Config], *, results_dir="results", force: bool = False, 
     return [done[c.stamp] for c in cfgs]
 
 
-def run(cfg: Config, *, results_dir="results", force: bool = False, progress: bool = True) -> dict:
+def run(cfg: Config, *, results_dir=None, force: bool = False, progress: bool = True) -> dict:
     """Train one run (or load it by its stamp) and return its results dict."""
     return run_many([cfg], results_dir=results_dir, force=force, progress=progress)[0]

@@ -1,0 +1,324 @@
+"""
+The frozen convolutional encoder of spec §3 ("C3-5x16-bn"): its architecture, its pre-training on
+CIFAR-10, the committed artefacts that hold it, and the precomputed features the continual runs use.
+
+Read top to bottom: the conv stack -> crop+flip augmentation -> pre-training -> artefacts
+(save / load / get by recipe stamp) -> the feature cache.
+
+Why precompute: in continual learning the conv stack is frozen and kept in eval mode on every step
+(spec §3, "Frozen in continual learning"), and the baseline has no augmentation (spec §2). So the
+1024 features of every image are a fixed function of the image, and can be computed once per
+(encoder, benchmark) and cached. That moves ~5.2 M of the ~18 M multiply-accumulates per sample
+(spec §4.4) out of the training loop.
+
+Budgets (BUDGETS below), measured on this repo's 2-core CPU (torch 2.14.1, default threads):
+- smoke: synthetic, 1 epoch: 400 images = one step of 256, about a second.
+- short: cifar10-jpg, 3 epochs of the full 50,000 images: ~152 s per epoch (195 steps of 256 at
+  ~0.78 s each), ~8 min in all with the final test pass; test accuracy 61.2% (see the artefact).
+- full: 100 epochs (spec §3 recipe): ~4 h on that CPU, so it is meant for a GPU.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from birr.data import Benchmark, cache_dir, load
+
+FORMAT = 1                                               # artefact layout version; bump when the saved dict changes
+ARTEFACTS = Path(__file__).resolve().parents[1] / "artefacts"  # committed, next to birr/
+
+# Pre-training budgets (spec §3: 100 epochs). `short` was chosen from the timing in the module docstring.
+BUDGETS = {
+    "smoke": dict(dataset="synthetic", epochs=1),       # tests and smoke runs: seconds, learns nothing useful
+    "short": dict(dataset="cifar10-jpg", epochs=5),     # see the module docstring for its time and accuracy
+    "full": dict(dataset="cifar10", epochs=100),        # spec §3; use dataset="cifar10-jpg" when offline
+}
+
+# -----------------------------------------------------------------------------
+# the conv stack (spec §3 table)
+
+def _uniform_(t: torch.Tensor, fan_in: int, gen: torch.Generator) -> None:
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): what torch's default Conv2d/Linear init comes to, and the
+    reference's `reset_parameters` (spec §4.1), drawn from our own generator so a seed fixes it."""
+    bound = 1.0 / math.sqrt(fan_in)
+    with torch.no_grad():
+        t.copy_(torch.rand(t.shape, generator=gen) * 2 * bound - bound)
+
+
+def init_(module: nn.Module, gen: torch.Generator) -> None:
+    """Initialise every conv and linear layer of `module` in order, from `gen`. BN keeps weight 1, bias 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            fan_in = m.weight[0].numel()  # in_channels * k * k, or in_features
+            _uniform_(m.weight, fan_in, gen)
+            if m.bias is not None:
+                _uniform_(m.bias, fan_in, gen)
+
+
+class ConvEncoder(nn.Module):
+    """
+    Spec §3: five 3x3 convs with padding 1 and bias. L1 keeps the 32x32 size; the last four are the
+    "reducing" layers (stride 2, channels doubling after the first). L1-L4 are conv -> BN -> ReLU.
+    L5 is the bare conv (`no_fnl=True` in the reference: no BN, no ReLU), so the 1024 features are
+    real-valued and unbounded: these are what internal replay reconstructs.
+    Parameters: 392,608 in the convs + 480 BN affine (+ 960 BN running statistics, not trained).
+    """
+
+    channels = (3, 16, 32, 64, 128, 256)
+    out_dim = 1024  # 256 x 2 x 2
+
+    def __init__(self):
+        super().__init__()
+        c = self.channels
+        layers = []
+        for i in range(4):
+            stride = 1 if i == 0 else 2
+            layers += [nn.Conv2d(c[i], c[i + 1], 3, stride, 1, bias=True), nn.BatchNorm2d(c[i + 1]), nn.ReLU()]
+        layers += [nn.Conv2d(c[4], c[5], 3, 2, 1, bias=True)]  # L5: no BN, no ReLU (spec §3)
+        self.layers = nn.Sequential(*layers)
+        self.frozen = False
+
+    def forward(self, x):  # x: (B, 3, 32, 32) normalised images
+        h = self.layers(x)  # (B, 256, 2, 2)
+        return h.flatten(1)  # (B, 1024), channel-major
+
+    def freeze(self) -> "ConvEncoder":
+        """Frozen as in continual learning (spec §3): no gradients, and eval mode for good, so BN always
+        uses its stored running statistics. The reference re-calls convE.eval() on every step; here a
+        parent's .train() simply cannot switch this module back."""
+        self.frozen = True
+        self.requires_grad_(False)
+        return self.eval()
+
+    def train(self, mode: bool = True):
+        return super().train(mode and not self.frozen)
+
+# -----------------------------------------------------------------------------
+# augmentation: RandomCrop(32, padding=4, symmetric) + RandomHorizontalFlip, on the whole batch
+
+def _symmetric_index(n: int, pad: int, device=None) -> torch.Tensor:
+    """Source pixel of each coordinate of a symmetric-padded axis of length n + 2*pad.
+    'symmetric' repeats the edge pixel (numpy / torchvision): a b c d -> b a | a b c d | d c."""
+    i = torch.arange(-pad, n + pad, device=device)
+    return torch.where(i < 0, -i - 1, torch.where(i >= n, 2 * n - 1 - i, i))
+
+
+def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """
+    Crop each image of x (B, C, H, W) at offset (dy, dx) of its symmetric-padded version, then mirror
+    it left-right where flip is True; dy, dx in 0..2*pad, all (B,). One gather for the whole batch:
+    output pixel (i, j) of image b is padded pixel (dy_b + i, dx_b + j'), with j' = W-1-j when flipped.
+    Works on uint8 (padding copies pixels, so it commutes with normalisation).
+    """
+    B, C, H, W = x.shape
+    rows_src, cols_src = _symmetric_index(H, pad, x.device), _symmetric_index(W, pad, x.device)
+    i = torch.arange(H, device=x.device)
+    j = torch.arange(W, device=x.device)
+    j = torch.where(flip[:, None], W - 1 - j, j)  # (B, W)
+    rows = rows_src[dy[:, None] + i]  # (B, H) source rows in x
+    cols = cols_src[dx[:, None] + j]  # (B, W) source cols in x
+    b = torch.arange(B, device=x.device)[:, None, None]
+    out = x[b, :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C): advanced indices come first
+    return out.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
+
+
+def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """The pre-training augmentation of spec §3 (`--augment`): random crop with symmetric padding 4,
+    then a horizontal flip with probability 1/2, drawn per image from `gen` (a CPU generator)."""
+    B = x.shape[0]
+    dy = torch.randint(0, 2 * pad + 1, (B,), generator=gen).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (B,), generator=gen).to(x.device)
+    flip = (torch.rand(B, generator=gen) < 0.5).to(x.device)
+    return crop_flip(x, dy, dx, flip, pad)
+
+# -----------------------------------------------------------------------------
+# pre-training (spec §3 recipe: main_pretrain.py --experiment=CIFAR10 --epochs=100 --augment)
+
+def recipe_stamp(recipe: dict) -> str:
+    """Short name of a recipe: the first 10 hex digits of sha1 over its sorted JSON."""
+    return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _recipe(dataset, epochs, seed, batch, lr, n_train_per_class, augment) -> dict:
+    return dict(dataset=dataset, epochs=int(epochs), seed=int(seed), batch=int(batch), lr=float(lr),
+                n_train_per_class=n_train_per_class, augment=bool(augment))
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, bench: Benchmark, device, batch: int = 1000) -> float:
+    """Top-1 accuracy on the test split, eval mode (BN on running statistics), spec §7."""
+    model.eval()
+    correct = 0
+    for k in range(0, len(bench.test), batch):
+        x = bench.normalise(bench.test.images[k:k + batch].to(device))
+        correct += (model(x).argmax(1).cpu() == bench.test.labels[k:k + batch]).sum().item()
+    return correct / max(len(bench.test), 1)
+
+
+def _save_atomic(obj, path: Path) -> None:
+    """torch.save into a temporary file in the same folder, then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; artefacts are committed and shared
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def pretrain(dataset: str = "cifar10-jpg", epochs: int = 100, seed: int = 0, device: str = "cpu",
+             batch: int = 256, lr: float = 1e-4, n_train_per_class: int | None = None,
+             augment: bool = True, out_dir: str | Path = ARTEFACTS, progress: bool = True) -> Path:
+    """
+    Train ConvEncoder + MLP head (1024 -> 2000 -> 2000 -> n_classes, ReLU, no BN) with cross-entropy
+    and Adam(lr, betas 0.9/0.999), batch 256 with drop_last, on crop+flip augmented images normalised
+    with the pre-training dataset's own statistics (spec §3). Every layer is trained; only the conv
+    stack is kept. Everything random (init, shuffling, augmentation) comes from one generator seeded
+    with `seed`, so a recipe fixes the weights on a given device. Returns the artefact's path.
+    """
+    recipe = _recipe(dataset, epochs, seed, batch, lr, n_train_per_class, augment)
+    bench = load(dataset, n_tasks=1, seed=seed, n_train_per_class=n_train_per_class)
+    if len(bench.train) < batch:
+        raise ValueError(f"batch={batch} is larger than the {len(bench.train)} training images of {dataset}; with drop_last no step would run")
+    gen = torch.Generator().manual_seed(seed)
+    encoder = ConvEncoder()
+    head = nn.Sequential(nn.Linear(1024, 2000), nn.ReLU(), nn.Linear(2000, 2000), nn.ReLU(),
+                         nn.Linear(2000, bench.n_classes))  # models/classifier.py: fc 1024x2000x2000, then 2000 -> classes
+    model = nn.Sequential(encoder, head)
+    init_(model, gen)
+    model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
+
+    images, labels = bench.train.images.to(device), bench.train.labels.to(device)  # uint8 stays small on the device
+    steps = len(images) // batch  # drop_last
+    history = []
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(images), generator=gen).to(device)
+        bar = tqdm(range(steps), desc=f"encoder {dataset} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        total, correct = 0.0, 0
+        for s in bar:
+            idx = order[s * batch:(s + 1) * batch]
+            x = random_crop_flip(images[idx], gen) if augment else images[idx]
+            y = labels[idx]
+            logits = model(bench.normalise(x))  # (B, n_classes)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            correct += (logits.argmax(1) == y).sum().item()
+            bar.set_postfix(loss=f"{total / (s + 1):.3f}")
+        history.append(dict(epoch=epoch + 1, loss=total / steps, train_acc=correct / (steps * batch),
+                            seconds=time.perf_counter() - t0))
+        if progress:
+            tqdm.write(f"encoder {dataset} epoch {epoch + 1}/{epochs}: loss {total / steps:.4f}, "
+                       f"train acc {correct / (steps * batch):.4f}, {time.perf_counter() - t0:.0f} s")
+    train_seconds = time.perf_counter() - t0
+    test_acc = _accuracy(model, bench, device)
+
+    stamp = recipe_stamp(recipe)
+    path = Path(out_dir) / f"encoder-{stamp}.pt"
+    _save_atomic(dict(
+        format=FORMAT, stamp=stamp, recipe=recipe, dataset=bench.name,
+        mean=list(bench.mean), std=list(bench.std),  # the statistics the encoder was trained under
+        test_acc=test_acc, train_seconds=train_seconds, history=history,
+        torch=str(torch.__version__), device=str(device),
+        state_dict={k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()},  # conv stack only, BN stats included
+    ), path)
+    return path
+
+
+# -----------------------------------------------------------------------------
+# artefacts: load one, or get the one a recipe names (training it if missing)
+
+def load_encoder(path: str | Path, device: str = "cpu") -> tuple[ConvEncoder, dict]:
+    """Read an artefact written by pretrain(): a frozen encoder (eval mode) and its metadata."""
+    meta = torch.load(path, map_location="cpu", weights_only=True)
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: artefact format {meta.get('format')!r}, this code reads format {FORMAT}; retrain it")
+    encoder = ConvEncoder()
+    encoder.load_state_dict(meta.pop("state_dict"))
+    meta["path"] = str(path)
+    return encoder.to(device).freeze(), meta
+
+
+def get_encoder(dataset: str, epochs: int, seed: int = 0, batch: int = 256, lr: float = 1e-4,
+                n_train_per_class: int | None = None, augment: bool = True, device: str = "cpu",
+                force: bool = False, out_dir: str | Path = ARTEFACTS, progress: bool = True) -> tuple[ConvEncoder, dict]:
+    """Train-or-load by recipe stamp (style.md 11): reuse artefacts/encoder-<stamp>.pt when it exists
+    (unless force), else pre-train and save it. The encoder comes back frozen and in eval mode."""
+    recipe = _recipe(dataset, epochs, seed, batch, lr, n_train_per_class, augment)
+    path = Path(out_dir) / f"encoder-{recipe_stamp(recipe)}.pt"
+    if force or not path.is_file():
+        path = pretrain(**recipe, device=device, out_dir=out_dir, progress=progress)
+    return load_encoder(path, device)
+
+
+def encoder_hash(encoder: nn.Module) -> str:
+    """Short hash of the state dict (names, dtypes, shapes and bytes): names what features came from."""
+    h = hashlib.sha1()
+    for name, t in sorted(encoder.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:10]
+
+# -----------------------------------------------------------------------------
+# the feature cache (spec §3, "consequence")
+
+def _images_hash(bench: Benchmark) -> str:
+    """Hash of the train and test image bytes and the normalisation statistics. The images, not the
+    seed: the class order only permutes labels (spec §2), so every seed of a CIFAR benchmark shares one
+    cache file, while a subsampled benchmark, or synthetic data drawn from another seed, gets its own."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(json.dumps([list(bench.mean), list(bench.std)]).encode())
+    for split in (bench.train, bench.test):
+        h.update(str(tuple(split.images.shape)).encode())
+        h.update(split.images.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def _forward_all(encoder: ConvEncoder, bench: Benchmark, images: torch.Tensor, device, batch: int) -> torch.Tensor:
+    out = torch.empty(len(images), ConvEncoder.out_dim, dtype=torch.float32)
+    for k in range(0, len(images), batch):
+        x = bench.normalise(images[k:k + batch].to(device))
+        out[k:k + batch] = encoder(x).float().cpu()  # (b, 1024)
+    return out
+
+
+def features(encoder: ConvEncoder, bench: Benchmark, device: str = "cpu", batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    The 1024 conv features of every train and test image of `bench`: float32 (N_train, 1024) and
+    (N_test, 1024), in the order of bench.train / bench.test. Images are normalised with the
+    *continual* dataset's own statistics (bench.normalise), as the reference does even though the
+    encoder was pre-trained under CIFAR-10's (spec §3: the mismatch is copied for fidelity). Eval mode,
+    no gradients. Cached in cache_dir() as one file per (encoder, dataset, images); later calls read it.
+    """
+    path = cache_dir() / f"features-{bench.name}-{encoder_hash(encoder)}-{_images_hash(bench)}.pt"
+    if path.is_file():
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+        return cached["train"], cached["test"]
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        train = _forward_all(encoder, bench, bench.train.images, device, batch)
+        test = _forward_all(encoder, bench, bench.test.images, device, batch)
+    finally:
+        encoder.train(was_training)
+    _save_atomic(dict(train=train, test=test), path)
+    return train, test
