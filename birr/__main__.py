@@ -3,6 +3,7 @@
     python -m birr train --method bir+si --budget smoke
     python -m birr train --method rr+ra --budget short --seeds 0 1 2 --set rep_f=10 --set rr_variant=paper
     python -m birr table1 --budget short --seeds 0 1 2
+    python -m birr book --budget short --seeds 0 1 2      # every run the book reads
 
 Each run is looked up by its config stamp in --results-dir and trained only if missing (or --force).
 """
@@ -14,7 +15,7 @@ import json
 import sys
 import typing
 
-from birr.config import BUDGETS, METHODS, Config, preset, table1_configs
+from birr.config import BUDGETS, METHODS, Config, book_configs, preset, table1_configs
 
 
 def parse_set(items: list[str]) -> dict:
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m birr", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("train", "table1"):
+    for name in ("train", "table1", "book"):
         p = sub.add_parser(name)
         if name == "train":
             p.add_argument("--method", default="bir+si", choices=METHODS)
@@ -64,8 +65,10 @@ def main(argv=None) -> int:
     try:
         if args.cmd == "train":
             cfgs = [preset(args.method, budget=args.budget, dataset=args.dataset, seed=s, **overrides) for s in args.seeds]
-        else:
+        elif args.cmd == "table1":
             cfgs = table1_configs(budget=args.budget, dataset=args.dataset, seeds=tuple(args.seeds), **overrides)
+        else:
+            cfgs = book_configs(budget=args.budget, dataset=args.dataset, seeds=tuple(args.seeds), **overrides)
     except (TypeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -157,7 +157,7 @@ BUDGET_SETTINGS = {
     "smoke": dict(dataset="synthetic", iters=40, batch=32, batch_replay=32, fc_units=64, z_dim=16,
                   encoder_epochs=1, log_every=10, lr=1e-3),
     "short": dict(dataset="cifar10-jpg", iters=500, batch=128, batch_replay=128, fc_units=400,
-                  encoder_epochs=4, log_every=25),
+                  encoder_epochs=5, log_every=25),
     "full": dict(dataset="cifar100", iters=5000, batch=256, batch_replay=256, fc_units=2000,
                  encoder_epochs=100, log_every=50),
 }
@@ -222,3 +222,17 @@ def fig3_configs(*, budget: str = "full", dataset: str | None = None, seeds=(0, 
             out.append(preset("bir+si", budget=budget, dataset=dataset, seed=s, iters=iters, **big))
             out.append(preset("rr+ra", budget=budget, dataset=dataset, seed=s, iters=iters, rep_f=float(f), **big))
     return out
+
+
+def book_configs(*, budget: str = "short", dataset: str | None = None, seeds=(0, 1, 2), **overrides) -> list[Config]:
+    """Every run the book's chapters read, in one list (style.md 11: one list of the paper's commands):
+    baseline and fine-tuning (chapter 4), Table 1 with the code variant at every f and the paper variant
+    at f = 20 (chapter 6), the Fig. 3 sweep (chapter 7). `python -m birr book` trains them stacked."""
+    seeds = tuple(seeds)
+    kw = dict(budget=budget, dataset=dataset, **overrides)
+    cfgs = [preset("finetune", seed=s, **kw) for s in seeds]
+    cfgs += table1_configs(seeds=seeds, **kw)
+    cfgs += table1_configs(seeds=seeds, factors=(20,), variant="paper", **kw)[len(seeds):]
+    cfgs += fig3_configs(seeds=seeds, **kw)
+    unique = {c.stamp: c for c in cfgs}
+    return list(unique.values())
