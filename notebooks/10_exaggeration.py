@@ -1,0 +1,327 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Exaggerated memories? RR + RA seen and measured
+#
+# This page was computed on {glue:text}`data_label:s`, with {glue:text}`n_seeds:d` seed(s) per
+# method. The paper's claim is about what the two losses do to replayed memories:
+#
+# > This suggests that the brain adaptively targets and accentuates small differences in important
+# > discriminating features of similar memories to reduce interference.
+#
+# and it leaves the check for later: it reports accuracies, not the memories themselves. Here birr
+# looks at them in two ways. First through the lens of {doc}`/book/executed/09_decoder`: replay of
+# classes that competed during training, decoded into images, from the baseline (BI-R + SI) and from
+# RR + RA ($f$ = 20, $\lambda_{RR} = \lambda_{RA} = 10^{-6}$, the code variant), side by side. Then in
+# feature space, where the claim can be measured: are the replayed samples of competing classes further
+# apart, relative to their spread, after training with RR + RA?
+#
+# ```{include} /book/_admonition/gpu.md
+# ```
+
+# %% tags=["parameters"]
+dataset = "cifar10-jpg"
+budget = "short"
+seeds = [0, 1, 2]
+device = "auto"
+
+# %%
+# %matplotlib inline
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+import birr
+import birr.data
+import birr.encoder
+from birr import report as R
+from birr import viz
+from birr.train import resolve_device
+
+FIGURES = Path("../book/figures")          # cwd is notebooks/ (papermill --cwd notebooks)
+FIGURES.mkdir(parents=True, exist_ok=True)
+if dataset == "synthetic":
+    display(Markdown("> **SMOKE RUN ON SYNTHETIC DATA.** Every picture and number on this page comes from "
+                     "a few seconds of training on random class-structured images. It checks that the page "
+                     "runs; it is not a result about CIFAR-10 or CIFAR-100."))
+
+base_cfgs = [birr.preset("bir+si", budget=budget, dataset=dataset, seed=s, device=device) for s in seeds]
+rr_cfgs = [birr.preset("rr+ra", budget=budget, dataset=dataset, seed=s, device=device) for s in seeds]
+results = birr.run_many(base_cfgs + rr_cfgs, progress=False)   # trains what is missing, loads the rest by stamp
+dev = str(resolve_device(base_cfgs[0].device))
+models = {c.stamp: birr.load_model(c, device=dev) for c in base_cfgs + rr_cfgs}
+missing = [c for c in base_cfgs + rr_cfgs if models[c.stamp] is None]
+if missing:                  # results/models/ is not committed: re-train those runs (minutes at most below `full`)
+    redone = {r["stamp"]: r for r in birr.run_many(missing, force=True, progress=False)}
+    results = [redone.get(r["stamp"], r) for r in results]
+    models.update({c.stamp: birr.load_model(c, device=dev) for c in missing})
+res = {r["stamp"]: r for r in results}
+
+glue("data_label", R.dataset_label(results), display=False)
+glue("data_used", results[0]["dataset"], display=False)
+glue("config_stamps", [r["stamp"] for r in results], display=False)
+glue("n_seeds", len(seeds), display=False)
+glue("rep_f", rr_cfgs[0].rep_f, display=False)
+
+decoder, dmeta = viz.decoder_for(base_cfgs[0], device=dev, progress=False)
+glue("dec_psnr", dmeta["test_psnr"], display=False)
+
+# %% [markdown]
+# ## Which pairs to look at
+#
+# Every RR + RA run logs the (label, competitor) pairs that entered the repulsion loss, per task
+# ({doc}`/book/executed/05_competing`). For the pictures we take the two most frequent pairs of the
+# first seed's run, counting "a repelled from b" and "b repelled from a" together; the baseline run of
+# the same seed has the same class order, so it can be asked for the same classes.
+
+# %%
+s0 = seeds[0]
+r0 = res[rr_cfgs[0].stamp]
+names = r0["class_names"]
+# the two most frequent logged pairs; if fewer were logged, pairs of same-task classes fill in ("never logged")
+pairs = viz.top_logged_pairs(r0, 2, fallback_classes=r0["n_tasks"] * r0["classes_per_task"])
+lp = viz.logged_pairs(r0)
+total = int(lp["count"].sum())
+counts = lp.groupby(["a", "b"])["count"].sum()
+pair_table = pd.DataFrame([dict(pair=f"{names[a]} – {names[b]}", count=int(counts.get((a, b), 0)),
+                                share_pct=100 * counts.get((a, b), 0) / total if total else float("nan"),
+                                tasks=", ".join(str(t) for t in sorted(lp[(lp.a == a) & (lp.b == b)]["task"])) or "never logged")
+                           for a, b in pairs]).set_index("pair")
+for i, (a, b) in enumerate(pairs, 1):
+    glue(f"pair{i}", f"{names[a]} – {names[b]}", display=False)
+glue("n_pairs_logged", total, display=False)
+pair_table.round(1)
+
+# %% [markdown]
+# ## Exaggerated reconstructions, through the lens
+#
+# For each class of a pair, four rows: real test images; the decoded replay of the baseline; the
+# decoded replay of RR + RA; and the difference RR + RA − baseline, amplified five times around
+# mid-grey (brighter: RR + RA's picture is brighter in that channel). The two models get the same latent
+# noise, so column $j$ is the same draw in both. The last column is a class mean seen through the lens:
+# of the real training features in the first row, and of 512 replayed vectors in the others, the
+# lens's picture of the class prototype $\hat{x}$ that RA pulls towards and RR pushes away from.
+#
+# Read the difference maps with care. Baseline and RR + RA start from the same weights and see the same
+# data in the same order, but any change to the loss sends training down another path, so the two
+# models differ for reasons that have nothing to do with exaggeration too. The measurements below,
+# over seeds, are what can separate the two; the pictures only show what the difference looks like.
+# The lens itself is blurry ({glue:text}`dec_psnr:.1f` dB on test images).
+
+# %%
+bench0 = birr.data.load(dataset, seed=s0)
+assert bench0.class_names == names
+encoder, _ = birr.encoder.get_encoder(base_cfgs[0].encoder_data, base_cfgs[0].encoder_epochs, device=dev, progress=False)
+train_x, test_x = birr.encoder.features(encoder, bench0, device=dev)         # (N, 1024), (N_test, 1024), cached
+real = {c: bench0.test.images[bench0.test.labels == c] for c in range(bench0.n_classes)}
+real_feats = {c: train_x[bench0.train.labels == c] for c in range(bench0.n_classes)}
+base_model, rr_model = models[base_cfgs[0].stamp], models[rr_cfgs[0].stamp]
+mean_psnr = {}
+for i, pair in enumerate(pairs, 1):
+    fig, st = viz.pair_figure(decoder, dmeta["mean"], dmeta["std"], pair, names, base_model, rr_model, real, real_feats,
+                              n=6, seed=0)
+    mean_psnr.update(st)
+    fig.savefig(FIGURES / f"10_pair{i}.png", dpi=120, bbox_inches="tight")
+    glue(f"pair_fig{i}", fig, display=False)
+    plt.close(fig)
+glue("mean_psnr_min", min(mean_psnr.values()), display=False)
+glue("mean_psnr_max", max(mean_psnr.values()), display=False)
+
+# %% [markdown]
+# ```{glue:figure} pair_fig1
+# :name: fig-exag-pair1
+#
+# {glue:text}`pair1:s`, first seed ({glue:text}`data_label:s`): real images, decoded replay of the
+# baseline and of RR + RA (f = {glue:text}`rep_f:g`), and their difference × 5.
+# ```
+#
+# ```{glue:figure} pair_fig2
+# :name: fig-exag-pair2
+#
+# {glue:text}`pair2:s`, first seed, laid out as above.
+# ```
+#
+# The decoded class prototypes of the two models differ by {glue:text}`mean_psnr_min:.1f` to
+# {glue:text}`mean_psnr_max:.1f` dB PSNR (higher: more alike; identical pictures would be infinite).
+#
+# ## Measured exaggeration
+#
+# The paper's Discussion lists this measurement as future work. For two classes $a$ and $b$ with replayed
+# feature vectors $x$ (1,024-d, what BI-R actually replays), class means $\mu_a, \mu_b$:
+#
+# $$
+# d_{ab} = \lVert \mu_a - \mu_b \rVert_2, \qquad
+# s_c = \sqrt{\operatorname{mean}_{i \in c} \lVert x_i - \mu_c \rVert_2^2}, \qquad
+# \rho_{ab} = \frac{d_{ab}}{(s_a + s_b)/2}.
+# $$
+#
+# $\rho$ is the separation of the two classes' memories in units of their own spread: it grows if the
+# class means move apart, or if each class's replay gathers more tightly around its mean (what RA asks
+# for). `birr.viz.exaggeration` computes it; the final model of every run generates
+# {glue:text}`n_measure:d` vectors per class (classes grouped by the mode they were generated from), with
+# the same latent noise for both methods. Each pair is weighted by how often it entered RR during
+# training in the RR + RA run of the same seed: per task (pairs logged while learning task $t$, measured
+# on the final models), and over all tasks. The last row is a control: every pair of replayed classes,
+# unweighted, whether or not it ever competed. The last column is the same measure on the real training
+# features of the same classes: how far apart the classes are in the data the generator imitates.
+
+# %%
+n_measure = 500
+rows = []
+for s, cb, cr in zip(seeds, base_cfgs, rr_cfgs):
+    rr_res = res[cr.stamp]
+    n_old_s = (rr_res["n_tasks"] - 1) * rr_res["classes_per_task"]          # classes that were ever replayed
+    all_pairs = [(a, b) for a in range(n_old_s) for b in range(a + 1, n_old_s)]
+    w = viz.logged_pairs(rr_res)
+    scopes = {f"task {t}": w[w.task == t].groupby(["a", "b"], as_index=False)["count"].sum() for t in sorted(w.task.unique())}
+    scopes["all tasks"] = w.groupby(["a", "b"], as_index=False)["count"].sum()
+    scopes["all replayed pairs (control)"] = pd.DataFrame(dict(a=[p[0] for p in all_pairs], b=[p[1] for p in all_pairs],
+                                                               count=1))
+    bench_s = birr.data.load(dataset, seed=s)                                # this seed's class order
+    real_x, _ = birr.encoder.features(encoder, bench_s, device=dev)          # cached
+    keep = bench_s.train.labels < n_old_s
+    feats = {"real data": viz.by_class(real_x[keep], bench_s.train.labels[keep])}
+    for method, cfg in (("baseline", cb), ("RR+RA", cr)):
+        feats[method] = viz.by_class(*viz.replay_features(models[cfg.stamp], range(n_old_s), n_measure, seed=0))
+    for method, by_c in feats.items():
+        ex = viz.exaggeration(by_c, all_pairs)
+        for scope, weights in scopes.items():
+            rows.append(dict(seed=s, method=method, scope=scope, **viz.weighted_ratio(ex, weights)))
+measure = pd.DataFrame(rows)
+glue("n_measure", n_measure, display=False)
+
+
+def summary(frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    """Mean ± SEM over seeds of `what` per scope and method, and of the paired difference RR+RA - baseline."""
+    wide = frame.pivot_table(index=["scope", "seed"], columns="method", values=what)
+    wide["difference"] = wide["RR+RA"] - wide["baseline"]
+    out = {}
+    for scope, g in wide.groupby(level="scope", sort=False):
+        out[scope] = {col: R.format_mean_sem(*R.mean_sem(g[col].dropna()), digits=3)
+                      for col in ("baseline", "RR+RA", "difference", "real data")}
+        out[scope]["seeds"] = int(g["difference"].notna().sum())
+    order = [s for s in measure["scope"].unique()]
+    return pd.DataFrame(out).T.loc[[s for s in order if s in out]]
+
+
+ratio_table = summary(measure, "ratio")
+ratio_table
+
+# %% [markdown]
+# Separation ratio $\rho$ (mean ± SEM over seeds; difference = RR + RA − baseline, paired by seed; the
+# real-data column varies between seeds only through which pairs competed). The distances and spreads
+# behind it, over all tasks:
+
+# %%
+overall = measure[measure.scope == "all tasks"]
+parts = pd.concat({"distance d": summary(overall, "distance").loc["all tasks"],
+                   "spread s": summary(overall, "spread").loc["all tasks"],
+                   "ratio ρ": summary(overall, "ratio").loc["all tasks"]}, axis=1).T
+parts
+
+
+# %%
+def mean_sem_of(frame, method, what, scope="all tasks"):
+    v = frame[(frame.method == method) & (frame.scope == scope)][what].dropna()
+    return R.mean_sem(v)
+
+
+wide = overall.pivot_table(index="seed", columns="method", values="ratio").dropna()
+diff = wide["RR+RA"] - wide["baseline"] if len(wide) else pd.Series(dtype=float)
+d_mean, d_sem = R.mean_sem(diff)
+for method, key in (("baseline", "base"), ("RR+RA", "rr"), ("real data", "real")):
+    for what in ("ratio", "distance", "spread"):
+        m, _ = mean_sem_of(measure, method, what)
+        glue(f"{what}_{key}", m, display=False)
+glue("ratio_diff", d_mean, display=False)
+glue("ratio_diff_sem", d_sem, display=False)
+glue("ratio_diff_pct", float(100 * d_mean / wide["baseline"].mean()) if len(wide) else float("nan"), display=False)
+if not np.isfinite(d_sem) or d_sem == 0:
+    verdict = f"cannot be told from noise with {len(diff)} seed(s)"
+elif abs(d_mean) < 2 * d_sem:
+    verdict = "is within two standard errors of zero: no clear exaggeration"
+else:
+    verdict = ("is positive by more than two standard errors: RR + RA's competing memories are further apart"
+               if d_mean > 0 else "is negative by more than two standard errors: RR + RA's competing memories are closer")
+glue("verdict", verdict, display=False)
+(rb, _), (rr_, _) = mean_sem_of(measure, "baseline", "ratio"), mean_sem_of(measure, "real data", "ratio")
+(sb, _), (sr, _) = mean_sem_of(measure, "baseline", "spread"), mean_sem_of(measure, "real data", "spread")
+if sb < sr and rb > rr_:
+    real_note = (f"the replayed memories of a class are less varied than the class itself (spread {sb:.2f} against "
+                 f"{sr:.2f}), so in units of their own spread the generator's classes are already {rb / rr_:.1f} times "
+                 "further apart than the real ones, with or without RR + RA")
+else:
+    real_note = (f"in units of their own spread the generator's classes are {'further apart' if rb > rr_ else 'closer'} "
+                 f"than the real ones (spread of replay {sb:.2f} against {sr:.2f})")
+glue("real_note", real_note, display=False)
+glue("ratio_real_control", mean_sem_of(measure, "real data", "ratio", scope="all replayed pairs (control)")[0], display=False)
+
+# %% [markdown]
+# Over all tasks, weighted by how often each pair competed, the separation ratio is
+# {glue:text}`ratio_base:.3f` for the baseline and {glue:text}`ratio_rr:.3f` for RR + RA
+# (distance {glue:text}`distance_base:.2f` → {glue:text}`distance_rr:.2f`, spread
+# {glue:text}`spread_base:.2f` → {glue:text}`spread_rr:.2f`). The paired difference,
+# {glue:text}`ratio_diff:+.3f` ± {glue:text}`ratio_diff_sem:.3f` ({glue:text}`ratio_diff_pct:+.1f` %
+# of the baseline), {glue:text}`verdict:s`. Compare it with the control row: an exaggeration that the
+# paper's mechanism explains should show up on the pairs that competed more than on all pairs alike.
+# And compare both with the real data, where the same pairs have a ratio of {glue:text}`ratio_real:.3f`
+# (distance {glue:text}`distance_real:.2f`, spread {glue:text}`spread_real:.2f`):
+# {glue:text}`real_note:s`. On the real data, the pairs that competed have a ratio of
+# {glue:text}`ratio_real:.3f` against {glue:text}`ratio_real_control:.3f` for all pairs of replayed
+# classes (lower: closer, relative to their spread), a check on whether the teacher's runner-up picks
+# classes that are similar in the data.
+# These numbers are from {glue:text}`data_label:s`, not from the paper's CIFAR-100 setting.
+#
+# ## A map of competing replay (t-SNE)
+#
+# The same two pairs in two dimensions: a t-SNE (scikit-learn, PCA initialisation, `random_state` 0, as
+# the reference's `visualize_latent_space`, spec §11) of {glue:text}`n_tsne:d` replayed vectors per class
+# from each model and of as many real test features (faint crosses), all embedded together so that both
+# panels share one map. t-SNE keeps neighbourhoods, not distances: read it for overlap and clustering,
+# and the table above for how far apart.
+
+# %%
+n_tsne, tsne_iters = (40, 250) if budget == "smoke" else (150, 1000)   # the smoke page only has to run
+glue("n_tsne", n_tsne, display=False)
+fig, axes = plt.subplots(len(pairs), 2, figsize=(8, 3.6 * len(pairs)), squeeze=False)
+for row, pair in zip(axes, pairs):
+    feats = {}
+    real_idx = torch.cat([(bench0.test.labels == c).nonzero().flatten()[:n_tsne] for c in pair])
+    feats["real"] = (test_x[real_idx], bench0.test.labels[real_idx])
+    for method, model in (("baseline", base_model), ("RR+RA", rr_model)):
+        feats[method] = viz.replay_features(model, pair, n_tsne, seed=2)
+    viz.tsne_pair(feats, names, pair, seed=0, max_iter=tsne_iters, ax_pair=row)
+fig.tight_layout()
+fig.savefig(FIGURES / "10_tsne.png", dpi=120, bbox_inches="tight")
+glue("tsne", fig, display=False)
+plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} tsne
+# :name: fig-exag-tsne
+#
+# t-SNE of replayed features (dots) and real test features (faint crosses) for
+# {glue:text}`pair1:s` and {glue:text}`pair2:s`, baseline (left) and RR + RA (right), first seed
+# ({glue:text}`data_label:s`).
+# ```
+#
+# ## Runs on this page
+
+# %% tags=["hide-output"]
+R.status_rows(results)

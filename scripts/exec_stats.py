@@ -1,0 +1,179 @@
+"""
+Write the two tables that book/status.md includes, next to the executed notebooks:
+
+- exec_stats.md   one row per chapter, read from what papermill recorded in the notebook
+                  (metadata.papermill: end_time, duration, parameters, exception) plus two values a
+                  chapter may glue: `data_used` (the dataset it actually ran on, e.g. res["dataset"])
+                  and `config_stamps` (a list of the result stamps it trained or loaded)
+- environment.md  where it ran: git sha, Python, platform, CPU, GPU, and package versions
+
+    python scripts/exec_stats.py --root . book/executed/01_intro.ipynb book/executed/02_....ipynb
+
+`{nb-exec-table}` cannot replace this: it only lists notebooks that myst-nb executed itself, and
+the book never executes (papermill does; shared/book-pipeline.md, pitfall 8). Links are `{doc}`
+with absolute docnames, because relative links in an `{include}`d file resolve against the
+including page (pitfall 10). Both files are written atomically (tmp file + rename), so a failed
+run never leaves half a table for the build to render.
+"""
+import argparse
+import ast
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+PACKAGES = ("torch", "torchvision", "numpy", "pandas", "matplotlib", "scikit-learn",
+            "papermill", "jupyter-book", "sphinx", "myst-nb", "jupytext")
+
+
+def glued_values(nb: dict) -> dict:
+    """The value of every `glue(name, ...)` in the notebook (displayed or not), by name, read back
+    from its text/plain repr: "'synthetic'" -> 'synthetic', "['ab12', 'cd34']" -> a list."""
+    found = {}
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []):
+            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
+            text = next((v for k, v in out.get("data", {}).items() if k.endswith("text/plain")), None)
+            if name and text is not None:
+                text = "".join(text) if isinstance(text, list) else text
+                try:
+                    found[name] = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    found[name] = text
+    return found
+
+
+def stamps_of(glued: dict) -> list[str]:
+    """`config_stamps` may be glued as a list of stamps or as one string of them."""
+    value = glued.get("config_stamps", [])
+    return (value.replace(",", " ").split() if isinstance(value, str) else [str(v) for v in value])
+
+
+def cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def exec_stats(notebooks: list[Path], root: Path) -> str:
+    chapters = []
+    for path in notebooks:
+        nb = json.loads(path.read_text())
+        meta = nb.get("metadata", {}).get("papermill", {})
+        chapters.append(dict(
+            doc=path.relative_to(root).with_suffix("").as_posix(),
+            meta=meta,
+            params=", ".join(f"`{k}={v!r}`" for k, v in meta.get("parameters", {}).items()) or "(the notebook's defaults)",
+            glued=glued_values(nb)))
+    same_params = len({c["params"] for c in chapters}) == 1
+    lines = [f"Every chapter ran with {chapters[0]['params']}.", ""] if same_params else []
+    lines += ["| Chapter | Finished (UTC) | Seconds | " + ("" if same_params else "Parameters | ") + "Data used | Runs | Status |",
+              "|---|---|--:|" + ("" if same_params else "---|") + "---|--:|---|"]
+    for c in chapters:
+        meta, duration = c["meta"], c["meta"].get("duration")
+        lines.append(
+            f"| {{doc}}`/{c['doc']}` | {(meta.get('end_time') or '?')[:16].replace('T', ' ')} "
+            f"| {f'{duration:.1f}' if isinstance(duration, (int, float)) else '?'} | "
+            + ("" if same_params else f"{c['params']} | ")
+            + f"{cell(c['glued'].get('data_used', '–'))} | {len(stamps_of(c['glued'])) or '–'} "
+            f"| {'**error**' if meta.get('exception') else 'ok'} |")
+    total = sum(c["meta"].get("duration") or 0 for c in chapters)
+    lines += ["", f"{len(chapters)} chapter{'s' * (len(chapters) != 1)}, {total:.0f} s of papermill execution in all.", ""]
+    with_stamps = [c for c in chapters if stamps_of(c["glued"])]
+    if with_stamps:  # the stamps are long: listed under the table, not in it
+        lines += [":::{dropdown} Config stamps of the runs each chapter trained or loaded", ""]
+        lines += [f"- {{doc}}`/{c['doc']}`: " + ", ".join(f"`{s}`" for s in stamps_of(c["glued"])) for c in with_stamps]
+        lines += [":::", ""]
+    return "\n".join(lines)
+
+
+def git_sha(repo: Path) -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"`{sha}`" + (" plus uncommitted changes" if dirty else "")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment(repo: Path) -> str:
+    import torch  # imported here: the chapter table above needs nothing but json
+
+    if torch.cuda.is_available():
+        gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        gpu += f" (CUDA {torch.version.cuda})"
+    else:
+        gpu = "none: everything ran on the CPU"
+    rows = [
+        ("birr commit", git_sha(repo)),
+        ("generated (UTC)", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")),
+        ("Python", platform.python_version()),
+        ("platform", platform.platform()),
+        ("CPU", f"{cpu_model()}, {os.cpu_count()} logical cores, torch uses {torch.get_num_threads()} threads"),
+        ("GPU", gpu),
+        *((name, version(name)) for name in PACKAGES),
+    ]
+    freeze = sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions() if d.metadata["Name"])
+    return "\n".join([
+        "| What | Version or value |",
+        "|---|---|",
+        *(f"| {k} | {cell(v)} |" for k, v in rows),
+        "",
+        ":::{dropdown} Every installed package",
+        "```text",
+        *dict.fromkeys(freeze),  # dedupe, keep order
+        "```",
+        ":::",
+        "",
+    ])
+
+
+def write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, default=Path.cwd(), help="the book's source root (holds _toc.yml); docnames are relative to it")
+    ap.add_argument("notebooks", type=Path, nargs="+", help="executed notebooks, all in one folder; the tables are written there")
+    args = ap.parse_args(argv)
+    root = args.root.resolve()
+    notebooks = sorted(p.resolve() for p in args.notebooks)
+    folders = {p.parent for p in notebooks}
+    if len(folders) != 1:
+        sys.exit(f"exec_stats: the executed notebooks must share one folder, got {sorted(map(str, folders))}")
+    out = folders.pop()
+    write_atomic(out / "exec_stats.md", exec_stats(notebooks, root))
+    write_atomic(out / "environment.md", environment(Path(__file__).resolve().parents[1]))
+    print(f"exec_stats: wrote {out / 'exec_stats.md'} and {out / 'environment.md'} ({len(notebooks)} chapters)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""
+The book, tested the way `make book` builds it, at the smoke budget on synthetic data (CPU, seconds):
+
+- every notebooks/NN_*.py chapter runs under papermill without error (one test per chapter);
+- the whole pipeline, scripts/build_book.sh, builds the book with `-W -n` into a temporary folder,
+  and the glued numbers reach the pages;
+- the cheap checks that keep the pieces in step: pyproject.toml vs environment.yml, chapters vs
+  _toc.yml, chapters' parameters cells vs book/params.yaml, Makefile overrides.
+"""
+import ast
+import html
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import papermill
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+CHAPTERS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))  # the glob scripts/build_book.sh uses
+# what every chapter must accept; CI has no GPU, so device is pinned to the CPU
+SMOKE = {"budget": "smoke", "dataset": "synthetic", "device": "cpu", "seeds": [0]}
+
+
+@pytest.fixture(scope="session")
+def smoke_results(tmp_path_factory):
+    """One results folder for every smoke run of this session (birr.train.default_results_dir reads
+    $BIRR_RESULTS): the repository's results/ stays clean, and the book build loads the runs that
+    the chapter tests trained instead of training them again."""
+    return tmp_path_factory.mktemp("results")
+
+
+def parameters_cell(nb) -> set[str]:
+    """Names assigned in the chapter's one cell tagged `parameters`."""
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"expected exactly one cell tagged 'parameters', found {len(cells)}"
+    return {t.id for node in ast.parse(cells[0].source).body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)}
+
+
+def page_text(path: Path) -> str:
+    """An HTML page as plain text, whitespace collapsed."""
+    text = html.unescape(re.sub(r"<[^>]+>", "", path.read_text()))
+    return re.sub(r"\s+", " ", text)
+
+# -----------------------------------------------------------------------------
+# cheap consistency checks
+
+
+def test_there_are_chapters():
+    assert CHAPTERS, "no notebooks/NN_*.py found"
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert "python=3.11" in conda and "pip" in conda
+
+    def key(line):
+        r = Requirement(line)
+        return canonicalize_name(r.name), frozenset(map(str, r.specifier)), str(r.marker or ""), frozenset(r.extras)
+
+    wanted = [key(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    listed = [key(r) for r in pip]
+    assert len(set(listed)) == len(listed), "environment.yml lists a package twice"
+    assert set(listed) == set(wanted), (
+        f"only in pyproject.toml: {sorted(set(wanted) - set(listed))}; "
+        f"only in environment.yml: {sorted(set(listed) - set(wanted))}")
+    for name, spec, _, _ in wanted:
+        assert spec, f"{name} has no version range (style.md: no unpinned requirements)"
+
+
+def test_toc_lists_every_chapter():
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    files = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            files.extend([node["file"]] if "file" in node else [])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(toc)
+    files.append(toc["root"])
+    for py in CHAPTERS:
+        assert f"book/executed/{py.stem}" in files, f"{py.name} is executed by `make book` but missing from _toc.yml"
+    for f in files:
+        if f.startswith("book/executed/"):
+            assert (NOTEBOOKS / f"{Path(f).name}.py").exists(), f"_toc.yml lists {f} but notebooks/{Path(f).name}.py does not exist"
+        else:
+            assert (REPO / f"{f}.md").exists(), f"_toc.yml lists {f} but {f}.md does not exist"
+
+
+@pytest.mark.parametrize("py", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_accepts_book_parameters(py):
+    names = parameters_cell(jupytext.read(py))
+    book = set(yaml.safe_load((REPO / "book/params.yaml").read_text()))
+    assert book <= names, f"book/params.yaml sets {sorted(book - names)}, which {py.name}'s parameters cell does not define"
+    assert set(SMOKE) <= names
+
+
+def test_make_reproduce_passes_overrides():
+    out = subprocess.run(["make", "-n", "reproduce", "BUDGET=full", "DATASET=cifar100"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    assert "scripts/build_book.sh -f book/params.yaml -p budget full -p dataset cifar100" in out
+
+def test_exec_stats_table(tmp_path):
+    """The status table from papermill metadata and glued values, on two hand-made notebooks."""
+    spec = importlib.util.spec_from_file_location("exec_stats", REPO / "scripts/exec_stats.py")
+    exec_stats = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exec_stats)
+
+    def fake(name, params, glued, exception=None):
+        outputs = [{"output_type": "display_data", "metadata": {"scrapbook": {"name": k, "mime_prefix": ""}},
+                    "data": {"text/plain": repr(v)}} for k, v in glued.items()]
+        nb = {"cells": [{"cell_type": "code", "source": "", "metadata": {}, "outputs": outputs}],
+              "metadata": {"papermill": {"parameters": params, "duration": 12.34, "exception": exception,
+                                         "end_time": "2026-11-25T08:00:00.123456"}}}
+        path = tmp_path / "book" / "executed" / f"{name}.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(nb))
+        return path
+
+    a = fake("01_a", {"budget": "smoke"}, {"data_used": "synthetic"})
+    b = fake("02_b", {"budget": "smoke"}, {"data_used": "cifar100", "config_stamps": ["0123456789ab", "ba9876543210"]}, exception=True)
+    table = exec_stats.exec_stats([a, b], tmp_path)
+    assert "Every chapter ran with `budget='smoke'`." in table
+    assert "| {doc}`/book/executed/01_a` | 2026-11-25 08:00 | 12.3 | synthetic | – | ok |" in table
+    assert "| {doc}`/book/executed/02_b` | 2026-11-25 08:00 | 12.3 | cifar100 | 2 | **error** |" in table
+    assert "`0123456789ab`, `ba9876543210`" in table
+
+    c = fake("03_c", {"budget": "full"}, {})
+    table = exec_stats.exec_stats([a, c], tmp_path)
+    assert "Every chapter ran" not in table and "| `budget='full'` | – | – | ok |" in table
+
+# -----------------------------------------------------------------------------
+# every chapter runs (papermill, smoke budget, synthetic data, CPU)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("py", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_runs(py, tmp_path, smoke_results, monkeypatch):
+    monkeypatch.setenv("BIRR_RESULTS", str(smoke_results))  # the kernel inherits this environment
+    source, executed = tmp_path / f"{py.stem}.ipynb", tmp_path / f"{py.stem}.executed.ipynb"
+    jupytext.write(jupytext.read(py), source)
+    # cwd=notebooks/, as in `make book`, so that ../results and ../data resolve; raises on any error
+    nb = papermill.execute_notebook(str(source), str(executed), parameters=SMOKE, kernel_name="python3",
+                                    cwd=str(NOTEBOOKS), progress_bar=False)
+    assert not nb.metadata.papermill.get("exception")
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            plain = next((v for k, v in data.items() if k.endswith("text/plain")), "")
+            if str(plain).startswith("<Figure"):  # a figure that never became an image (pitfall 1)
+                assert any(k.endswith("image/png") for k in data), f"{py.name}: a figure was stored as text only; begin with %matplotlib inline"
+
+# -----------------------------------------------------------------------------
+# the book builds, with the same script as `make book`
+
+
+@pytest.mark.slow
+def test_book_builds(tmp_path, smoke_results):
+    # a copy of the book's sources, so the repository's own book/executed/ and _build/ stay untouched
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(REPO / name, src / name)
+    shutil.copytree(REPO / "book", src / "book", ignore=shutil.ignore_patterns("executed", "figures"))
+    params = tmp_path / "smoke.yaml"
+    params.write_text(yaml.safe_dump(SMOKE))
+
+    proc = subprocess.run(["bash", str(REPO / "scripts/build_book.sh"), "--src", str(src), "--out", str(out), "-f", str(params)],
+                          env={**os.environ, "PYTHON": sys.executable, "BIRR_RESULTS": str(smoke_results)}, capture_output=True, text=True)
+    assert proc.returncode == 0, f"build_book.sh failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+
+    site = out / "_build" / "html"
+    assert (site / "index.html").exists()
+    assert (site / "_static" / "mathjax" / "tex-svg-full.js").exists(), "local MathJax was not copied"
+
+    import birr.data
+    bench = birr.data.load("synthetic", seed=0)
+    intro = page_text(site / "book" / "executed" / "01_intro.html")
+    assert f"{bench.n_tasks} tasks of {bench.classes_per_task} classes" in intro
+    assert f"{bench.n_classes} classes in all" in intro
+    assert "dataset = “synthetic”" in intro
+    assert "<Figure" not in intro
+
+    status_html = (site / "book" / "status.html").read_text()
+    status = page_text(site / "book" / "status.html")
+    for py in CHAPTERS:  # one row per chapter, linked to its page
+        assert f'href="executed/{py.stem}.html' in status_html, f"the status table has no row for {py.stem}"
+    assert re.search(r"Introduction.*synthetic.*\bok\b", status), "the status table has no ok row for the introduction"
+    assert "torch" in status and "GPU" in status

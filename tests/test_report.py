@@ -1,0 +1,248 @@
+"""birr.report on hand-built fake results dicts: known answers, no training."""
+import math
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+from birr import report as R
+
+
+def fake(method="bir+si", seed=0, acc=(0.30, 0.32, 0.35), *, f=None, variant="code", iters=40, dataset="cifar10-jpg",
+         budget="short", device="cpu", n_tasks=3, cpt=2, rr_stats=None, loss_traces=None, stamp=None):
+    """A results dict with the fields birr.report reads; acc = (first20, first50, overall)."""
+    rr = method == "rr+ra"
+    C = n_tasks * cpt
+    names = [f"class{(c + seed) % C}" for c in range(C)]
+    acc_matrix = [[0.9 if i <= t else None for i in range(n_tasks)] for t in range(n_tasks)]
+    acc_matrix[-1] = [0.2 + 0.1 * i for i in range(n_tasks)]
+    return dict(
+        stamp=stamp or f"{method}-{seed}-{f}-{variant}-{iters}", method=method, dataset=dataset, budget=budget,
+        synthetic=dataset == "synthetic", seed=seed,
+        config=dict(rr=rr, ra=rr, rep_f=f, rr_variant=variant, iters=iters, batch_replay=10, lambda_rr=1e-6,
+                    lambda_ra=1e-6, device=device),
+        class_names=names, n_tasks=n_tasks, classes_per_task=cpt,
+        acc_matrix=acc_matrix, acc_matrix_seen=acc_matrix, per_task_acc=acc_matrix[-1],
+        metrics=dict(first20=acc[0], first50=acc[1], overall=acc[2], forgetting=0.5, bwt=-0.5,
+                     average_task_acc=acc[2]),
+        rr_stats=rr_stats or [], loss_traces=loss_traces or [], wall_time_s=12.34,
+        provenance=dict(device=device, device_name="cpu", git_sha="0123456789abcdef", git_dirty=False),
+    )
+
+
+BASE = {0: (0.30, 0.31, 0.35), 1: (0.28, 0.33, 0.36), 2: (0.33, 0.30, 0.34)}
+
+
+def test_paper_table1_implied_baselines():
+    frame = R.paper_table1_frame()
+    assert list(frame.index) == [5, 10, 20, 50, 100]
+    # spec §9.2 item 2: abs / rel * 100 is the same baseline in every row
+    assert frame["first20_implied_baseline"].round(1).unique().tolist() == [30.4]
+    assert frame["first50_implied_baseline"].round(1).unique().tolist() == [31.8]
+    assert frame["overall_implied_baseline"].between(34.82, 34.91).all()
+    assert frame.loc[20, "first20_implied_baseline"] == pytest.approx(4.80 / 15.79 * 100)
+    assert frame.loc[10, "first20_abs"] == 5.80 and frame.loc[20, "first50_rel"] == 15.30
+    # the Results text for f = 20 implies other baselines (spec §9.2 item 1)
+    assert R.implied_baseline(*R.PAPER_TEXT_F20["first50"]) == pytest.approx(20.9, abs=0.05)
+    assert R.implied_baseline(*R.PAPER_TEXT_F20["first20"]) == pytest.approx(27.2, abs=0.05)
+    shown = R.format_paper_table1()
+    assert shown.loc[20, "first 20 %: abs / rel"] == "+4.80 / +15.79 %"
+
+
+def test_table1_constant_paired_gain_is_exact():
+    base = [fake(seed=s, acc=a) for s, a in BASE.items()]
+    rr = [fake("rr+ra", seed=s, acc=tuple(v + 0.05 for v in a), f=20.0) for s, a in BASE.items()]
+    frame = R.table1_frame(base + rr)
+    row = frame.loc["f = 20"]
+    for m in R.METRICS:
+        assert row[f"{m}_abs"] == pytest.approx(5.0, abs=1e-9)
+        assert f"{row[f'{m}_abs']:.2f}" == "5.00"
+        assert row[f"{m}_ci_low"] == pytest.approx(5.0, abs=1e-9) and row[f"{m}_ci_high"] == pytest.approx(5.0, abs=1e-9)
+        base_mean = np.mean([100 * a[R.METRICS.index(m)] for a in BASE.values()])
+        assert row[f"{m}_rel"] == pytest.approx(5.0 / base_mean * 100)
+        assert row[f"{m}_mean"] == pytest.approx(base_mean + 5.0)
+    assert row["n_paired"] == 3 and row["n"] == 3
+    # the baseline row carries levels but no change
+    b = frame.iloc[0]
+    assert b["first20_mean"] == pytest.approx(np.mean([30, 28, 33]))
+    assert b["first20_sem"] == pytest.approx(np.std([30, 28, 33], ddof=1) / math.sqrt(3))
+    assert math.isnan(b["first20_abs"])
+    shown = R.format_table1(frame)
+    assert shown.loc["f = 20", ("first 20 %", "95 % CI (points)")] == "[+5.00, +5.00]"
+    assert shown.loc["f = 20", ("first 20 %", "change abs / rel")].startswith("+5.00 / +")
+
+
+def test_best_f():
+    base = [fake(seed=s, acc=a) for s, a in BASE.items()]
+    rr = [fake("rr+ra", seed=s, acc=tuple(v + g for v in a), f=f) for f, g in ((5.0, 0.01), (10.0, 0.03), (20.0, 0.02))
+          for s, a in BASE.items()]
+    assert R.best_f(R.table1_frame(base + rr), "first20") == "f = 10"
+    same = [fake("rr+ra", seed=s, acc=a, f=f) for f in (5.0, 10.0) for s, a in BASE.items()]
+    assert R.best_f(R.table1_frame(base + same), "overall") == "no single f (2 values tie at +0.00 points)"
+
+
+def test_table1_pairs_by_seed_not_by_position():
+    base = [fake(seed=s, acc=a) for s, a in BASE.items()]
+    # seed 1 RR is much better, others equal; listed in another order, and seed 2 missing
+    rr = [fake("rr+ra", seed=1, acc=(0.38, 0.33, 0.36), f=10.0), fake("rr+ra", seed=0, acc=BASE[0], f=10.0)]
+    frame = R.table1_frame(rr + base)
+    row = frame.loc["f = 10"]
+    assert row["n_paired"] == 2
+    assert row["first20_abs"] == pytest.approx(5.0)            # (10 + 0) / 2 points
+    assert row["first50_abs"] == pytest.approx(0.0) and row["overall_abs"] == pytest.approx(0.0)
+
+
+def test_paired_stats_matches_scipy_and_bootstrap_is_reproducible():
+    from scipy import stats
+    t = {0: 1.0, 1: 3.0, 2: 2.5, 3: 4.0}
+    b = {0: 0.5, 1: 1.0, 2: 2.0, 3: 2.0}
+    st = R.paired_stats(t, b, n_boot=2000, rng_seed=1)
+    assert st["mean_diff"] == pytest.approx(np.mean([0.5, 2.0, 0.5, 2.0]))
+    assert st["p"] == pytest.approx(stats.ttest_rel([1, 3, 2.5, 4], [0.5, 1, 2, 2]).pvalue)
+    assert 0.5 <= st["ci_low"] <= st["mean_diff"] <= st["ci_high"] <= 2.0
+    assert R.paired_stats(t, b, n_boot=2000, rng_seed=1) == st
+    one = R.paired_stats({0: 2.0}, {0: 1.0})
+    assert one["n"] == 1 and one["mean_diff"] == 1.0 and math.isnan(one["p"]) and math.isnan(one["ci_low"])
+
+
+def test_table1_variants_and_errors():
+    base = [fake(seed=s, acc=a) for s, a in BASE.items()]
+    code = [fake("rr+ra", seed=s, acc=a, f=20.0) for s, a in BASE.items()]
+    paper = [fake("rr+ra", seed=s, acc=a, f=20.0, variant="paper") for s, a in BASE.items()]
+    frame = R.table1_frame(base + paper + code)
+    assert list(frame.index) == ["baseline (BI-R + SI)", "f = 20 (code variant)", "f = 20 (paper variant)"]
+    assert R.table1_row(frame, 20.0, "paper").name == "f = 20 (paper variant)"
+    assert R.table1_row(frame, variant="").name == "baseline (BI-R + SI)"
+    with pytest.raises(KeyError):
+        R.table1_row(frame, 5.0)
+    with pytest.raises(ValueError, match="no baseline"):
+        R.table1_frame(code)
+    with pytest.raises(ValueError, match="two different runs with seed 0"):
+        R.table1_frame(base + [fake(seed=0, iters=10)])
+
+
+def test_dataset_label():
+    r = fake()
+    assert R.dataset_label(r) == "CIFAR-10 (JPEG copy, proxy for CIFAR-100), short budget, cpu"
+    s = fake(dataset="synthetic", budget="smoke")
+    assert R.dataset_label([s, s]).startswith("synthetic (smoke test — not a result), smoke budget")
+    assert R.dataset_label(dataset="cifar100", budget="full", device="cuda") == \
+        "CIFAR-100 (the paper's benchmark), full budget, cuda"
+    with pytest.raises(ValueError, match="mix"):
+        R.dataset_label([r, s])
+
+
+def test_metric_summary_and_status_rows():
+    runs = [fake(seed=s, acc=a) for s, a in BASE.items()]
+    summ = R.metric_summary({"BI-R + SI": runs})
+    assert summ.loc["BI-R + SI", "overall_mean"] == pytest.approx(35.0)
+    assert summ.loc["BI-R + SI", "task1_mean"] == pytest.approx(20.0)
+    assert summ.loc["BI-R + SI", "forgetting_mean"] == pytest.approx(50.0)
+    assert R.format_summary(summ).loc["BI-R + SI", "overall"] == "35.0 ± 0.6"
+    rows = R.status_rows(runs + runs[:1])
+    assert len(rows) == 3 and list(rows["git_sha"].unique()) == ["0123456789ab"]
+    assert rows["seconds"].tolist() == [12.3] * 3
+
+
+def test_competition_pairs_and_magnitudes():
+    st = [dict(task=2, n_replayed=100, n_competitive=40, n_kept=30, n_applied=9,
+               pairs=[[0, 1, 20], [1, 0, 10]]),
+          dict(task=3, n_replayed=100, n_competitive=60, n_kept=60, n_applied=10,
+               pairs=[[0, 1, 5], [3, 2, 55]])]
+    traces = [dict(task=1, iters=[5, 10], rr=[0, 0], ra=[0, 0], recon_r=[0, 0]),
+              dict(task=2, iters=[5, 10], rr=[2.0, 4.0], ra=[0.5, 0.5], recon_r=[1e-6, 1e-6])]
+    r0 = fake("rr+ra", seed=0, f=5.0, rr_stats=st, loss_traces=traces)
+    r1 = fake("rr+ra", seed=1, f=5.0, rr_stats=st, loss_traces=traces)
+    cf = R.competition_frame([r0, fake(seed=0)])
+    assert len(cf) == 2 and cf["share_competitive"].tolist() == [0.4, 0.6]
+    assert cf["pairs_per_competitive"].tolist() == [0.75, 1.0] and cf["applied_share"].tolist() == [0.9, 1.0]
+    by_f = R.competition_by_f([r0, r1])
+    assert by_f.loc[0, "competitive %"] == pytest.approx(50.0) and by_f.loc[0, "runs"] == 2
+    pc = R.pair_counts(r0)
+    assert list(R.busiest_classes(pc, 2).index) == ["class2", "class3"]   # 55 + 0 each, vs 25 + 10 for 0, 1
+    assert pc.shape == (4, 4)                     # replay covers tasks 1-2: 4 classes
+    assert pc.loc["class0", "class1"] == 25 and pc.loc["class3", "class2"] == 55
+    # seed 1 names label c "class{c+1}": pairs are matched by name, so 0 -> 1 of seed 1 is class1 -> class2
+    top = R.top_pairs([r0, r1], k=3)
+    assert list(zip(top["label"], top["competitor"], top["count"])) == [
+        ("class3", "class2", 55), ("class4", "class3", 55), ("class0", "class1", 25)]
+    assert top.loc[1, "share"] == pytest.approx(100 * 55 / 180) and top.index.name == "rank"
+    mag = R.rr_magnitude_frame([r0, r1])
+    assert len(mag) == 1 and mag.loc[0, "rr"] == pytest.approx(3.0) and mag.loc[0, "ra"] == pytest.approx(0.5)
+    assert mag.loc[0, "weighted_rr"] == pytest.approx(3e-6)
+    assert mag.loc[0, "share_of_recon"] == pytest.approx(3.0)          # 1e-6 * (2, 4) / 1e-6
+    assert mag.loc[0, "grad_scale"] == pytest.approx(1e-6 * (4 + 16) / 2)
+
+
+def test_cifar100_names_match_spec_section2():
+    frame = R.cifar100_order_frame(0)
+    t1 = [cell.split(" ", 1) for cell in frame.loc["task 1"]]
+    assert [int(i) for i, _ in t1] == [52, 40, 2, 22, 44, 49, 26, 14, 19, 94]
+    assert [n for _, n in t1] == ["oak_tree", "lamp", "baby", "clock", "lizard", "mountain", "crab", "butterfly",
+                                  "cattle", "wardrobe"]
+    assert [c.split(" ", 1)[1] for c in frame.loc["task 2"]] == ["plain", "palm_tree", "television", "bus", "road",
+                                                                 "lobster", "bee", "man", "hamster", "rose"]
+    assert len(set(R.CIFAR100_FINE_NAMES)) == 100 and list(R.CIFAR100_FINE_NAMES) == sorted(R.CIFAR100_FINE_NAMES)
+
+
+def test_nearest_mean_and_encoder_table():
+    x = torch.tensor([[0.0, 0.0], [0.2, 0.0], [5.0, 5.0], [5.2, 5.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    assert R.nearest_mean_accuracy(x, y, torch.tensor([[0.1, 0.1], [4.0, 4.0], [3.0, 3.0]]), torch.tensor([0, 1, 0])) == \
+        pytest.approx(2 / 3)
+    layers = R.encoder_layer_frame()
+    assert list(layers["output"]) == ["16 x 32 x 32", "32 x 16 x 16", "64 x 8 x 8", "128 x 4 x 4", "256 x 2 x 2"]
+    assert layers["parameters"].sum() == 392_608 + 480          # spec §3
+    assert layers.loc["L5", "operation"] == "Conv2d"             # no BN, no ReLU on the last layer
+
+
+def test_replay_probabilities_and_share_vs_f():
+    from birr.model import BIR
+    m = BIR([0], n_classes=4, fc_units=8, z_dim=3, in_dim=5).eval()
+    cls, p = R.replay_probabilities(m, range(3), n_per_class=2, n_active=3)
+    assert cls.tolist() == [0, 0, 1, 1, 2, 2] and p.shape == (6, 3)
+    assert torch.allclose(p.sum(-1), torch.ones(6))
+    again = R.replay_probabilities(m, range(3), n_per_class=2, n_active=3)[1]
+    assert torch.equal(p, again)
+    # Fig. 2's example: p_max = 0.6, f = 3 -> threshold 0.2, one competitor (0.25); f = 1 -> none
+    share = R.competitor_share_vs_f(torch.tensor([[0.6, 0.25, 0.1, 0.05]]), [1, 3, 20])
+    assert share["competitors_per_sample"].tolist() == [0.0, 1.0, 3.0]
+    assert share["share_competitive"].tolist() == [0.0, 100.0, 100.0]
+    p = torch.tensor([[0.6, 0.25, 0.1, 0.05], [0.97, 0.01, 0.01, 0.01], [0.4, 0.3, 0.2, 0.1]])
+    assert R.example_samples(p, 3.0) == [2, 0, 1]          # most (two), exactly one, none
+    assert R.format_p(float("nan")) == "–" and R.format_p(0.0004) == "< 0.001" and R.format_p(0.0134) == "0.013"
+
+
+def test_fig3_gaps():
+    runs = []
+    for iters, gain in ((10, 0.0), (40, 0.02)):
+        for s, a in BASE.items():
+            runs.append(fake(seed=s, acc=a, iters=iters))
+            runs.append(fake("rr+ra", seed=s, acc=tuple(v + gain for v in a), f=20.0, iters=iters))
+    gaps = R.fig3_gap_frame(runs)
+    assert list(gaps.index) == [10, 40]
+    assert gaps.loc[10, "overall_diff"] == pytest.approx(0.0, abs=1e-9)
+    assert gaps.loc[40, "first20_diff"] == pytest.approx(2.0) and gaps.loc[40, "n_paired"] == 3
+
+
+def test_figures_are_figures():
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    import matplotlib.pyplot as plt
+    st = [dict(task=2, n_replayed=10, n_competitive=4, n_kept=3, n_applied=1, pairs=[[0, 1, 3]])]
+    runs = [fake(seed=s, acc=a) for s, a in BASE.items()] + [fake("rr+ra", seed=s, acc=a, f=20.0, rr_stats=st)
+                                                              for s, a in BASE.items()]
+    figs = [R.plot_acc_matrix(runs[0]), R.plot_per_task({"a": runs[:3], "b": runs[3:]}),
+            R.plot_fig2(torch.tensor([0.05, 0.1, 0.25, 0.6]), 3.0), R.plot_pair_counts(runs[3]),
+            R.plot_competition_vs_f(runs, replay_curve=R.competitor_share_vs_f(torch.tensor([[0.6, 0.4]]), [1, 2])),
+            R.plot_fig3(runs)]
+    for fig in figs:
+        assert isinstance(fig, Figure)
+        plt.close(fig)
+    many = torch.softmax(torch.randn(100, generator=torch.Generator().manual_seed(0)), 0)
+    fig = R.plot_fig2(many, 20.0, [f"c{i}" for i in range(100)])
+    assert len(fig.axes[0].patches) == 12                        # only the 12 most probable are drawn
+    plt.close(fig)
+    df = R.fig3_frame(runs)
+    assert set(df["method"]) == {"BL", "RR"} and df["overall"].max() == pytest.approx(36.0)
