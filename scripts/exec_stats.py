@@ -159,6 +159,33 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def speed(repo: Path) -> str:
+    """The latest speed benchmark per device (benchmarks/speed.py writes benchmarks/results/speed.json)."""
+    path = repo / "benchmarks" / "results" / "speed.json"
+    if not path.exists():
+        return "No speed benchmark has been recorded yet (`python benchmarks/speed.py`).\n"
+    latest = {}
+    for entry in json.loads(path.read_text()):
+        latest[entry["provenance"]["device_name"]] = entry
+    lines = []
+    for name, entry in latest.items():
+        prov = entry["provenance"]
+        lines += [f"**{name}** ({prov['device']}, torch {prov['torch']}, {prov['threads']} thread(s), "
+                  f"{prov['date'][:10]}, git {prov['git_sha'][:10]}): seconds per training iteration in the "
+                  "steady state (task 2), full CIFAR-100 model size; *speed-up* is against the reference-pattern "
+                  "baseline measured in the same run; the last column projects the full Table 1 "
+                  "(30 runs x 10 tasks x 5000 iterations at batch 512).", "",
+                  "| implementation | batch | runs stacked | precision | s / iteration | run-iterations / s | speed-up | Table 1 (min) |",
+                  "|---|--:|--:|---|--:|--:|--:|--:|"]
+        for r in entry["rows"]:
+            sp = r.get("speedup_vs_reference_pattern")
+            lines.append(f"| {r['method']} | {r['batch']} | {r['K']} | {'bf16' if r['bf16'] else 'fp32'} | "
+                         f"{r['s_per_iter']:.3f} | {r['run_iters_per_s']:.2f} | {f'{sp:.2f}x' if sp else ''} | "
+                         f"{r['table1_projection_min']:,.0f} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path.cwd(), help="the book's source root (holds _toc.yml); docnames are relative to it")
@@ -172,6 +199,7 @@ def main(argv=None) -> None:
     out = folders.pop()
     write_atomic(out / "exec_stats.md", exec_stats(notebooks, root))
     write_atomic(out / "environment.md", environment(Path(__file__).resolve().parents[1]))
+    write_atomic(out / "speed.md", speed(Path(__file__).resolve().parents[1]))
     print(f"exec_stats: wrote {out / 'exec_stats.md'} and {out / 'environment.md'} ({len(notebooks)} chapters)")
 
 
