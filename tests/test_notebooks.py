@@ -211,3 +211,11 @@ def test_book_builds(tmp_path, smoke_results):
         assert f'href="executed/{py.stem}.html' in status_html, f"the status table has no row for {py.stem}"
     assert re.search(r"Introduction.*synthetic.*\bok\b", status), "the status table has no ok row for the introduction"
     assert "torch" in status and "GPU" in status
+
+    # issue 6: the Table 1 page has a table, the Fig. 3 page an image, and both say what data they show
+    table1_html = (site / "book" / "executed" / "06_table1.html").read_text()
+    assert "<table" in table1_html and "<td" in table1_html, "the Table 1 page has no table"
+    fig3_html = (site / "book" / "executed" / "07_fig3.html").read_text()
+    assert re.search(r'<img[^>]+src="[^"]+\.png"', fig3_html), "the Fig. 3 page has no image"
+    for html in (table1_html, fig3_html):
+        assert "synthetic" in html.lower()

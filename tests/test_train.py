@@ -160,3 +160,11 @@ def test_cli_print_config_and_bad_set(capsys):
     with pytest.raises(SystemExit, match="Unknown config key"):
         main(["train", "--set", "nope=1", "--print-config"])
     assert main(["train", "--set", "rep_f=0.5", "--print-config"]) == 2
+
+
+def test_eval_every_records_curves_on_the_full_test_set(results):
+    r = birr.run(tiny(eval_every=5), results_dir=results, progress=False)
+    iters = [(c["task"], c["iter"]) for c in r["curves"]]
+    assert iters == [(1, 5), (1, 10), (1, 15), (1, 20), (2, 5), (2, 10), (2, 15), (2, 20)]
+    assert r["curves"][-1]["per_task"] == r["acc_matrix"][-1]          # the last point is the final eval
+    assert all(len(c["per_task"]) == 2 for c in r["curves"])           # every task, seen or not
