@@ -36,6 +36,22 @@ REFERENCE_S_PER_ITER = {("bir+si", 256): 0.315, ("bir+si", 512): 0.51, ("rr+ra",
 TABLE1_RUN_ITERS = 30 * 10 * 5000
 
 
+def median_seconds(one, device, warmup: int, iters: int) -> float:
+    """Median seconds per call of one(i) over blocks of iterations, after `warmup` untimed calls."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for i in range(warmup):
+        one(i)
+    sync()
+    block, times = max(1, iters // 5), []
+    for b in range(iters // block):
+        t0 = time.perf_counter()
+        for i in range(block):
+            one(i)
+        sync()
+        times.append((time.perf_counter() - t0) / block)
+    return statistics.median(times)
+
+
 def fake_data(K: int, device, n_per_class=500, n_classes=100, n_tasks=10, D=1024, seed=0) -> T.TaskData:
     """A TaskData with random features of the CIFAR-100 shape (no encoder, no files)."""
     g = torch.Generator().manual_seed(seed)
@@ -71,18 +87,7 @@ def time_setting(method: str, batch: int, K: int, bf16: bool, device, warmup: in
         idx = idx_t[:, j:j + batch]
         stack.step(2, d.train_x[idx], d.train_y.gather(1, idx), gens, None, None)
 
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for i in range(warmup):
-        one(i)
-    sync()
-    block, times = max(1, iters // 5), []
-    for b in range(iters // block):
-        t0 = time.perf_counter()
-        for i in range(block):
-            one(i)
-        sync()
-        times.append((time.perf_counter() - t0) / block)
-    s_per_iter = statistics.median(times)
+    s_per_iter = median_seconds(one, device, warmup, iters)
     return dict(method=method, batch=batch, K=K, bf16=bf16, s_per_iter=s_per_iter,
                 run_iters_per_s=K / s_per_iter, table1_projection_min=TABLE1_RUN_ITERS * s_per_iter / K / 60,
                 reference_s_per_iter=REFERENCE_S_PER_ITER.get((method, batch)) if K == 1 else None)
@@ -126,18 +131,7 @@ def time_reference_pattern(batch: int, device, warmup: int, iters: int) -> dict:
         _ = [y[0, b].item() for b in range(batch)]                        # calculate_log_p_z loop
         stack.step(2, h, y, gens, None, None)
 
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for i in range(warmup):
-        one(i)
-    sync()
-    block, times = max(1, iters // 5), []
-    for b in range(iters // block):
-        t0 = time.perf_counter()
-        for i in range(block):
-            one(i)
-        sync()
-        times.append((time.perf_counter() - t0) / block)
-    s = statistics.median(times)
+    s = median_seconds(one, device, warmup, iters)
     return dict(method="reference-pattern", batch=batch, K=1, bf16=False, s_per_iter=s, run_iters_per_s=1 / s,
                 table1_projection_min=TABLE1_RUN_ITERS * s / 60, reference_s_per_iter=REFERENCE_S_PER_ITER[("bir+si", batch)])
 
