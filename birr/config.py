@@ -227,6 +227,16 @@ def fig3_configs(*, budget: str = "full", dataset: str | None = None, seeds=(0, 
     return out
 
 
+def table1_page_configs(*, budget: str = "full", dataset: str | None = None, seeds=(0, 1, 2, 3, 4),
+                        **overrides) -> list[Config]:
+    """The runs the Table 1 page shows: baseline and the code variant at every f, then the paper
+    variant at f = 20 (its baseline is the same runs)."""
+    seeds = tuple(seeds)
+    code = table1_configs(budget=budget, dataset=dataset, seeds=seeds, **overrides)
+    paper = table1_configs(budget=budget, dataset=dataset, seeds=seeds, factors=(20,), variant="paper", **overrides)
+    return code + paper[len(seeds):]
+
+
 def book_configs(*, budget: str = "short", dataset: str | None = None, seeds=(0, 1, 2), **overrides) -> list[Config]:
     """Every run the book's chapters read, in one list (style.md 11: one list of the paper's commands):
     baseline and fine-tuning (chapter 4), Table 1 with the code variant at every f and the paper variant
@@ -234,8 +244,7 @@ def book_configs(*, budget: str = "short", dataset: str | None = None, seeds=(0,
     seeds = tuple(seeds)
     kw = dict(budget=budget, dataset=dataset, **overrides)
     cfgs = [preset("finetune", seed=s, **kw) for s in seeds]
-    cfgs += table1_configs(seeds=seeds, **kw)
-    cfgs += table1_configs(seeds=seeds, factors=(20,), variant="paper", **kw)[len(seeds):]
+    cfgs += table1_page_configs(seeds=seeds, **kw)
     cfgs += fig3_configs(seeds=seeds, **kw)
     unique = {c.stamp: c for c in cfgs}
     return list(unique.values())

@@ -39,10 +39,9 @@ import birr
 from birr import report as R
 
 # the runs of the Table 1 page: loaded by stamp (trained here only if that page has not run)
-code_cfgs = birr.table1_configs(budget=budget, dataset=dataset, seeds=seeds, variant="code", device=device)
-paper_cfgs = [c for c in birr.table1_configs(budget=budget, dataset=dataset, seeds=seeds, factors=(20,),
-                                             variant="paper", device=device) if c.method == "rr+ra"]
-results = birr.run_many(code_cfgs + paper_cfgs, progress=False)
+cfgs = birr.table1_page_configs(budget=budget, dataset=dataset, seeds=seeds, device=device)
+code_cfgs = [c for c in cfgs if c.rr_variant == "code"]
+results = birr.run_many(cfgs, progress=False)
 glue("data_label", R.dataset_label(results), display=False)
 glue("data_used", results[0]["dataset"], display=False)
 glue("config_stamps", [r["stamp"] for r in results], display=False)
