@@ -585,11 +585,12 @@ def plot_fig2(p, f: float, class_names=None, *, ax=None, title: str | None = Non
     return fig or ax.figure
 
 
-def plot_pair_counts(r: dict, *, ax=None, title: str | None = None, max_classes: int = 20):
-    """Heatmap of `pair_counts(r)`: how often each (label, competitor) pair entered RR; with more than
-    `max_classes` classes, only the classes involved in the most pairs (`busiest_classes`)."""
+def plot_pair_counts(r: dict, *, ax=None, title: str | None = None, max_classes: int = 20, tasks=None):
+    """Heatmap of `pair_counts(r, tasks)`: how often each (label, competitor) pair entered RR (summed
+    over all logged tasks, or over `tasks`); with more than `max_classes` classes, only the classes
+    involved in the most pairs (`busiest_classes`)."""
     plt = _plt()
-    full = pair_counts(r)
+    full = pair_counts(r, tasks)
     frame = busiest_classes(full, max_classes)
     n = len(frame)
     fig = None
@@ -609,7 +610,8 @@ def plot_pair_counts(r: dict, *, ax=None, title: str | None = None, max_classes:
                     ax.text(j, i, f"{arr[i, j]}", ha="center", va="center", fontsize=7,
                             color="white" if arr[i, j] > arr.max() / 2 else "black")
     part = f", {n} busiest of {len(full)} classes" if n < len(full) else ""
-    ax.set_title(title or f"{run_label(r)}, seed {r['seed']}\nRR pairs summed over tasks 2-{r['n_tasks']}{part}", fontsize=9)
+    which = f"task {', '.join(map(str, tasks))}" if tasks else f"tasks 2-{r['n_tasks']}"
+    ax.set_title(title or f"{run_label(r)}, seed {r['seed']}\nRR pairs summed over {which}{part}", fontsize=9)
     (fig or ax.figure).colorbar(im, ax=ax, label="count", shrink=0.8)
     return fig or ax.figure
 

@@ -184,6 +184,19 @@ else:
 top.rename(columns={"share": "share of pairs (%)"}).round(1).rename_axis("rank")
 
 # %% [markdown]
+# The same counts task by task: while learning task $t$, replay covers the classes of tasks 1 to $t-1$,
+# so each panel holds only the pairs that could compete at that point.
+
+# %%
+logged = [st["task"] for st in r20["rr_stats"]]
+if logged:
+    fig, axes = plt.subplots(1, len(logged), figsize=(4.2 * len(logged), 4.2), squeeze=False)
+    for ax, t in zip(axes[0], logged):
+        R.plot_pair_counts(r20, ax=ax, tasks=[t], title=f"while learning task {t}")
+    fig.tight_layout()
+    plt.show()
+
+# %% [markdown]
 # ## How much competition each f produces
 #
 # From the same logs, for every $f$ of Table 1: the share of replayed samples that passed the $f$ test,
