@@ -250,14 +250,21 @@ def pretrain(dataset: str = "cifar10-jpg", epochs: int = 100, seed: int = 0, dev
 # -----------------------------------------------------------------------------
 # artefacts: load one, or get the one a recipe names (training it if missing)
 
+def read_artefact(path: str | Path, module: nn.Module, what: str = "artefact", fmt: int = FORMAT) -> dict:
+    """Load an artefact's weights into `module` and return its metadata (with "path"); refuse another
+    format version. Shared by the encoder and birr.viz's decoder."""
+    meta = torch.load(path, map_location="cpu", weights_only=True)
+    if meta.get("format") != fmt:
+        raise ValueError(f"{path}: {what} format {meta.get('format')!r}, this code reads format {fmt}; retrain it")
+    module.load_state_dict(meta.pop("state_dict"))
+    meta["path"] = str(path)
+    return meta
+
+
 def load_encoder(path: str | Path, device: str = "cpu") -> tuple[ConvEncoder, dict]:
     """Read an artefact written by pretrain(): a frozen encoder (eval mode) and its metadata."""
-    meta = torch.load(path, map_location="cpu", weights_only=True)
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: artefact format {meta.get('format')!r}, this code reads format {FORMAT}; retrain it")
     encoder = ConvEncoder()
-    encoder.load_state_dict(meta.pop("state_dict"))
-    meta["path"] = str(path)
+    meta = read_artefact(path, encoder)
     return encoder.to(device).freeze(), meta
 
 

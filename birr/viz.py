@@ -220,13 +220,9 @@ def train_decoder(encoder_dataset: str, encoder_epochs: int, epochs: int, *, dat
 
 def load_decoder(path: str | Path, device: str = "cpu") -> tuple[ImageDecoder, dict]:
     """Read an artefact written by train_decoder(): the decoder (eval mode, no gradients) and its metadata."""
-    meta = torch.load(path, map_location="cpu", weights_only=True)
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: decoder artefact format {meta.get('format')!r}, this code reads format {FORMAT}; retrain it")
     decoder = ImageDecoder()
-    decoder.load_state_dict(meta.pop("state_dict"))
+    meta = benc.read_artefact(path, decoder, "decoder artefact", FORMAT)
     decoder.requires_grad_(False)
-    meta["path"] = str(path)
     return decoder.to(device).eval(), meta
 
 
