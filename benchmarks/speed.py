@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import birr  # noqa: E402
+from birr import losses as L  # noqa: E402
 from birr import train as T  # noqa: E402
 
 REFERENCE_S_PER_ITER = {("bir+si", 256): 0.315, ("bir+si", 512): 0.51, ("rr+ra", 256): 0.37, ("rr+ra", 512): 0.63}
@@ -67,10 +68,11 @@ def fake_data(K: int, device, n_per_class=500, n_classes=100, n_tasks=10, D=1024
     return d
 
 
-def time_setting(method: str, batch: int, K: int, bf16: bool, device, warmup: int, iters: int) -> dict:
+def time_setting(method: str, batch: int, K: int, bf16: bool, device, warmup: int, iters: int,
+                 compile: bool = False) -> dict:
     extra = dict(rep_f=20.0) if method == "rr+ra" else {}
     cfgs = [birr.preset(method, budget="full", dataset="cifar100", seed=s, batch=batch, batch_replay=batch,
-                        bf16=bf16, device=str(device), **extra) for s in range(K)]
+                        bf16=bf16, compile=compile, device=str(device), **extra) for s in range(K)]
     stack = T.Stack(cfgs, device, data=fake_data(K, device))
     d = stack.data
     gens = stack.generators(1)
@@ -88,9 +90,25 @@ def time_setting(method: str, batch: int, K: int, bf16: bool, device, warmup: in
         stack.step(2, d.train_x[idx], d.train_y.gather(1, idx), gens, None, None)
 
     s_per_iter = median_seconds(one, device, warmup, iters)
-    return dict(method=method, batch=batch, K=K, bf16=bf16, s_per_iter=s_per_iter,
+    return dict(method=method, batch=batch, K=K, bf16=bf16, compile=compile, s_per_iter=s_per_iter,
                 run_iters_per_s=K / s_per_iter, table1_projection_min=TABLE1_RUN_ITERS * s_per_iter / K / 60,
                 reference_s_per_iter=REFERENCE_S_PER_ITER.get((method, batch)) if K == 1 else None)
+
+
+class ReferencePatternStack(T.Stack):
+    """birr's model with the reference's per-step bookkeeping (spec §10 item 3-4): Adam one tensor at a
+    time as torch 1.x ran it (~8 passes over the 12.9 M parameters), and the SI penalty built into the
+    autograd graph over every trainable parameter (ω is 0 outside fcE and the head, but the reference
+    still computes it), instead of birr's fused Adam and closed-form SI gradient."""
+
+    def __init__(self, cfgs, device, data):
+        super().__init__(cfgs, device, data=data)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr, betas=(0.9, 0.999), foreach=False)
+
+    def add_si_grad(self):
+        every = list(self.params)
+        (self.si_c * L.si_penalty([self.params[n] for n in every], [self.omega[n] for n in every],
+                                  [self.anchor[n] for n in every])).sum().backward()
 
 
 def time_reference_pattern(batch: int, device, warmup: int, iters: int) -> dict:
@@ -98,12 +116,13 @@ def time_reference_pattern(batch: int, device, warmup: int, iters: int) -> dict:
     arithmetic is identical: per-image ToTensor + Normalize of `batch` uint8 images in a Python loop
     (data loading, num_workers=0), the frozen conv encoder on them every step (the reference does not
     precompute features), the ~2 x batch `.item()` host reads of `calculate_log_p_z` / `actual_y`, then
-    the same training step. It is a model of the reference, not its code: it shows what precomputing
-    features and removing per-sample Python costs, on this machine, in this run."""
+    the same training step with the reference's Adam and SI bookkeeping (ReferencePatternStack). It is
+    a model of the reference, not its code: it shows what precomputing features, removing per-sample
+    Python and fusing the optimiser and SI passes saves, on this machine, in this run."""
     from birr.encoder import ConvEncoder
     cfg = birr.preset("bir+si", budget="full", dataset="cifar100", seed=0, batch=batch, batch_replay=batch,
                       device=str(device))
-    stack = T.Stack([cfg], device, data=fake_data(1, device))
+    stack = ReferencePatternStack([cfg], device, data=fake_data(1, device))
     d = stack.data
     enc = ConvEncoder().to(device).eval()
     for p in enc.parameters():
@@ -143,6 +162,8 @@ def main(argv=None):
     ap.add_argument("--stack", type=int, nargs="+", default=[1])
     ap.add_argument("--methods", nargs="+", default=["bir+si", "rr+ra"])
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    ap.add_argument("--compile", nargs="+", default=["off"], choices=["off", "on"],
+                    help="time eager and/or torch.compile'd passes (warm-up covers the compile)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--no-baseline", action="store_true", help="skip the reference-pattern baseline")
@@ -155,7 +176,7 @@ def main(argv=None):
     print(f"device: {prov['device_name']} ({device}), torch {prov['torch']}, threads {prov['threads']}")
     print("speed-up = reference-pattern s/iter / birr s/iter, same batch, measured in this run (bir+si, K=1);\n"
           "ref s/it = the reference code as measured in reference-speed.md on another machine of this project")
-    print(f"{'method':<11} {'batch':>5} {'K':>3} {'prec':<5} {'s/iter':>8} {'run-it/s':>9} {'ref s/it':>8} "
+    print(f"{'method':<11} {'batch':>5} {'K':>3} {'prec':<9} {'s/iter':>8} {'run-it/s':>9} {'ref s/it':>8} "
           f"{'speed-up':>8} {'Table 1 (min)':>13}")
     rows = []
     base = {}
@@ -165,20 +186,23 @@ def main(argv=None):
             base[batch] = r["s_per_iter"]
             r["speedup_vs_reference"] = None
             rows.append(r)
-            print(f"{'ref-pattern':<11} {batch:>5} {1:>3} {'fp32':<5} {r['s_per_iter']:>8.4f} {r['run_iters_per_s']:>9.2f} "
+            print(f"{'ref-pattern':<11} {batch:>5} {1:>3} {'fp32':<9} {r['s_per_iter']:>8.4f} {r['run_iters_per_s']:>9.2f} "
                   f"{'':>8} {'1.00':>8} {r['table1_projection_min']:>13.1f}   (baseline, same run)", flush=True)
     for method in args.methods:
         for batch in args.batches:
             for K in args.stack:
-                for prec in args.precision:
-                    r = time_setting(method, batch, K, prec == "bf16", device, args.warmup, args.iters)
+                for prec, comp in [(p, c) for p in args.precision for c in args.compile]:
+                    r = time_setting(method, batch, K, prec == "bf16", device, args.warmup, args.iters,
+                                     compile=comp == "on")
+                    label = prec + ("+cmp" if comp == "on" else "")
                     ref = r["reference_s_per_iter"]
                     r["speedup_vs_reference"] = ref / r["s_per_iter"] if ref else None
                     r["speedup_vs_reference_pattern"] = (base[batch] / r["s_per_iter"]
-                                                         if batch in base and method == "bir+si" and K == 1 else None)
+                                                         if batch in base and method == "bir+si" and K == 1
+                                                         and not r["bf16"] else None)
                     rows.append(r)
                     sp = r["speedup_vs_reference_pattern"]
-                    print(f"{method:<11} {batch:>5} {K:>3} {prec:<5} {r['s_per_iter']:>8.4f} {r['run_iters_per_s']:>9.2f} "
+                    print(f"{method:<11} {batch:>5} {K:>3} {label:<9} {r['s_per_iter']:>8.4f} {r['run_iters_per_s']:>9.2f} "
                           f"{ref if ref else float('nan'):>8.3f} {sp or float('nan'):>8.2f} "
                           f"{r['table1_projection_min']:>13.1f}", flush=True)
     out = Path(args.out)

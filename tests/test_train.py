@@ -143,6 +143,69 @@ def test_si_importance_only_for_fcE_and_head():
     assert stack.prev is not None and not any(p.requires_grad for p in stack.prev.parameters())
 
 
+def _stack_after_task_1(cfgs, steps=3):
+    stack = T.Stack(cfgs, torch.device("cpu"))
+    d = stack.data
+    idx = d.task_indices(1)[:, :cfgs[0].batch]
+    gens = stack.generators(1)
+    stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}
+    for _ in range(steps):
+        stack.step(1, d.train_x[idx], d.train_y.gather(1, idx), gens, None, None)
+    stack.end_task()
+    return stack
+
+
+def test_closed_form_si_gradient_equals_autograd():
+    """spec §6: d(c sum omega (p - p*)^2)/dp = 2 c omega (p - p*), per run (c differs inside a stack)."""
+    stack = _stack_after_task_1([tiny(seed=0), tiny("bir", seed=1), tiny(seed=2, si_c=3e5)])
+    with torch.no_grad():                                  # move away from the anchor so the penalty is not 0
+        for p in stack.params.values():
+            p.add_(0.01 * torch.randn_like(p))
+    for p in stack.params.values():
+        p.grad = None
+    every = list(stack.params)                             # the reference sums over every parameter
+    (stack.si_c * L.si_penalty([stack.params[n] for n in every], [stack.omega[n] for n in every],
+                               [stack.anchor[n] for n in every])).sum().backward()
+    expected = {n: p.grad.clone() for n, p in stack.params.items()}
+    for p in stack.params.values():
+        p.grad = torch.zeros_like(p)
+    stack.add_si_grad()
+    for n, p in stack.params.items():
+        assert torch.allclose(p.grad, expected[n], rtol=1e-5, atol=1e-12), n
+    assert expected["fcE1.weight"][1].abs().sum() == 0     # si_c = 0 ("bir"): no pull
+    assert expected["fcE1.weight"][0].abs().sum() > 0 and expected["fromZ.weight"].abs().sum() == 0
+    # the penalty's value over the SI parameters is the value over all of them (omega is 0 elsewhere)
+    assert torch.allclose(stack.si_loss(), L.si_penalty([stack.params[n] for n in every],
+                                                        [stack.omega[n] for n in every],
+                                                        [stack.anchor[n] for n in every]))
+
+
+def test_previous_model_is_a_frozen_copy_updated_in_place():
+    stack = _stack_after_task_1([tiny()])
+    prev = stack.prev
+    assert all(torch.equal(a, b) for a, b in zip(prev.state_dict().values(), stack.model.state_dict().values()))
+    with torch.no_grad():
+        stack.model.fcE1.weight.add_(1.0)
+    assert not torch.equal(prev.fcE1.weight, stack.model.fcE1.weight)   # a copy, not an alias
+    stack.end_task()
+    assert stack.prev is prev and torch.equal(prev.fcE1.weight, stack.model.fcE1.weight)
+
+
+def test_compiled_run_matches_eager(results, tmp_path):
+    """Config.compile (issue 7) changes how the passes run, not what they compute: same stamp, same
+    accuracies, loss traces equal up to rounding."""
+    cfg = tiny("rr+ra", rep_f=3.0, lambda_rr=1e-2, lambda_ra=1e-2)
+    comp = cfg.replace(compile=True)
+    assert comp.stamp == cfg.stamp
+    eager = birr.run(cfg, results_dir=results, progress=False)
+    compiled = birr.run(comp, results_dir=tmp_path / "compiled", progress=False)
+    assert compiled["config"]["compile"] is True
+    assert compiled["acc_matrix"] == eager["acc_matrix"]
+    for te, tc in zip(eager["loss_traces"], compiled["loss_traces"]):
+        for key in ("total", "recon", "kl", "ce", "recon_r", "distill_r", "rr", "ra"):
+            assert tc[key] == pytest.approx(te[key], rel=1e-4, abs=1e-6), key
+
+
 def test_replay_retains_task_1_better_than_finetuning(results):
     kw = dict(iters=150, fc_units=128, batch=32, batch_replay=32)
     ft = birr.run(tiny("finetune", **kw), results_dir=results, progress=False)
