@@ -152,7 +152,7 @@ def time_reference_pattern(batch: int, device, warmup: int, iters: int) -> dict:
 
     s = median_seconds(one, device, warmup, iters)
     return dict(method="reference-pattern", batch=batch, K=1, bf16=False, s_per_iter=s, run_iters_per_s=1 / s,
-                table1_projection_min=TABLE1_RUN_ITERS * s / 60, reference_s_per_iter=REFERENCE_S_PER_ITER[("bir+si", batch)])
+                table1_projection_min=TABLE1_RUN_ITERS * s / 60, reference_s_per_iter=REFERENCE_S_PER_ITER.get(("bir+si", batch)))
 
 
 def main(argv=None):

@@ -214,7 +214,9 @@ def pretrain(dataset: str = "cifar10-jpg", epochs: int = 100, seed: int = 0, dev
         model.train()
         order = torch.randperm(len(images), generator=gen).to(device)
         bar = tqdm(range(steps), desc=f"encoder {dataset} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
-        total, correct = 0.0, 0
+        # running sums stay on the device: no host sync inside the epoch (a GPU would wait on each)
+        total = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
         for s in bar:
             idx = order[s * batch:(s + 1) * batch]
             x = random_crop_flip(images[idx], gen) if augment else images[idx]
@@ -224,9 +226,9 @@ def pretrain(dataset: str = "cifar10-jpg", epochs: int = 100, seed: int = 0, dev
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item()
-            correct += (logits.argmax(1) == y).sum().item()
-            bar.set_postfix(loss=f"{total / (s + 1):.3f}")
+            total += loss.detach()
+            correct += (logits.argmax(1) == y).sum()
+        total, correct = total.item(), int(correct)
         history.append(dict(epoch=epoch + 1, loss=total / steps, train_acc=correct / (steps * batch),
                             seconds=time.perf_counter() - t0))
         if progress:

@@ -1,0 +1,53 @@
+"""scripts/gpu_session.py (issue 7): the GPU session's runner, exercised on the CPU at the smoke budget."""
+import importlib.util
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+import birr
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("gpu_session", REPO / "scripts" / "gpu_session.py")
+gs = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gs)
+
+
+def test_full_trains_every_book_run_packs_them_and_unpack_brings_them_home(tmp_path):
+    out, results = tmp_path / "out", tmp_path / "results"
+    out.mkdir()
+    archive = gs.full(out, minutes=10, budget="smoke", dataset="synthetic", seeds=[0], device="cpu",
+                      results=results)
+    want = {c.stamp for c in birr.book_configs(budget="smoke", dataset="synthetic", seeds=(0,))}
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        manifest = json.load(tar.extractfile("manifest.json"))
+    assert {Path(n).stem for n in names if n.startswith("results/runs/")} == want
+    assert manifest["finished"] is True and manifest["n_runs"] == len(want)
+    assert any(n.startswith("artefacts/encoder-") for n in names)
+    home = tmp_path / "home"
+    (home / "benchmarks" / "results").mkdir(parents=True)
+    (home / "benchmarks" / "results" / "speed.json").write_text(json.dumps([{"a": 1}]))
+    (out / "speed.json").write_text(json.dumps([{"a": 1}, {"b": 2}]))   # as the device appends to it
+    written = gs.unpack(out, repo=home)
+    assert {Path(p).stem for p in (home / "results" / "runs").glob("*.json")} == want
+    assert json.loads((home / "benchmarks" / "results" / "speed.json").read_text()) == [{"a": 1}, {"b": 2}]
+    assert any("speed.json (+1 entries)" in w for w in written)
+
+
+def test_full_stops_on_time_and_says_so(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    archive = gs.full(out, minutes=0.001, budget="smoke", dataset="synthetic", seeds=[0], device="cpu",
+                      results=tmp_path / "results")
+    with tarfile.open(archive) as tar:
+        assert json.load(tar.extractfile("manifest.json"))["finished"] is False
+
+
+def test_cuda_without_a_gpu_is_a_one_line_error(capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert gs.main(["bench", "--out", "unused", "--device", "cuda"]) == 2
+    assert "sees no GPU" in capsys.readouterr().err
