@@ -164,12 +164,22 @@ def speed(repo: Path) -> str:
     path = repo / "benchmarks" / "results" / "speed.json"
     if not path.exists():
         return "No speed benchmark has been recorded yet (`python benchmarks/speed.py`).\n"
+    # per device: every row measured by the code version (git sha) of its newest entry, newest row of each
+    # setting first; one benchmark session may be several entries (scripts/gpu_session.py makes three)
+    entries = json.loads(path.read_text())
     latest = {}
-    for entry in json.loads(path.read_text()):
+    for entry in entries:
         latest[entry["provenance"]["device_name"]] = entry
     lines = []
-    for name, entry in latest.items():
-        prov = entry["provenance"]
+    for name, newest in latest.items():
+        prov = newest["provenance"]
+        rows = {}
+        for entry in entries:
+            ep = entry["provenance"]
+            if ep["device_name"] == name and ep["git_sha"] == prov["git_sha"]:
+                for r in entry["rows"]:
+                    rows[(r["method"], r["batch"], r["K"], r["bf16"], r.get("compile", False))] = r
+        entry = dict(newest, rows=list(rows.values()))
         lines += [f"**{name}** ({prov['device']}, torch {prov['torch']}, {prov['threads']} thread(s), "
                   f"{prov['date'][:10]}, git {prov['git_sha'][:10]}): seconds per training iteration in the "
                   "steady state (task 2), full CIFAR-100 model size; *speed-up* is against the reference-pattern "
@@ -179,10 +189,32 @@ def speed(repo: Path) -> str:
                   "|---|--:|--:|---|--:|--:|--:|--:|"]
         for r in entry["rows"]:
             sp = r.get("speedup_vs_reference_pattern")
-            lines.append(f"| {r['method']} | {r['batch']} | {r['K']} | {'bf16' if r['bf16'] else 'fp32'} | "
+            prec = ("bf16" if r["bf16"] else "fp32") + (" + compile" if r.get("compile") else "")
+            lines.append(f"| {r['method']} | {r['batch']} | {r['K']} | {prec} | "
                          f"{r['s_per_iter']:.3f} | {r['run_iters_per_s']:.2f} | {f'{sp:.2f}x' if sp else ''} | "
                          f"{r['table1_projection_min']:,.0f} |")
         lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def flags(repo: Path) -> str:
+    """The newest accuracy check of each speed flag per device (benchmarks/validate_flags.py)."""
+    path = repo / "benchmarks" / "results" / "flags.json"
+    if not path.exists():
+        return "No flag has been validated yet (`python benchmarks/validate_flags.py`).\n"
+    latest = {}
+    for entry in json.loads(path.read_text()):
+        for flag, s in entry["flags"].items():
+            latest[(entry["provenance"]["device_name"], flag)] = (entry, s)
+    lines = ["| flag | device | data, budget, seeds | column | fp32 (mean) | with flag (mean) | paired difference "
+             "| fp32 seed SD | verdict |", "|---|---|---|---|--:|--:|--:|--:|---|"]
+    for (device, flag), (entry, s) in latest.items():
+        for col in ("first20", "first50", "overall"):
+            c = s[col]
+            lines.append(f"| {flag} | {device} ({entry['provenance']['date'][:10]}) | {entry['dataset']}, "
+                         f"{entry['budget']}, {' '.join(map(str, entry['seeds']))} | {col} | {100 * c['fp32_mean']:.1f} % "
+                         f"| {100 * c['flagged_mean']:.1f} % | {100 * c['mean_diff']:+.2f} | {100 * c['fp32_seed_sd']:.2f} "
+                         f"| {'within seed noise' if c['within_seed_noise'] else 'OUTSIDE seed noise'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -200,6 +232,7 @@ def main(argv=None) -> None:
     write_atomic(out / "exec_stats.md", exec_stats(notebooks, root))
     write_atomic(out / "environment.md", environment(Path(__file__).resolve().parents[1]))
     write_atomic(out / "speed.md", speed(Path(__file__).resolve().parents[1]))
+    write_atomic(out / "flags.md", flags(Path(__file__).resolve().parents[1]))
     print(f"exec_stats: wrote {out / 'exec_stats.md'} and {out / 'environment.md'} ({len(notebooks)} chapters)")
 
 

@@ -1,0 +1,92 @@
+"""benchmarks/ (issue 7): the flag validation's verdict, and the speed benchmark's reference pattern."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+vf = _load("validate_flags")
+speed = _load("speed")
+
+
+def _runs(*values):
+    return [dict(metrics=dict(first20=v, first50=v, overall=v)) for v in values]
+
+
+def test_verdict_compares_the_paired_difference_with_the_seed_spread():
+    s = vf.summarise(_runs(0.5, 0.6, 0.7), _runs(0.52, 0.58, 0.71))     # fp32 seed SD 0.1
+    assert s["overall"]["fp32_seed_sd"] == pytest.approx(0.1)
+    assert s["overall"]["mean_diff"] == pytest.approx(0.01 / 3)
+    assert s["overall"]["within_seed_noise"] is True
+    s = vf.summarise(_runs(0.50, 0.51, 0.52), _runs(0.40, 0.41, 0.42))  # SD 0.01, shifted by -0.10
+    assert s["first20"]["mean_diff"] == pytest.approx(-0.10) and s["first20"]["within_seed_noise"] is False
+
+
+def test_validate_flags_writes_its_summary(tmp_path):
+    out = tmp_path / "flags.json"
+    entry = vf.main(["--budget", "smoke", "--seeds", "0", "1", "--flags", "bf16", "--device", "cpu",
+                     "--results-dir", str(tmp_path / "results"), "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved[-1]["flags"]["bf16"]["overall"]["fp32"] == entry["flags"]["bf16"]["overall"]["fp32"]
+    assert saved[-1]["dataset"] == "synthetic" and saved[-1]["provenance"]["device"] == "cpu"
+    bf16_runs = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*.json")]
+    assert sorted(r["config"]["bf16"] for r in bf16_runs) == [False, False, True, True]
+
+
+def test_reference_pattern_stack_gives_the_same_si_gradient_as_birr():
+    """The benchmark's baseline only changes how SI and Adam are computed, not what: same gradient."""
+    import birr
+    from birr import train as T
+    cfg = birr.preset("bir+si", budget="smoke", device="cpu")
+    stacks = []
+    for cls in (T.Stack, speed.ReferencePatternStack):
+        data = T.TaskData(cfg, [0], torch.device("cpu"))
+        st = cls([cfg], torch.device("cpu"), data=data)
+        with torch.no_grad():
+            for p in st.params.values():
+                p.add_(0.01)
+            for n in st.si_names:
+                st.omega[n].fill_(2.0)
+        st._refresh_si_scale()
+        for p in st.params.values():
+            p.grad = torch.zeros_like(p)
+        st.add_si_grad()
+        stacks.append(st)
+    for n in stacks[0].params:
+        assert torch.allclose(stacks[0].params[n].grad, stacks[1].params[n].grad, rtol=1e-5), n
+    assert stacks[0].params["fcE1.weight"].grad.abs().sum() > 0
+
+
+def test_status_page_tables_from_benchmark_files(tmp_path):
+    spec = importlib.util.spec_from_file_location("exec_stats", REPO / "scripts" / "exec_stats.py")
+    es = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(es)
+    res = tmp_path / "benchmarks" / "results"
+    res.mkdir(parents=True)
+    assert "No flag has been validated" in es.flags(tmp_path)
+    prov = lambda sha: dict(device_name="GPU X", device="cuda", torch="2.x", threads=1, date="2026-11-25T00:00", git_sha=sha)
+    row = lambda K, t, c=False: dict(method="bir+si", batch=512, K=K, bf16=False, compile=c, s_per_iter=t,
+                                     run_iters_per_s=K / t, table1_projection_min=1.0)
+    # two entries of one code version (one GPU session) are merged; an older version is not shown
+    (res / "speed.json").write_text(json.dumps([dict(provenance=prov("old"), rows=[row(1, 9.0)]),
+                                                dict(provenance=prov("new"), rows=[row(1, 0.5)]),
+                                                dict(provenance=prov("new"), rows=[row(30, 2.0, True)])]))
+    table = es.speed(tmp_path)
+    assert "| bir+si | 512 | 1 | fp32 | 0.500 |" in table and "| bir+si | 512 | 30 | fp32 + compile | 2.000 |" in table
+    assert "9.000" not in table
+    s = vf.summarise(_runs(0.5, 0.6, 0.7), _runs(0.52, 0.58, 0.71))
+    (res / "flags.json").write_text(json.dumps([dict(dataset="cifar10-jpg", budget="short", seeds=[0, 1, 2],
+                                                     provenance=prov("new"), flags=dict(bf16=s))]))
+    assert ("| bf16 | GPU X (2026-11-25) | cifar10-jpg, short, 0 1 2 | overall | 60.0 % | 60.3 % | +0.33 | 10.00 "
+            "| within seed noise |") in es.flags(tmp_path)
