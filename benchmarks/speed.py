@@ -1,13 +1,15 @@
 """Steady-state training speed of birr at the full CIFAR-100 model size (issues 4 and 7).
 
-    python benchmarks/speed.py                       # CPU: batch 256 and 512, fp32 and bf16, K = 1
+    python benchmarks/speed.py --precision fp32      # CPU: batch 256 and 512, K = 1 (bf16 is slow on AVX2)
     python benchmarks/speed.py --device cuda --stack 1 6 30
 
 What is timed: iterations of task 2 (replay on, SI on, the state every later task is in), on random
 features of the CIFAR-100 shape (50,000 x 1024, 100 classes, 10 tasks), with the model of spec §4
 (12.9 M parameters per run). Data loading is a gather from the device-resident feature bank, as in a real
 run. Each setting runs `--warmup` iterations, then `--iters` timed ones; the median over blocks is
-reported. The reference figures (reference-speed.md, measured on this project's 2-core CPU machines,
+reported. The reference pattern and birr's single run are timed with their blocks interleaved
+(ref, birr, ref, birr, ...): on a shared machine the absolute times drift by tens of percent between
+minutes, their ratio much less. The reference figures (reference-speed.md, measured on this project's 2-core CPU machines,
 same thread count) are printed beside ours: 0.30-0.33 s/iteration at batch 256 and 0.51 s at 512 for
 BI-R + SI; 0.37 / 0.63 s with RR + RA (f = 20).
 
@@ -37,20 +39,25 @@ REFERENCE_S_PER_ITER = {("bir+si", 256): 0.315, ("bir+si", 512): 0.51, ("rr+ra",
 TABLE1_RUN_ITERS = 30 * 10 * 5000
 
 
-def median_seconds(one, device, warmup: int, iters: int) -> float:
-    """Median seconds per call of one(i) over blocks of iterations, after `warmup` untimed calls."""
+def interleaved_medians(ones: list, device, warmup: int, iters: int) -> list[float]:
+    """Median seconds per call of each one(i) over blocks of iterations, after `warmup` untimed calls
+    of each. The blocks of the settings alternate (A B A B ...), so a shared machine's slow spell hits
+    all of them alike and their ratio holds even when the absolute times drift."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for i in range(warmup):
-        one(i)
-    sync()
-    block, times = max(1, iters // 5), []
-    for b in range(iters // block):
-        t0 = time.perf_counter()
-        for i in range(block):
+    for one in ones:
+        for i in range(warmup):
             one(i)
-        sync()
-        times.append((time.perf_counter() - t0) / block)
-    return statistics.median(times)
+    sync()
+    block = max(1, iters // 5)
+    times = [[] for _ in ones]
+    for b in range(iters // block):
+        for k, one in enumerate(ones):
+            t0 = time.perf_counter()
+            for i in range(block):
+                one(i)
+            sync()
+            times[k].append((time.perf_counter() - t0) / block)
+    return [statistics.median(t) for t in times]
 
 
 def fake_data(K: int, device, n_per_class=500, n_classes=100, n_tasks=10, D=1024, seed=0) -> T.TaskData:
@@ -68,8 +75,8 @@ def fake_data(K: int, device, n_per_class=500, n_classes=100, n_tasks=10, D=1024
     return d
 
 
-def time_setting(method: str, batch: int, K: int, bf16: bool, device, warmup: int, iters: int,
-                 compile: bool = False) -> dict:
+def setting(method: str, batch: int, K: int, bf16: bool, device, compile: bool = False):
+    """A stack of K runs in the state of task 2, and one(i) doing its i-th training step."""
     extra = dict(rep_f=20.0) if method == "rr+ra" else {}
     cfgs = [birr.preset(method, budget="full", dataset="cifar100", seed=s, batch=batch, batch_replay=batch,
                         bf16=bf16, compile=compile, device=str(device), **extra) for s in range(K)]
@@ -89,10 +96,20 @@ def time_setting(method: str, batch: int, K: int, bf16: bool, device, warmup: in
         idx = idx_t[:, j:j + batch]
         stack.step(2, d.train_x[idx], d.train_y.gather(1, idx), gens, None, None)
 
-    s_per_iter = median_seconds(one, device, warmup, iters)
+    return one
+
+
+def row(method: str, batch: int, K: int, bf16: bool, compile: bool, s_per_iter: float) -> dict:
     return dict(method=method, batch=batch, K=K, bf16=bf16, compile=compile, s_per_iter=s_per_iter,
                 run_iters_per_s=K / s_per_iter, table1_projection_min=TABLE1_RUN_ITERS * s_per_iter / K / 60,
-                reference_s_per_iter=REFERENCE_S_PER_ITER.get((method, batch)) if K == 1 else None)
+                reference_s_per_iter=REFERENCE_S_PER_ITER.get(("bir+si" if method == "reference-pattern"
+                                                               else method, batch)) if K == 1 else None)
+
+
+def time_setting(method: str, batch: int, K: int, bf16: bool, device, warmup: int, iters: int,
+                 compile: bool = False) -> dict:
+    [s] = interleaved_medians([setting(method, batch, K, bf16, device, compile)], device, warmup, iters)
+    return row(method, batch, K, bf16, compile, s)
 
 
 class ReferencePatternStack(T.Stack):
@@ -111,7 +128,7 @@ class ReferencePatternStack(T.Stack):
                                   [self.anchor[n] for n in every])).sum().backward()
 
 
-def time_reference_pattern(batch: int, device, warmup: int, iters: int) -> dict:
+def reference_pattern(batch: int, device):
     """The reference's per-iteration work pattern (spec §10), rebuilt from birr's pieces so that the
     arithmetic is identical: per-image ToTensor + Normalize of `batch` uint8 images in a Python loop
     (data loading, num_workers=0), the frozen conv encoder on them every step (the reference does not
@@ -150,9 +167,19 @@ def time_reference_pattern(batch: int, device, warmup: int, iters: int) -> dict:
         _ = [y[0, b].item() for b in range(batch)]                        # calculate_log_p_z loop
         stack.step(2, h, y, gens, None, None)
 
-    s = median_seconds(one, device, warmup, iters)
-    return dict(method="reference-pattern", batch=batch, K=1, bf16=False, s_per_iter=s, run_iters_per_s=1 / s,
-                table1_projection_min=TABLE1_RUN_ITERS * s / 60, reference_s_per_iter=REFERENCE_S_PER_ITER.get(("bir+si", batch)))
+    return one
+
+
+def time_against_reference_pattern(batch: int, device, warmup: int, iters: int) -> tuple[dict, dict]:
+    """The reference pattern and birr (BI-R + SI, one run, fp32, eager) at one batch size, their
+    blocks interleaved; the second row carries the speed-up."""
+    ref_s, birr_s = interleaved_medians([reference_pattern(batch, device), setting("bir+si", batch, 1, False, device)],
+                                        device, warmup, iters)
+    ref, ours = row("reference-pattern", batch, 1, False, False, ref_s), row("bir+si", batch, 1, False, False, birr_s)
+    ref["speedup_vs_reference"] = None
+    ours["speedup_vs_reference"] = ours["reference_s_per_iter"] / birr_s if ours["reference_s_per_iter"] else None
+    ours["speedup_vs_reference_pattern"] = ref_s / birr_s
+    return ref, ours
 
 
 def main(argv=None):
@@ -179,32 +206,33 @@ def main(argv=None):
     print(f"{'method':<11} {'batch':>5} {'K':>3} {'prec':<9} {'s/iter':>8} {'run-it/s':>9} {'ref s/it':>8} "
           f"{'speed-up':>8} {'Table 1 (min)':>13}")
     rows = []
-    base = {}
+
+    def show(name, r):
+        ref, sp = r["reference_s_per_iter"], r.get("speedup_vs_reference_pattern")
+        label = ("bf16" if r["bf16"] else "fp32") + ("+cmp" if r["compile"] else "")
+        print(f"{name:<11} {r['batch']:>5} {r['K']:>3} {label:<9} {r['s_per_iter']:>8.4f} {r['run_iters_per_s']:>9.2f} "
+              f"{ref if ref else float('nan'):>8.3f} {sp or float('nan'):>8.2f} {r['table1_projection_min']:>13.1f}",
+              flush=True)
+
+    done = set()
     if not args.no_baseline:
         for batch in args.batches:
-            r = time_reference_pattern(batch, device, args.warmup, args.iters)
-            base[batch] = r["s_per_iter"]
-            r["speedup_vs_reference"] = None
-            rows.append(r)
-            print(f"{'ref-pattern':<11} {batch:>5} {1:>3} {'fp32':<9} {r['s_per_iter']:>8.4f} {r['run_iters_per_s']:>9.2f} "
-                  f"{'':>8} {'1.00':>8} {r['table1_projection_min']:>13.1f}   (baseline, same run)", flush=True)
+            ref, ours = time_against_reference_pattern(batch, device, args.warmup, args.iters)
+            rows += [ref, ours]
+            show("ref-pattern", ref)
+            show("bir+si", ours)
+            done.add(("bir+si", batch, 1, "fp32", "off"))
     for method in args.methods:
         for batch in args.batches:
             for K in args.stack:
                 for prec, comp in [(p, c) for p in args.precision for c in args.compile]:
+                    if (method, batch, K, prec, comp) in done:
+                        continue
                     r = time_setting(method, batch, K, prec == "bf16", device, args.warmup, args.iters,
                                      compile=comp == "on")
-                    label = prec + ("+cmp" if comp == "on" else "")
-                    ref = r["reference_s_per_iter"]
-                    r["speedup_vs_reference"] = ref / r["s_per_iter"] if ref else None
-                    r["speedup_vs_reference_pattern"] = (base[batch] / r["s_per_iter"]
-                                                         if batch in base and method == "bir+si" and K == 1
-                                                         and not r["bf16"] else None)
+                    r["speedup_vs_reference"] = r["reference_s_per_iter"] / r["s_per_iter"] if r["reference_s_per_iter"] else None
                     rows.append(r)
-                    sp = r["speedup_vs_reference_pattern"]
-                    print(f"{method:<11} {batch:>5} {K:>3} {label:<9} {r['s_per_iter']:>8.4f} {r['run_iters_per_s']:>9.2f} "
-                          f"{ref if ref else float('nan'):>8.3f} {sp or float('nan'):>8.2f} "
-                          f"{r['table1_projection_min']:>13.1f}", flush=True)
+                    show(method, r)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     history = json.loads(out.read_text()) if out.exists() else []

@@ -90,3 +90,17 @@ def test_status_page_tables_from_benchmark_files(tmp_path):
                                                      provenance=prov("new"), flags=dict(bf16=s))]))
     assert ("| bf16 | GPU X (2026-11-25) | cifar10-jpg, short, 0 1 2 | overall | 60.0 % | 60.3 % | +0.33 | 10.00 "
             "| within seed noise |") in es.flags(tmp_path)
+
+
+def test_speed_benchmark_records_interleaved_baseline_and_ratio(tmp_path):
+    out = tmp_path / "speed.json"
+    speed.main(["--device", "cpu", "--batches", "8", "--methods", "bir+si", "--stack", "1", "2",
+                "--precision", "fp32", "--warmup", "1", "--iters", "1", "--out", str(out)])
+    [entry] = json.loads(out.read_text())
+    rows = {(r["method"], r["K"]): r for r in entry["rows"]}
+    assert set(rows) == {("reference-pattern", 1), ("bir+si", 1), ("bir+si", 2)}   # K=1 timed once
+    one = rows[("bir+si", 1)]
+    assert one["speedup_vs_reference_pattern"] == pytest.approx(
+        rows[("reference-pattern", 1)]["s_per_iter"] / one["s_per_iter"])
+    assert rows[("bir+si", 2)]["run_iters_per_s"] == pytest.approx(2 / rows[("bir+si", 2)]["s_per_iter"])
+    assert entry["provenance"]["device"] == "cpu"
