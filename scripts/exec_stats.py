@@ -160,23 +160,23 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def speed(repo: Path) -> str:
-    """The latest speed benchmark per device (benchmarks/speed.py writes benchmarks/results/speed.json)."""
+    """The latest speed benchmark per device and thread count (benchmarks/speed.py writes benchmarks/results/speed.json)."""
     path = repo / "benchmarks" / "results" / "speed.json"
     if not path.exists():
         return "No speed benchmark has been recorded yet (`python benchmarks/speed.py`).\n"
-    # per device: every row measured by the code version (git sha) of its newest entry, newest row of each
+    # per device and thread count: every row measured by the code version (git sha) of its newest entry, newest row of each
     # setting first; one benchmark session may be several entries (scripts/gpu_session.py makes three)
     entries = json.loads(path.read_text())
     latest = {}
     for entry in entries:
-        latest[entry["provenance"]["device_name"]] = entry
+        latest[(entry["provenance"]["device_name"], entry["provenance"]["threads"])] = entry
     lines = []
-    for name, newest in latest.items():
+    for (name, threads), newest in latest.items():
         prov = newest["provenance"]
         rows = {}
         for entry in entries:
             ep = entry["provenance"]
-            if ep["device_name"] == name and ep["git_sha"] == prov["git_sha"]:
+            if (ep["device_name"], ep["threads"], ep["git_sha"]) == (name, threads, prov["git_sha"]):
                 for r in entry["rows"]:
                     rows[(r["method"], r["batch"], r["K"], r["bf16"], r.get("compile", False))] = r
         entry = dict(newest, rows=list(rows.values()))
