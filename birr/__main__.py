@@ -59,6 +59,8 @@ def main(argv=None) -> int:
         p.add_argument("--results-dir", default="results")
         p.add_argument("--force", action="store_true", help="re-train even if results exist")
         p.add_argument("--quiet", action="store_true")
+        p.add_argument("--no-checkpoint", action="store_true",
+                       help="no per-task state in results/ckpt/ (no resume; for a machine whose disk is lost anyway)")
         p.add_argument("--print-config", action="store_true", help="print the resolved configs and exit")
     args = ap.parse_args(argv)
     overrides = parse_set(args.set)
@@ -77,7 +79,8 @@ def main(argv=None) -> int:
             print(json.dumps(dict(stamp=c.stamp, **c.to_dict())))
         return 0
     from birr.train import run_many
-    results = run_many(cfgs, results_dir=args.results_dir, force=args.force, progress=not args.quiet)
+    results = run_many(cfgs, results_dir=args.results_dir, force=args.force, progress=not args.quiet,
+                       checkpoint=not args.no_checkpoint)
     for r in results:
         m = r["metrics"]
         print(f"{r['stamp']} {r['method']:<8} {r['dataset']}/{r['budget']} seed={r['seed']} "

@@ -242,11 +242,14 @@ def table1_page_configs(*, budget: str = "full", dataset: str | None = None, see
 def book_configs(*, budget: str = "short", dataset: str | None = None, seeds=(0, 1, 2), **overrides) -> list[Config]:
     """Every run the book's chapters read, in one list (style.md 11: one list of the paper's commands):
     baseline and fine-tuning (chapter 4), Table 1 with the code variant at every f and the paper variant
-    at f = 20 (chapter 6), the Fig. 3 sweep (chapter 7). `python -m birr book` trains them stacked."""
+    at f = 20 (chapter 6), the Fig. 3 sweep (chapter 7). `python -m birr book` trains them stacked, one
+    stack per shape in this order: Table 1's runs first (the book's headline, and the largest stack, so
+    a time-limited machine spends its first minutes on what matters most), then fine-tuning, then the
+    shorter Fig. 3 runs."""
     seeds = tuple(seeds)
     kw = dict(budget=budget, dataset=dataset, **overrides)
-    cfgs = [preset("finetune", seed=s, **kw) for s in seeds]
-    cfgs += table1_page_configs(seeds=seeds, **kw)
+    cfgs = table1_page_configs(seeds=seeds, **kw)
+    cfgs += [preset("finetune", seed=s, **kw) for s in seeds]
     cfgs += fig3_configs(seeds=seeds, **kw)
     unique = {c.stamp: c for c in cfgs}
     return list(unique.values())

@@ -1,21 +1,23 @@
 """What to run on a lent GPU (the `device` tool), and how to bring the results home (issue 7).
 
-A session that is lent a GPU gets 30 minutes of device time, 10 minutes per command, a machine that
-goes back after 30 s idle, and only the files under $OUT back (at most 8 files, 16 MiB each). This
-script packs the work into few commands and its results into few files:
+A session that is lent a GPU gets 15 minutes of device time in all, 10 minutes per command, a
+machine that takes a minute or more to start and goes back after 30 s idle, and only the files
+under $OUT back (at most 8 files, 16 MiB each). So the whole session is one command, whose parts
+each finish on their own time and leave their files under $OUT:
 
-    # on the GPU (command of the device tool, from the repository root; python3 there holds torch):
-    python3 scripts/gpu_session.py bench --out $OUT              # speed.json: CPU-free GPU benchmark
-    python3 scripts/gpu_session.py full --out $OUT --minutes 9   # full-budget book runs on cifar10-jpg
-    #   (repeat `full` at once while the machine is warm: it resumes from results/ckpt/ there)
+    # on the GPU (one command of the device tool, from the repository root; python3 there holds torch):
+    python3 scripts/gpu_session.py session --out $OUT --seconds 540  # all three below, in one command
+    python3 scripts/gpu_session.py bench --out $OUT                  # speed.json: core GPU benchmark
+    python3 scripts/gpu_session.py full --out $OUT --minutes 6       # full-budget book runs on cifar10-jpg
+    python3 scripts/gpu_session.py bench --out $OUT --part compile   # on the time that is left
 
     # back here, on the files the tool fetched:
     python scripts/gpu_session.py unpack <files_at>
 
 `full` trains `birr.book_configs(budget="full", dataset="cifar10-jpg")` with the 100-epoch encoder
 (pre-trained first if its artefact is missing, on the same GPU), stacked as `run_many` stacks them,
-and stops cleanly before `--minutes` run out: the stack in progress keeps its last finished task in
-results/ckpt/ (not brought back). Every finished run's JSON, and the encoder artefact, go into one
+Table 1's stack first, and stops cleanly before `--minutes` run out; the stack in progress is lost
+(no per-task checkpoints there: the disk goes back with the machine). Every finished run's JSON, and the encoder artefact, go into one
 tar.gz under $OUT. The final models (52 MB each at full width) are too big to come back; the
 chapters that need them (decoder lens, exaggeration) stay at the short budget until a session can
 keep them.
@@ -38,45 +40,91 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def bench(out: Path, device: str, quick: bool) -> Path:
-    """The speed benchmark's GPU settings, appended to a copy of benchmarks/results/speed.json."""
+def bench(out: Path, device: str, quick: bool, part: str = "core", deadline: float | None = None) -> Path:
+    """The speed benchmark's GPU settings, appended to $OUT/speed.json (a copy of
+    benchmarks/results/speed.json made by the first part that runs, so parts add up).
+
+    core: one run at batch 256 and 512 against the reference pattern; then the stacks Table 1 uses
+    (K = 1 and 30, BI-R + SI and RR + RA, fp32 with TF32 matmuls and bf16) at batch 512.
+    compile: torch.compile on the largest stack (its compile time is minutes of device time, so it
+    runs last, on whatever time is left)."""
     target = out / "speed.json"
-    shutil.copy(REPO / "benchmarks" / "results" / "speed.json", target)
+    if not target.exists():
+        shutil.copy(REPO / "benchmarks" / "results" / "speed.json", target)
     py, script = sys.executable, str(REPO / "benchmarks" / "speed.py")
     common = ["--device", device, "--out", str(target), "--warmup", "3", "--iters", "4" if quick else "20"]
     batches = ["32"] if quick else ["256", "512"]
-    stacks = ["1", "2"] if quick else ["1", "6", "30"]
-    runs = [
-        # single runs at both batches against the reference pattern on the same device
-        common + ["--batches", *batches, "--stack", "1", "--methods", "bir+si", "--precision", "fp32"],
-        # the batched runs that Table 1 uses, fp32 (TF32 matmuls) and bf16
-        common + ["--batches", batches[-1], "--stack", *stacks, "--methods", "bir+si", "rr+ra",
-                  "--precision", "fp32", "bf16", "--no-baseline"],
-        # torch.compile on the largest stack
-        common + ["--batches", batches[-1], "--stack", stacks[-1], "--methods", "bir+si", "--precision", "fp32",
-                  "--compile", "on", "--no-baseline"],
-    ]
-    for args in runs:
-        subprocess.run([py, script, *args], check=True)
+    stacks = ["1", "2"] if quick else ["1", "30"]
+    if part == "core":
+        runs = [
+            # single runs at both batches against the reference pattern on the same device
+            common + ["--batches", *batches, "--stack", "1", "--methods", "bir+si", "--precision", "fp32"],
+            # the batched runs that Table 1 uses, fp32 (TF32 matmuls) and bf16
+            common + ["--batches", batches[-1], "--stack", *stacks, "--methods", "bir+si", "rr+ra",
+                      "--precision", "fp32", "bf16", "--no-baseline"],
+        ]
+    elif part == "compile":
+        runs = [common + ["--batches", batches[-1], "--stack", stacks[-1], "--methods", "rr+ra",
+                          "--precision", "fp32", "--compile", "on", "--no-baseline"]]
+    else:
+        raise ValueError(f"part={part!r} is not allowed; choose core or compile")
+    for args in runs:   # past the deadline (time.time()), the benchmark in progress is stopped
+        timeout = None if deadline is None else max(deadline - time.time(), 1)
+        subprocess.run([py, script, *args], check=True, timeout=timeout)
     return target
 
 
 def full(out: Path, minutes: float, budget: str, dataset: str, seeds: list[int], device: str,
-         results: Path = REPO / "results") -> Path:
+         results: Path = REPO / "results", checkpoint: bool = False) -> Path:
     """Train the book's runs until done or `minutes` are up, then pack every finished run."""
     started = time.time()
+    # no per-task checkpoints: the machine's disk is lost when it goes back, and at the full size an
+    # 18-run stack's state is ~5 GB per task (seconds of device time each)
     cmd = [sys.executable, "-m", "birr", "book", "--budget", budget, "--dataset", dataset,
            "--seeds", *map(str, seeds), "--results-dir", str(results), "--set", f"device={device}"]
-    proc = subprocess.Popen(cmd, cwd=REPO)
-    try:
-        finished = proc.wait(timeout=minutes * 60) == 0
-        if not finished:
-            raise SystemExit(f"training failed with exit code {proc.returncode}: {' '.join(cmd)}")
-    except subprocess.TimeoutExpired:   # results and checkpoints are written atomically: stop anywhere
-        proc.terminate()
-        proc.wait()
-        finished = False
-    return pack(out, results, budget, dataset, finished, time.time() - started)
+    cmd += [] if checkpoint else ["--no-checkpoint"]
+    # progress bars go to train.err beside the results (a log file, not the command's short output tail)
+    with open(out / "train.err", "w") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, stderr=err)
+        try:
+            code = proc.wait(timeout=max(minutes * 60, 0.001))
+        except subprocess.TimeoutExpired:   # results are written atomically: stop anywhere
+            proc.terminate()
+            proc.wait()
+            code = None
+    if code:   # a crash still packs the runs that finished before it
+        print(f"error: training failed with exit code {code} (see train.err): {' '.join(cmd)}", file=sys.stderr)
+    return pack(out, results, budget, dataset, code == 0, time.time() - started)
+
+
+def session(out: Path, seconds: float, device: str, budget: str = "full", dataset: str = "cifar10-jpg",
+            seeds: list[int] = (0, 1, 2), quick: bool = False, results: Path = REPO / "results",
+            compile_min_s: float = 100.0) -> dict:
+    """The whole lent-GPU session as one command that ends within `seconds`: the core benchmark, then
+    the book's runs on all the time left but a margin for packing, then the compile benchmark if at
+    least `compile_min_s` remain. Each part that fails is reported and the next one still runs.
+    Returns {part: seconds taken or an error}."""
+    deadline, done = time.time() + seconds, {}
+
+    def left():
+        return deadline - time.time()
+
+    for name, part in [
+        # the core benchmark gets at most a third of the session: the book's runs are worth more
+        ("bench", lambda: bench(out, device, quick, "core", deadline=time.time() + left() / 3)),
+        ("full", lambda: full(out, (left() - 20) / 60, budget, dataset, list(seeds), device, results)),
+        ("compile", lambda: bench(out, device, quick, "compile", deadline=deadline - 5)
+         if left() > compile_min_s else None),
+    ]:
+        t0 = time.time()
+        try:
+            part()
+            done[name] = round(time.time() - t0, 1)
+        except Exception as e:   # noqa: BLE001 - one part's failure must not cost the others their time
+            done[name] = f"{type(e).__name__}: {e}"
+        print(f"[gpu_session] {name}: {done[name]} ({left():.0f} s left)", flush=True)
+    (out / "session.json").write_text(json.dumps(done, indent=1))
+    return done
 
 
 def pack(out: Path, results: Path, budget: str, dataset: str, finished: bool, seconds: float) -> Path:
@@ -137,6 +185,7 @@ def main(argv=None) -> int:
     b.add_argument("--out", default=os.environ.get("OUT", "gpu-out"))
     b.add_argument("--device", default="cuda")
     b.add_argument("--quick", action="store_true", help="tiny settings (a CPU check of the script)")
+    b.add_argument("--part", default="core", choices=["core", "compile"])
     f = sub.add_parser("full")
     f.add_argument("--out", default=os.environ.get("OUT", "gpu-out"))
     f.add_argument("--minutes", type=float, default=9.0)
@@ -145,6 +194,14 @@ def main(argv=None) -> int:
     f.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     f.add_argument("--device", default="cuda")
     f.add_argument("--results-dir", default=str(REPO / "results"))
+    a = sub.add_parser("session", help="bench, full and compile in one command that ends within --seconds")
+    a.add_argument("--out", default=os.environ.get("OUT", "gpu-out"))
+    a.add_argument("--seconds", type=float, default=540.0)
+    a.add_argument("--device", default="cuda")
+    a.add_argument("--budget", default="full")
+    a.add_argument("--dataset", default="cifar10-jpg")
+    a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    a.add_argument("--quick", action="store_true")
     u = sub.add_parser("unpack")
     u.add_argument("files_at")
     args = ap.parse_args(argv)
@@ -160,7 +217,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.cmd == "bench":
-        print(bench(out, args.device, args.quick))
+        print(bench(out, args.device, args.quick, args.part))
+    elif args.cmd == "session":
+        session(out, args.seconds, args.device, args.budget, args.dataset, args.seeds, args.quick)
     else:
         print(full(out, args.minutes, args.budget, args.dataset, args.seeds, args.device, Path(args.results_dir)))
     return 0

@@ -51,3 +51,21 @@ def test_cuda_without_a_gpu_is_a_one_line_error(capsys):
         pytest.skip("a GPU is present")
     assert gs.main(["bench", "--out", "unused", "--device", "cuda"]) == 2
     assert "sees no GPU" in capsys.readouterr().err
+
+
+def test_session_runs_bench_then_the_book_runs_and_reports_each_part(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    done = gs.session(out, seconds=600, device="cpu", budget="smoke", dataset="synthetic", seeds=[0], quick=True,
+                      results=tmp_path / "results", compile_min_s=1e9)   # no time for compile: skipped
+    assert isinstance(done["bench"], float) and isinstance(done["full"], float), done
+    rows = json.loads((out / "speed.json").read_text())[-1]["rows"]
+    assert {(r["method"], r["K"]) for r in rows} == {("bir+si", 1), ("bir+si", 2), ("rr+ra", 1), ("rr+ra", 2)}
+    with tarfile.open(out / "results-smoke-synthetic.tar.gz") as tar:
+        assert json.load(tar.extractfile("manifest.json"))["finished"] is True
+    assert json.loads((out / "session.json").read_text()) == done
+
+
+def test_book_runs_table1_stack_first():
+    cfgs = birr.book_configs(budget="smoke", dataset="synthetic", seeds=(0,))
+    assert [c.method for c in cfgs[:2]] == ["bir+si", "rr+ra"] and cfgs[0].iters == max(c.iters for c in cfgs)

@@ -81,6 +81,29 @@ def test_killed_run_resumes_and_matches_uninterrupted(results, tmp_path, monkeyp
     assert not list((results / "ckpt").glob("*.pt"))        # removed once the results are written
 
 
+def test_without_checkpoints_no_state_is_written_and_results_are_the_same(results, tmp_path, monkeypatch):
+    cfg = tiny("rr+ra", rep_f=5.0)
+    saved = []
+    real_save = T.atomic_torch_save
+    monkeypatch.setattr(T, "atomic_torch_save", lambda path, obj: saved.append(path.parent.name) or real_save(path, obj))
+    plain = birr.run_many([cfg], results_dir=results, progress=False, checkpoint=False)[0]
+    assert saved == ["models"] and not (results / "ckpt").exists()   # only the final model
+    saved.clear()
+    with_ckpt = birr.run(cfg, results_dir=tmp_path / "with", progress=False)
+    assert saved.count("ckpt") == 2                                    # one state per task
+    assert plain["acc_matrix"] == with_ckpt["acc_matrix"] and plain["loss_traces"] == with_ckpt["loss_traces"]
+
+
+def test_provenance_names_the_stated_sha_when_the_tree_has_no_git(monkeypatch):
+    def no_git(*a, **k):
+        raise OSError("no git here")
+    monkeypatch.setattr(T.subprocess, "run", no_git)
+    monkeypatch.setenv("BIRR_GIT_SHA", "abc123")
+    assert T.provenance(torch.device("cpu"))["git_sha"] == "abc123"
+    monkeypatch.delenv("BIRR_GIT_SHA")
+    assert T.provenance(torch.device("cpu"))["git_sha"] == "unknown"
+
+
 def test_stacked_runs_match_runs_trained_alone(results, tmp_path):
     cfgs = [tiny(seed=0), tiny(seed=1), tiny("rr+ra", seed=0, rep_f=3.0, lambda_rr=1e-2, lambda_ra=1e-2)]
     stacked = birr.run_many(cfgs, results_dir=results, progress=False)
