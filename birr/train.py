@@ -84,8 +84,9 @@ def provenance(device: torch.device) -> dict:
                                     capture_output=True, text=True, timeout=10).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         sha, dirty = "unknown", False
-    if sha == "unknown":   # a copy of the tree without .git (a lent GPU): the sha its sender stated
-        sha = os.environ.get("BIRR_GIT_SHA", sha)
+    stated = os.environ.get("BIRR_GIT_SHA")
+    if stated:   # a copied tree whose .git is not the source's (a lent GPU's copy): the sender's word wins
+        sha, dirty = stated, False
     if device.type == "cuda":
         dev_name = torch.cuda.get_device_name(device)
     else:
@@ -98,7 +99,7 @@ def provenance(device: torch.device) -> dict:
         except OSError:
             pass
     import numpy
-    return dict(git_sha=sha, git_dirty=dirty, torch=torch.__version__, numpy=numpy.__version__,
+    return dict(git_sha=sha, git_dirty=dirty, git_sha_stated=bool(stated), torch=torch.__version__, numpy=numpy.__version__,
                 python=sys.version.split()[0], platform=platform.platform(), device=str(device),
                 device_name=dev_name, threads=torch.get_num_threads(),
                 tf32=device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32,

@@ -94,14 +94,12 @@ def test_without_checkpoints_no_state_is_written_and_results_are_the_same(result
     assert plain["acc_matrix"] == with_ckpt["acc_matrix"] and plain["loss_traces"] == with_ckpt["loss_traces"]
 
 
-def test_provenance_names_the_stated_sha_when_the_tree_has_no_git(monkeypatch):
-    def no_git(*a, **k):
-        raise OSError("no git here")
-    monkeypatch.setattr(T.subprocess, "run", no_git)
-    monkeypatch.setenv("BIRR_GIT_SHA", "abc123")
-    assert T.provenance(torch.device("cpu"))["git_sha"] == "abc123"
-    monkeypatch.delenv("BIRR_GIT_SHA")
-    assert T.provenance(torch.device("cpu"))["git_sha"] == "unknown"
+def test_provenance_takes_the_stated_sha_over_the_trees_git(monkeypatch):
+    own = T.provenance(torch.device("cpu"))
+    assert own["git_sha_stated"] is False
+    monkeypatch.setenv("BIRR_GIT_SHA", "abc123")     # a copied tree whose .git is some other commit
+    prov = T.provenance(torch.device("cpu"))
+    assert prov["git_sha"] == "abc123" and prov["git_dirty"] is False and prov["git_sha_stated"] is True
 
 
 def test_stacked_runs_match_runs_trained_alone(results, tmp_path):
