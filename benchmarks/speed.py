@@ -3,7 +3,8 @@
     python benchmarks/speed.py --precision fp32      # CPU: batch 256 and 512, K = 1 (bf16 is slow on AVX2)
     python benchmarks/speed.py --device cuda --stack 1 6 30
 
-What is timed: iterations of task 2 (replay on, SI on, the state every later task is in), on random
+What is timed: iterations of task 2 (replay on, SI on, the state every later task is in; logging as in
+training: loss terms every log_every-th iteration, RR/RA pair counts every iteration), on random
 features of the CIFAR-100 shape (50,000 x 1024, 100 classes, 10 tasks), with the model of spec §4
 (12.9 M parameters per run). Data loading is a gather from the device-resident feature bank, as in a real
 run. Each setting runs `--warmup` iterations, then `--iters` timed ones; the median over blocks is
@@ -90,11 +91,13 @@ def setting(method: str, batch: int, K: int, bf16: bool, device, compile: bool =
     stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}
     idx_t = d.task_indices(2)
     gens = stack.generators(2)
+    # as in training: the loss terms logged every log_every-th iteration, RR/RA pair counts every one
+    logbuf, rr_log, every = torch.zeros(K, len(T.TERMS), device=device), stack.new_rr_log(2), cfgs[0].log_every
 
     def one(i):
         j = (i * batch) % (idx_t.shape[1] - batch)
         idx = idx_t[:, j:j + batch]
-        stack.step(2, d.train_x[idx], d.train_y.gather(1, idx), gens, None, None)
+        stack.step(2, d.train_x[idx], d.train_y.gather(1, idx), gens, logbuf if (i + 1) % every == 0 else None, rr_log)
 
     return one
 
@@ -182,6 +185,28 @@ def time_against_reference_pattern(batch: int, device, warmup: int, iters: int) 
     return ref, ours
 
 
+def profile(method: str, batch: int, K: int, bf16: bool, device, iters: int, out: Path) -> str:
+    """Where one setting's step spends its time: torch.profiler over `iters` steps after 3 warm-up
+    steps, the 30 costliest ops by device time (self time on a CPU), written to `out` and returned.
+    The table to read before optimising the step further (issue 7)."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    one = setting(method, batch, K, bf16, device)
+    for i in range(3):
+        one(i)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=acts) as prof:
+        for i in range(iters):
+            one(i)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=30)
+    head = f"{method} batch {batch} K {K} {'bf16' if bf16 else 'fp32'} on {device}, {iters} steps, sorted by {key}\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(head + table)
+    return head + table
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -195,10 +220,15 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--no-baseline", action="store_true", help="skip the reference-pattern baseline")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "speed.json"))
+    ap.add_argument("--profile", metavar="FILE", help="profile the first method/batch/stack/precision instead of timing")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
+    if args.profile:
+        print(profile(args.methods[0], args.batches[0], args.stack[0], args.precision[0] == "bf16", device,
+                      args.iters, Path(args.profile)))
+        return
     prov = T.provenance(device)
     print(f"device: {prov['device_name']} ({device}), torch {prov['torch']}, threads {prov['threads']}")
     print("speed-up = reference-pattern s/iter / birr s/iter, same batch, measured in this run (bir+si, K=1);\n"

@@ -13,6 +13,14 @@ import torch
 import torch.nn.functional as F
 
 
+def one_hot(index: torch.Tensor, n: int, dtype=torch.float32) -> torch.Tensor:
+    """(...) class indices -> (..., n) one-hot of `dtype`. F.one_hot's values, without its range check:
+    on a CPU that check reads min and max back as Python numbers, and the training step must read
+    nothing back (issue 7; tests/test_train.py counts host reads). Indices come from labels and
+    argmax/topk here, always in range."""
+    return torch.zeros(*index.shape, n, dtype=dtype, device=index.device).scatter_(-1, index[..., None], 1)
+
+
 # --- BI-R, spec §5 ----------------------------------------------------------------------------
 
 def reconstruction_loss(x, x_recon):
@@ -93,7 +101,7 @@ def si_penalty(params, omegas, anchors):
 
 # --- competing classes, paper §3.2 / Fig. 2 ----------------------------------------------------
 
-def competing_classes(p, f):
+def competing_classes(p, f, validate: bool = True):
     r"""The paper's competitor rule (SEED §3.2, Fig. 2): label = argmax p; threshold = p_max / f;
     competitors = the other classes with probability strictly above the threshold.
 
@@ -101,14 +109,16 @@ def competing_classes(p, f):
     Returns (label (...), threshold (...), competitors (..., C) bool). f = 1 selects nothing; the
     Fig. 2 example (f = 3, p_max = 0.6) gives threshold 0.2. Ties for the max: the first index is the
     label and the tied class (p = p_max > p_max / f) is a competitor whenever f > 1.
+    validate=False skips the f >= 1 check (it reads f back to the host; the training step's f was
+    checked by Config).
     """
     f = torch.as_tensor(f, dtype=p.dtype, device=p.device)
-    if (f < 1).any():
+    if validate and (f < 1).any():   # a host read: the training step validates f once, in Config
         raise ValueError(f"repulsion factor f={f.tolist()} is not allowed; f must be >= 1 (paper §3.2)")
     p_max, label = p.max(dim=-1)
     threshold = p_max / f
     competitors = p > threshold[..., None]
-    competitors = competitors & ~F.one_hot(label, p.shape[-1]).bool()
+    competitors = competitors & ~one_hot(label, p.shape[-1], torch.bool)
     return label, threshold, competitors
 
 
@@ -153,7 +163,7 @@ def rr_ra_code(x_replay, x_recon, teacher_logits, f, use_f):
     p = F.softmax(teacher_logits, dim=-1)                                  # T = 1 (spec §8.3)
     p1, p2 = p.gather(-1, c1[..., None]).squeeze(-1), p.gather(-1, c2[..., None]).squeeze(-1)
     competitive = (p1 < f[:, None] * p2) | ~use_f[:, None]                 # (K,B)
-    onehot = F.one_hot(c1, C_old).to(x_replay.dtype)                       # (K,B,C_old)
+    onehot = one_hot(c1, C_old, x_replay.dtype)                            # (K,B,C_old)
     counts = onehot.sum(1)                                                 # (K,C_old)
     x_hat = torch.bmm(onehot.transpose(1, 2), x_replay) / counts.clamp_min(1)[..., None]  # (K,C_old,D)
     kept = competitive & (counts.gather(1, c2) > 0)                        # (K,B)
@@ -169,7 +179,7 @@ def rr_ra_code(x_replay, x_recon, teacher_logits, f, use_f):
 
 # --- RR / RA as the paper is written, SEED §3.2-3.3 --------------------------------------------
 
-def rr_ra_paper(x_recon, own_logits, class_means, f, use_f):
+def rr_ra_paper(x_recon, own_logits, class_means, f, use_f, validate: bool = True):
     r"""RR and RA as SEED §3.2-3.3 describe them, with the two resolutions birr has to choose
     (errata page, spec §9.1):
 
@@ -189,8 +199,8 @@ def rr_ra_paper(x_recon, own_logits, class_means, f, use_f):
     use_f (K,) bool. Returns rr (K,), ra (K,), stats.
     """
     p = F.softmax(own_logits.detach(), dim=-1)
-    label, _, comp_f = competing_classes(p, torch.where(use_f, f, torch.ones_like(f))[:, None])
-    runner_up = F.one_hot(p.topk(2, dim=-1).indices[..., 1], p.shape[-1]).bool()
+    label, _, comp_f = competing_classes(p, torch.where(use_f, f, torch.ones_like(f))[:, None], validate)
+    runner_up = one_hot(p.topk(2, dim=-1).indices[..., 1], p.shape[-1], torch.bool)
     comp = torch.where(use_f[:, None, None], comp_f, runner_up)            # (K,B,C)
     D = x_recon.shape[-1]
     # all (sample, class) errors at once: ||a-b||^2 = ||a||^2 - 2 a.b + ||b||^2, (K,B,C)

@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from birr.losses import one_hot
+
 
 def _uniform(shape, bound, gens):
     """U(-bound, bound) per run, each slice drawn from its own run's generator."""
@@ -113,7 +115,7 @@ class BIR(nn.Module):
         z = mu_c + eps * exp(logvar_c / 2), decoded through the one-hot gate of c."""
         k = torch.arange(self.K, device=classes.device)[:, None]
         z = self.reparameterize(self.z_class_means[k, classes], self.z_class_logvars[k, classes], eps)
-        return self.decode(z, F.one_hot(classes, self.C).to(z.dtype))
+        return self.decode(z, one_hot(classes, self.C, z.dtype))
 
     def n_params_per_run(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad) // self.K

@@ -290,7 +290,7 @@ class Stack:
         zeros = torch.zeros(K, device=self.device)
         with self.autocast:
             # current data: gate = one-hot(true label); KL to the label's mode; CE over seen classes
-            logits, mu, logvar, z, xr = self.forward(x, F.one_hot(y, C).float(), self.randn(gens, x.shape[1], m.Z))
+            logits, mu, logvar, z, xr = self.forward(x, L.one_hot(y, C), self.randn(gens, x.shape[1], m.Z))
         k = torch.arange(K, device=self.device)[:, None]
         recon = L.reconstruction_loss(x, xr.float())
         kl = L.kl_current(z.float(), mu.float(), logvar.float(), m.z_class_means[k, y], m.z_class_logvars[k, y],
@@ -321,9 +321,8 @@ class Stack:
                     pairs = (st["label"], st["competitor"], st["pair_mask"])
                 else:
                     rr, ra, st = L.rr_ra_paper(xr_r, logits_r.float()[..., :n_act], self.paper_means[:, :n_act],
-                                               self.rep_f, self.use_f)
-                    nz = st["competitors"].nonzero()                              # (P,3): run, sample, class
-                    pairs = (st["label"][nz[:, 0], nz[:, 1]], nz)
+                                               self.rep_f, self.use_f, validate=False)   # Config checked f
+                    pairs = (st["label"], st["competitors"])                      # (K,B), (K,B,C_act)
                 # weights inside the replay loss => effective (1 - 1/t) factor (spec §8.5); a zero weight
                 # must not turn an infinite RR into nan
                 loss_rep = (loss_rep + torch.where(self.lambda_rr > 0, self.lambda_rr * rr, zeros)
@@ -351,19 +350,33 @@ class Stack:
             rr, ra = torch.where(self.lambda_rr > 0, rr, zeros), torch.where(self.lambda_ra > 0, ra, zeros)
             log.copy_(torch.stack([total, recon, kl, ce, recon_r, kl_r, dist_r, rr, ra, si], 1).detach())
 
+    def new_rr_log(self, t: int) -> dict | None:
+        """Task t's RR/RA counters (spec §8 logging), all on the device: the pair counts (K, C, C) of
+        (label, competitor) and the per-run counts of competitive, kept and gated samples."""
+        if not self.any_rr or t == 1:
+            return None
+        K, C, dev = self.K, self.data.n_classes, self.device
+        return dict(n_replayed=0, n_competitive=torch.zeros(K, dtype=torch.long, device=dev),
+                    n_kept=torch.zeros(K, dtype=torch.long, device=dev),
+                    n_applied=torch.zeros(K, dtype=torch.long, device=dev),
+                    pairs=torch.zeros(K, C, C, dtype=torch.long, device=dev))
+
     def _log_rr(self, rr_log, st, pairs):
+        """Add one step's counts. Dense scatter-adds weighted by the masks, never a boolean index or
+        nonzero(): their output size depends on the data, so on a GPU each would stall the step."""
         rr_log["n_replayed"] += self.cfg.batch_replay
         rr_log["n_competitive"] += st["n_competitive"]
         rr_log["n_kept"] += st["n_kept"]
         rr_log["n_applied"] += st["applied"].long()
-        C = self.data.n_classes
+        K, C = self.K, self.data.n_classes
         if self.cfg.rr_variant == "code":
-            label, comp, mask = pairs
-            flat = (torch.arange(self.K, device=self.device)[:, None] * C * C + label * C + comp)[mask]
+            label, comp, mask = pairs                                        # (K,B) each
+            flat, weight = label * C + comp, mask.long()
         else:
-            label, nz = pairs
-            flat = nz[:, 0] * C * C + label * C + nz[:, 2]
-        rr_log["pairs"].view(-1).index_add_(0, flat, torch.ones_like(flat))
+            label, comp = pairs                                              # (K,B), (K,B,C_act)
+            flat = (label[..., None] * C + torch.arange(comp.shape[-1], device=self.device)).flatten(1)
+            weight = comp.flatten(1).long()
+        rr_log["pairs"].view(K, C * C).scatter_add_(1, flat, weight)
 
     def end_task(self):
         """Spec §6 step 4-5: omega += W / (delta^2 + eps), anchor <- p, previous model <- copy."""
@@ -442,11 +455,7 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
         stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}  # spec §6 step 1
         n_logs = cfg.iters // cfg.log_every
         logbuf = torch.zeros(n_logs, K, len(TERMS), device=device)
-        rr_log = (dict(n_replayed=0, n_competitive=torch.zeros(K, dtype=torch.long, device=device),
-                       n_kept=torch.zeros(K, dtype=torch.long, device=device),
-                       n_applied=torch.zeros(K, dtype=torch.long, device=device),
-                       pairs=torch.zeros(K, C, C, dtype=torch.long, device=device))
-                  if stack.any_rr and t > 1 else None)
+        rr_log = stack.new_rr_log(t)
         order, pos = None, n_t
         bar = tqdm(range(1, cfg.iters + 1), desc=f"task {t}/{d.n_tasks}", disable=not progress, leave=False,
                    mininterval=1.0)

@@ -16,8 +16,9 @@ each finish on their own time and leave their files under $OUT:
 
 `full` trains `birr.book_configs(budget="full", dataset="cifar10-jpg")` with the 100-epoch encoder
 (pre-trained first if its artefact is missing, on the same GPU), stacked as `run_many` stacks them,
-Table 1's stack first, and stops cleanly before `--minutes` run out; the stack in progress is lost
-(no per-task checkpoints there: the disk goes back with the machine). Every finished run's JSON, and the encoder artefact, go into one
+Table 1's stack first, skipping every run whose results are already committed, and stops cleanly
+before `--minutes` run out; the stack in progress keeps its last finished task in results/ckpt/ there,
+so `full` again at once on the still-warm machine resumes it (a cold machine starts it again). Every finished run's JSON, and the encoder artefact, go into one
 tar.gz under $OUT. The final models (52 MB each at full width) are too big to come back; the
 chapters that need them (decoder lens, exaggeration) stay at the short budget until a session can
 keep them.
@@ -62,6 +63,9 @@ def bench(out: Path, device: str, quick: bool, part: str = "core", deadline: flo
             # the batched runs that Table 1 uses, fp32 (TF32 matmuls) and bf16
             common + ["--batches", batches[-1], "--stack", *stacks, "--methods", "bir+si", "rr+ra",
                       "--precision", "fp32", "bf16", "--no-baseline"],
+            # where the largest stack's step spends its time (profile.txt beside speed.json)
+            common + ["--batches", batches[-1], "--stack", stacks[-1], "--methods", "rr+ra", "--precision", "fp32",
+                      "--profile", str(out / "profile.txt")],
         ]
     elif part == "compile":
         runs = [common + ["--batches", batches[-1], "--stack", stacks[-1], "--methods", "rr+ra",
@@ -75,11 +79,12 @@ def bench(out: Path, device: str, quick: bool, part: str = "core", deadline: flo
 
 
 def full(out: Path, minutes: float, budget: str, dataset: str, seeds: list[int], device: str,
-         results: Path = REPO / "results", checkpoint: bool = False) -> Path:
+         results: Path = REPO / "results", checkpoint: bool = True) -> Path:
     """Train the book's runs until done or `minutes` are up, then pack every finished run."""
     started = time.time()
-    # no per-task checkpoints: the machine's disk is lost when it goes back, and at the full size an
-    # 18-run stack's state is ~5 GB per task (seconds of device time each)
+    # per-task checkpoints cost seconds per task at the full size (an 18-run stack's state is ~5 GB),
+    # but a second call on the still-warm machine resumes the stack instead of starting it again
+    # (the first session ran without them and lost an 18-run stack 20% into its last task)
     cmd = [sys.executable, "-m", "birr", "book", "--budget", budget, "--dataset", dataset,
            "--seeds", *map(str, seeds), "--results-dir", str(results), "--set", f"device={device}"]
     cmd += [] if checkpoint else ["--no-checkpoint"]

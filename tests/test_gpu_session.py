@@ -61,6 +61,8 @@ def test_session_runs_bench_then_the_book_runs_and_reports_each_part(tmp_path):
     assert isinstance(done["bench"], float) and isinstance(done["full"], float), done
     rows = json.loads((out / "speed.json").read_text())[-1]["rows"]
     assert {(r["method"], r["K"]) for r in rows} == {("bir+si", 1), ("bir+si", 2), ("rr+ra", 1), ("rr+ra", 2)}
+    prof = (out / "profile.txt").read_text()                      # the largest stack's step, op by op
+    assert prof.startswith("rr+ra batch 32 K 2 fp32") and "aten::bmm" in prof
     with tarfile.open(out / "results-smoke-synthetic.tar.gz") as tar:
         assert json.load(tar.extractfile("manifest.json"))["finished"] is True
     assert json.loads((out / "session.json").read_text()) == done
