@@ -669,6 +669,26 @@ def fig3_gap_frame(results, metrics=METRICS, *, n_boot: int = 10_000, rng_seed: 
     return pd.DataFrame(rows).set_index("iters")
 
 
+def finished(cfgs, results_dir=None) -> list[dict]:
+    """The stored results among `cfgs`, loaded by stamp and never trained: what a page shows of a
+    budget it does not train itself (the full-budget runs a lent GPU has made so far)."""
+    from birr.train import default_results_dir, load_result
+    d = results_dir if results_dir is not None else default_results_dir()
+    return [r for c in cfgs if (r := load_result(d, c)) is not None]
+
+
+def paired_points(results) -> list[dict]:
+    """The results at the iteration counts where RR+RA and the baseline have the same seeds (at least
+    one), so fig3_gap_frame can pair every point; the others are left out."""
+    keep = []
+    for iters in sorted({r["config"]["iters"] for r in results}):
+        at = [r for r in results if r["config"]["iters"] == iters]
+        rr, bl = {r["seed"] for r in at if is_rr(r)}, {r["seed"] for r in at if not is_rr(r)}
+        if rr and rr == bl:
+            keep += at
+    return keep
+
+
 def plot_fig3(results, *, title: str | None = None):
     """SEED Fig. 3 redrawn: final test accuracy against iterations per task, (a) overall, (b) first
     50 %, (c) first 20 %; one point per seed, lines through the means; RR+RA ("RR") and baseline ("BL")."""

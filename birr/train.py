@@ -497,7 +497,8 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
             r["task_wall_s"].append(wall / K)
         if progress:
             seen = per_task[:, :t].mean(1)
-            print(f"[birr] task {t}/{d.n_tasks} done in {wall:.1f}s | mean acc on tasks 1..{t}: "
+            print(f"[birr] task {t}/{d.n_tasks} done in {wall:.1f}s ({cfg.iters} iterations, batch {B}, {K} run(s), "
+                  f"{1000 * wall / cfg.iters:.1f} ms/iteration) | mean acc on tasks 1..{t}: "
                   + ", ".join(f"{v:.3f}" for v in seen.tolist()))
         if checkpoint:
             atomic_torch_save(ckpt_path, dict(task=t, stack=stack.state(), per_run=per_run))

@@ -169,6 +169,24 @@ shown.style.format(precision=3).format("{:.2e}", subset=small).format("{:g}", su
 # less RR and RA can move the weights; either way, a difference in the table above is credited to them
 # only where it stands out from the seed-to-seed spread (its CI excludes 0).
 #
+# ## At the full budget, on a GPU
+#
+# {glue:text}`full_table1_text:s`
+
+# %%
+full_cfgs = birr.table1_page_configs(budget="full", dataset=dataset, seeds=seeds)
+full = [] if budget == "full" else R.finished(full_cfgs)
+if budget == "full":
+    full_table1_text = "This page already shows the full budget."
+else:
+    full_table1_text = (
+        f"The full budget of this table is {len(full_cfgs)} runs (the paper's width, batch 512, 5000 iterations "
+        f"per task on {R.DATASET_NAMES[dataset]}); {len(full)} of them are stored. They train as one stack on a "
+        "GPU (scripts/gpu_session.py); the table above moves to them once all are in. The GPU speed "
+        "measurements are on the status page.")
+glue("full_table1_text", full_table1_text, display=False)
+
+# %% [markdown]
 # ## Runs on this page
 
 # %% tags=["hide-output"]

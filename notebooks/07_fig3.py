@@ -122,7 +122,39 @@ df = R.fig3_frame(results)
 df.groupby(["iters", "method"])[list(R.METRICS)].mean().unstack("method").round(1)
 
 # %% [markdown]
+# ## At the full budget, on a GPU
+#
+# The points above are at the {glue:text}`budget_name:s` budget. The full budget (the paper's model
+# width, batch 512, 1000 to 5000 iterations per task) needs a GPU; `scripts/gpu_session.py` trains it
+# there when a session is lent one, and every run it brings back is stored by its stamp like any other.
+# {glue:text}`full_text:s`
+
+# %%
+full_cfgs = birr.fig3_configs(budget="full", dataset=dataset, seeds=seeds, f=20.0)
+full = [] if budget == "full" else R.paired_points(R.finished(full_cfgs))
+glue("budget_name", budget, display=False)
+if budget == "full":
+    full_text = "This page already shows the full budget."
+elif not full:
+    full_text = (f"None of the {len(full_cfgs)} full-budget runs of this figure has been trained on "
+                 f"{R.DATASET_NAMES[dataset]} yet.")
+else:
+    full_gaps = R.fig3_gap_frame(full)
+    at = full_gaps.iloc[0]
+    full_text = (
+        f"So far {len(full)} of its {len(full_cfgs)} runs have been trained ({R.dataset_label(full)}), "
+        f"at {', '.join(map(str, full_gaps.index))} iterations per task with {int(at['n_paired'])} paired seed(s). "
+        f"At {int(full_gaps.index[0])} iterations RR+RA minus the baseline is "
+        + "; ".join(f"{at[f'{m}_diff']:+.2f} points on the {R.METRIC_NAMES[m]} (p = {R.format_p(at[f'{m}_p'])})"
+                    for m in ("overall", "first50", "first20"))
+        + ". Mean accuracy per point (percent):")
+glue("full_text", full_text, display=False)
+glue("n_full_runs", len(full), display=False)
+if full:
+    display(R.fig3_frame(full).groupby(["iters", "method"])[list(R.METRICS)].mean().unstack("method").round(2))
+
+# %% [markdown]
 # ## Runs on this page
 
 # %% tags=["hide-output"]
-R.status_rows(results).set_index("stamp")
+R.status_rows(results + full).set_index("stamp")
