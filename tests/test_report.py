@@ -246,3 +246,22 @@ def test_figures_are_figures():
     plt.close(fig)
     df = R.fig3_frame(runs)
     assert set(df["method"]) == {"BL", "RR"} and df["overall"].max() == pytest.approx(36.0)
+
+
+def test_paired_points_keep_only_iteration_counts_with_the_same_seeds_in_both_methods():
+    runs = [fake(seed=s, iters=1000) for s in (0, 1, 2)] + [fake("rr+ra", seed=s, f=20.0, iters=1000) for s in (0, 1, 2)]
+    runs += [fake(seed=s, iters=2500) for s in (0, 1)] + [fake("rr+ra", seed=0, f=20.0, iters=2500)]   # seed 1 unpaired
+    runs += [fake(seed=0, iters=5000)]                                                                    # no RR+RA
+    kept = R.paired_points(runs)
+    assert {r["config"]["iters"] for r in kept} == {1000} and len(kept) == 6
+    assert R.paired_points([]) == []
+
+
+def test_finished_loads_stored_runs_and_trains_nothing(tmp_path, monkeypatch):
+    import birr
+    from birr import train as T
+    cfgs = [birr.preset("bir+si", budget="smoke", seed=s, iters=10) for s in (0, 1)]
+    done = birr.run(cfgs[0], results_dir=tmp_path, progress=False)
+    monkeypatch.setattr(T, "_train_stack", lambda *a, **k: pytest.fail("finished() must not train"))
+    got = R.finished(cfgs, results_dir=tmp_path)
+    assert [r["stamp"] for r in got] == [done["stamp"]]
