@@ -181,9 +181,9 @@ if budget == "full":
 else:
     full_table1_text = (
         f"The full budget of this table is {len(full_cfgs)} runs (the paper's width, batch 512, 5000 iterations "
-        f"per task on {R.DATASET_NAMES[dataset]}); {len(full)} of them are stored. They train as one stack on a "
-        "GPU (scripts/gpu_session.py); the table above moves to them once all are in. The GPU speed "
-        "measurements are on the status page.")
+        f"per task on {R.DATASET_NAMES[dataset]}); {len(full)} of them are stored. They train stacked on a GPU "
+        "(scripts/gpu_session.py); once all are stored, `make reproduce BUDGET=full` renders this page from "
+        "them without training. The GPU speed measurements are on the status page.")
 glue("full_table1_text", full_table1_text, display=False)
 
 # %% [markdown]

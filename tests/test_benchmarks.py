@@ -79,12 +79,14 @@ def test_status_page_tables_from_benchmark_files(tmp_path):
     row = lambda K, t, c=False: dict(method="bir+si", batch=512, K=K, bf16=False, compile=c, s_per_iter=t,
                                      run_iters_per_s=K / t, table1_projection_min=1.0)
     # two entries of one code version (one GPU session) are merged; an older version is not shown
+    # a later re-timing of a setting without the reference baseline does not hide the row with the speed-up
     (res / "speed.json").write_text(json.dumps([dict(provenance=prov("old"), rows=[row(1, 9.0)]),
-                                                dict(provenance=prov("new"), rows=[row(1, 0.5)]),
-                                                dict(provenance=prov("new"), rows=[row(30, 2.0, True)])]))
+                                                dict(provenance=prov("new"), rows=[dict(row(1, 0.5), speedup_vs_reference_pattern=3.0)]),
+                                                dict(provenance=prov("new"), rows=[row(30, 2.0, True), row(1, 0.6)])]))
     table = es.speed(tmp_path)
-    assert "| bir+si | 512 | 1 | fp32 | 0.500 |" in table and "| bir+si | 512 | 30 | fp32 + compile | 2.000 |" in table
-    assert "9.000" not in table
+    assert "| bir+si | 512 | 1 | fp32 | 0.5000 | 2.00 | 3.00x |" in table
+    assert "| bir+si | 512 | 30 | fp32 + compile | 2.0000 |" in table
+    assert "9.0000" not in table and "0.6000" not in table
     s = vf.summarise(_runs(0.5, 0.6, 0.7), _runs(0.52, 0.58, 0.71))
     (res / "flags.json").write_text(json.dumps([dict(dataset="cifar10-jpg", budget="short", seeds=[0, 1, 2],
                                                      provenance=prov("new"), flags=dict(bf16=s))]))
