@@ -106,3 +106,17 @@ def test_speed_benchmark_records_interleaved_baseline_and_ratio(tmp_path):
         rows[("reference-pattern", 1)]["s_per_iter"] / one["s_per_iter"])
     assert rows[("bir+si", 2)]["run_iters_per_s"] == pytest.approx(2 / rows[("bir+si", 2)]["s_per_iter"])
     assert entry["provenance"]["device"] == "cpu"
+
+
+def test_roofline_counts_the_step():
+    """benchmarks/roofline.py: matmul FLOPs grow with the batch, Adam reads 4 floats per parameter,
+    and the step never zero-fills gradients (zero_grad(set_to_none=True): the backward's gradient
+    becomes .grad, bit for bit what 0 + g gave, without two passes over every parameter)."""
+    rl = _load("roofline")
+    small, stack = rl.count_step("rr+ra", 16)
+    large, _ = rl.count_step("rr+ra", 32)
+    assert 1.9 < sum(large.flops.values()) / sum(small.flops.values()) < 2.1
+    n = sum(p.numel() for p in stack.model.parameters())
+    assert small.bytes["aten._fused_adam_.default"] >= 16 * n
+    assert not any("zero" in name or "fill" in name for name in small.bytes if small.bytes[name] > 4 * n / 2)
+    assert small.bookkeeping > 16 * n
