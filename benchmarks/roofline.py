@@ -44,12 +44,10 @@ H200 = dict(tf32=495e12, bf16=990e12, bandwidth=4.3e12)
 class Count(TorchDispatchMode):
     """Matmul FLOPs and non-matmul bytes of every op run inside it, by op name."""
 
-    def __init__(self, param_numels: set[int]):
+    def __init__(self):
         super().__init__()
         self.flops = defaultdict(float)
         self.bytes = defaultdict(float)
-        self.param_numels = param_numels
-        self.bookkeeping = 0.0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -66,8 +64,6 @@ class Count(TorchDispatchMode):
             tensors += [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
         moved = sum(t.numel() * t.element_size() for t in tensors)
         self.bytes[name] += moved
-        if tensors and max(t.numel() for t in tensors) in self.param_numels:
-            self.bookkeeping += moved      # touches a parameter-sized tensor: Adam, SI, grad zeroing
         return out
 
 
@@ -75,8 +71,7 @@ def count_step(method: str, batch: int, K: int = 2) -> tuple[Count, "speed.T.Sta
     """Counts of one task-2 step of a K-run stack (full model, fp32, CPU), and the stack."""
     one = speed.setting(method, batch, K, False, torch.device("cpu"))
     one(0)
-    numels = {p.numel() for p in one.stack.model.parameters() if p.numel() >= 10_000}
-    with Count(numels) as c:
+    with Count() as c:
         one(1)
     return c, one.stack
 
@@ -91,10 +86,9 @@ def main(argv=None):
     c, stack = count_step(args.method, args.batch)
     scale = args.stack / stack.K
     flops, moved = sum(c.flops.values()) * scale, sum(c.bytes.values()) * scale
-    book = c.bookkeeping * scale
     print(f"{args.method}, batch {args.batch}, {args.stack} runs stacked, one task-2 step (counted on 2 runs, scaled):")
     print(f"  matmul work       {flops / 1e12:8.2f} TFLOP   ({flops / args.stack / 1e9:.1f} GFLOP per run)")
-    print(f"  other bytes moved {moved / 1e9:8.2f} GB      of which parameter-sized (Adam, SI, grads) {book / 1e9:.2f} GB")
+    print(f"  other bytes moved {moved / 1e9:8.2f} GB")
     for prec in ("tf32", "bf16"):
         t_mm, t_mem = flops / H200[prec] * 1e3, moved / H200["bandwidth"] * 1e3
         print(f"  H200 lower bound, {prec}: {t_mm:6.2f} ms matmul + {t_mem:6.2f} ms memory = {t_mm + t_mem:6.2f} ms"

@@ -288,17 +288,10 @@ class Stack:
         K, C, cpt = self.K, d.n_classes, d.cpt
         n_act, n_old = cpt * t, cpt * (t - 1)
         zeros = torch.zeros(K, device=self.device)
-        with self.autocast:
-            # current data: gate = one-hot(true label); KL to the label's mode; CE over seen classes
-            logits, mu, logvar, z, xr = self.forward(x, L.one_hot(y, C), self.randn(gens, x.shape[1], m.Z))
-        k = torch.arange(K, device=self.device)[:, None]
-        recon = L.reconstruction_loss(x, xr.float())
-        kl = L.kl_current(z.float(), mu.float(), logvar.float(), m.z_class_means[k, y], m.z_class_logvars[k, y],
-                          c.kl_divisor)
-        ce = L.classification_loss(logits.float()[..., :n_act], y)
-        loss_cur = recon + kl + ce
-        recon_r = kl_r = dist_r = rr = ra = zeros
-        if self.prev is not None and c.replay == "generative":
+        B, replay = x.shape[1], self.prev is not None and c.replay == "generative"
+        # current data: gate = one-hot(true label); its eps is drawn first, before any replay draw
+        x_in, g, eps = x, L.one_hot(y, C), self.randn(gens, B, m.Z)
+        if replay:
             Br = c.batch_replay
             with torch.no_grad(), self.autocast:
                 # replay: uniform over old classes from the frozen previous model (spec §6 step 3.2);
@@ -306,9 +299,25 @@ class Stack:
                 x_ = self.sample(self.randint(gens, n_old, Br), self.randn(gens, Br, m.Z)).float()
                 t_logits = self.classify_prev(x_)[..., :n_old].float()           # (K,Br,C_old)
                 w = F.softmax(t_logits / c.temp, dim=-1)                         # soft gate, T = 2
-            with self.autocast:
-                logits_r, mu_r, logvar_r, z_r, xr_r = self.forward(x_, F.pad(w, (0, C - n_old)),
-                                                                   self.randn(gens, Br, m.Z))
+            # one pass over the current and the replayed samples together: every weight is read once
+            # and its gradient is one product, not two that autograd then adds (issue 7; the same
+            # numbers up to rounding, benchmarks/roofline.py)
+            x_in = torch.cat([x, x_], 1)
+            g = torch.cat([g, F.pad(w, (0, C - n_old))], 1)
+            eps = torch.cat([eps, self.randn(gens, Br, m.Z)], 1)
+        with self.autocast:
+            out = self.forward(x_in, g, eps)
+        logits, mu, logvar, z, xr = (o[:, :B] for o in out)
+        # current data: KL to the label's mode; CE over seen classes
+        k = torch.arange(K, device=self.device)[:, None]
+        recon = L.reconstruction_loss(x, xr.float())
+        kl = L.kl_current(z.float(), mu.float(), logvar.float(), m.z_class_means[k, y], m.z_class_logvars[k, y],
+                          c.kl_divisor)
+        ce = L.classification_loss(logits.float()[..., :n_act], y)
+        loss_cur = recon + kl + ce
+        recon_r = kl_r = dist_r = rr = ra = zeros
+        if replay:
+            logits_r, mu_r, logvar_r, z_r, xr_r = (o[:, B:] for o in out)
             xr_r = xr_r.float()
             recon_r = L.reconstruction_loss(x_, xr_r)
             kl_r = L.kl_replay(z_r.float(), mu_r.float(), logvar_r.float(), m.z_class_means[:, :n_act],
