@@ -453,7 +453,7 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
             print(f"[birr] resuming {K} run(s) after task {ck['task']} from {ckpt_path}")
     setup_s = time.time() - t_setup
 
-    B, C = cfg.batch, d.n_classes
+    B = cfg.batch
     for t in range(start_task, d.n_tasks + 1):
         t0 = time.time()
         gens = stack.generators(t)
