@@ -344,7 +344,7 @@ class Stack:
             total = loss_cur
         # every parameter gets a gradient in every step, so dropping .grad (instead of zero-filling it and
         # adding the new one to it) changes no bit and saves two passes over all parameters (issue 7,
-        # benchmarks/roofline.py: 6 of 51 GB a step for 30 stacked runs)
+        # benchmarks/roofline.py: ~6 GB a step for 30 stacked runs)
         self.opt.zero_grad(set_to_none=True)
         total.sum().backward()       # runs are independent: d(sum)/d(run k's params) = d(loss_k)/d(...)
         if t > 1:                    # + c L_SI, whose gradient is added in closed form
@@ -562,8 +562,8 @@ def run_many(cfgs: list[Config], *, results_dir=None, force: bool = False, progr
     default_results_dir().
 
     checkpoint: after every task the stack's state goes to results/ckpt/ and a killed run resumes
-    from it. Turn it off only on a machine whose disk is lost anyway (a lent GPU): at the full size
-    the state is ~260 MB per run, seconds of device time per task for an 18-run stack."""
+    from it. At the full size that state is ~260 MB per run (seconds per task for an 18-run stack);
+    turn it off only where a killed stack may as well start again from task 1."""
     results_dir = Path(results_dir) if results_dir is not None else default_results_dir()
     done: dict[str, dict] = {}
     todo: dict[tuple, list[Config]] = {}

@@ -119,12 +119,12 @@ def session(out: Path, seconds: float, device: str, budget: str = "full", datase
         ("bench", lambda: bench(out, device, quick, "core", deadline=time.time() + left() / 3)),
         ("full", lambda: full(out, (left() - 20) / 60, budget, dataset, list(seeds), device, results)),
         ("compile", lambda: bench(out, device, quick, "compile", deadline=deadline - 5)
-         if left() > compile_min_s else None),
+         if left() > compile_min_s else f"skipped: {left():.0f} s left, {compile_min_s:.0f} needed"),
     ]:
         t0 = time.time()
         try:
-            part()
-            done[name] = round(time.time() - t0, 1)
+            said = part()
+            done[name] = said if isinstance(said, str) else round(time.time() - t0, 1)
         except Exception as e:   # noqa: BLE001 - one part's failure must not cost the others their time
             done[name] = f"{type(e).__name__}: {e}"
         print(f"[gpu_session] {name}: {done[name]} ({left():.0f} s left)", flush=True)
