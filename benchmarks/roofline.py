@@ -62,18 +62,43 @@ class Count(TorchDispatchMode):
         if name in GATHERS:   # reads only the rows it returns, not its whole source
             tensors = [t for t in tensors if t is not args[0]]
             tensors += [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+        if not any(isinstance(t, torch.Tensor) for t in torch.utils._pytree.tree_leaves(out)):
+            # an in-place op returning nothing (fused Adam, foreach ops): what its schema says it mutates
+            # is written as well as read (fused Adam's schema marks the gradients too: 4 bytes of 28 over)
+            for arg, val in zip(func._schema.arguments, args):
+                if arg.alias_info is not None and arg.alias_info.is_write:
+                    tensors += [t for t in torch.utils._pytree.tree_leaves(val) if isinstance(t, torch.Tensor)]
         moved = sum(t.numel() * t.element_size() for t in tensors)
         self.bytes[name] += moved
         return out
 
 
-def count_step(method: str, batch: int, K: int = 2) -> tuple[Count, "speed.T.Stack"]:
-    """Counts of one task-2 step of a K-run stack (full model, fp32, CPU), and the stack."""
-    one = speed.setting(method, batch, K, False, torch.device("cpu"))
+def count_step(method: str, batch: int, K: int = 2, bf16: bool = False) -> tuple[Count, Count, "speed.T.Stack"]:
+    """Counts of one task-2 step of a K-run stack (full model, CPU; fp32, or bf16 autocast, whose casts
+    and half-size activations are then counted too), the counts of its parameter update alone (Adam + SI
+    bookkeeping, eager), and the stack."""
+    one = speed.setting(method, batch, K, bf16, torch.device("cpu"))
     one(0)
+    stack, update = one.stack, Count()
+    eager_update = stack._eager_update
+
+    def counted_update(**kw):
+        with update:
+            eager_update(**kw)
+
+    stack._eager_update = counted_update
     with Count() as c:
         one(1)
-    return c, one.stack
+    stack._eager_update = eager_update
+    return c, update, stack
+
+
+def fused_update_bytes(stack) -> float:
+    """Bytes the compiled update (train.adam_si_update, Config.compile) moves: each parameter's p, g, m, v
+    read once and p, m, v written once (7 x 4 bytes), plus the SI scale, anchor and W read and W written
+    (4 x 4 bytes) for the SI parameters."""
+    si = set(stack.si_names)
+    return sum(p.numel() * 4 * (7 + (4 if n in si else 0)) for n, p in stack.params.items())
 
 
 def main(argv=None):
@@ -81,19 +106,28 @@ def main(argv=None):
     ap.add_argument("--method", default="rr+ra", choices=["bir+si", "rr+ra"])
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--stack", type=int, default=30)
+    ap.add_argument("--bf16", action="store_true", help="count the step under bf16 autocast")
     ap.add_argument("--measured-ms", type=float, default=None, help="a measured step time to compare with")
     args = ap.parse_args(argv)
-    c, stack = count_step(args.method, args.batch)
+    c, update, stack = count_step(args.method, args.batch, bf16=args.bf16)
     scale = args.stack / stack.K
     flops, moved = sum(c.flops.values()) * scale, sum(c.bytes.values()) * scale
-    print(f"{args.method}, batch {args.batch}, {args.stack} runs stacked, one task-2 step (counted on 2 runs, scaled):")
+    eager_upd, fused_upd = sum(update.bytes.values()) * scale, fused_update_bytes(stack) * scale
+    print(f"{args.method}, batch {args.batch}, {args.stack} runs stacked, {'bf16 autocast' if args.bf16 else 'fp32'}, "
+          "one task-2 step (counted on 2 runs, scaled):")
     print(f"  matmul work       {flops / 1e12:8.2f} TFLOP   ({flops / args.stack / 1e9:.1f} GFLOP per run)")
     print(f"  other bytes moved {moved / 1e9:8.2f} GB")
-    for prec in ("tf32", "bf16"):
+    for prec in (("bf16",) if args.bf16 else ("tf32", "bf16")):
         t_mm, t_mem = flops / H200[prec] * 1e3, moved / H200["bandwidth"] * 1e3
         print(f"  H200 lower bound, {prec}: {t_mm:6.2f} ms matmul + {t_mem:6.2f} ms memory = {t_mm + t_mem:6.2f} ms"
               + (f"  (measured {args.measured_ms:.1f} ms: {args.measured_ms / (t_mm + t_mem):.1f}x the bound)"
                  if args.measured_ms else ""))
+    compiled = moved - eager_upd + fused_upd
+    print(f"  of which Adam + SI bookkeeping {eager_upd / 1e9:.2f} GB; fused into one kernel per parameter "
+          f"(--set compile=true) {fused_upd / 1e9:.2f} GB,\n  i.e. {compiled / 1e9:.2f} GB in all and a bound of "
+          + ", ".join(f"{prec} {(flops / H200[prec] + compiled / H200['bandwidth']) * 1e3:.2f} ms"
+                      for prec in (("bf16",) if args.bf16 else ("tf32", "bf16")))
+          + " (the compiled model's own fusions not counted)")
     print("  heaviest non-matmul ops (GB per step):")
     for name, b in sorted(c.bytes.items(), key=lambda kv: -kv[1])[:10]:
         print(f"    {name:<40} {b * scale / 1e9:7.2f}")

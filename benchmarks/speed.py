@@ -1,6 +1,7 @@
 """Steady-state training speed of birr at the full CIFAR-100 model size (issues 4 and 7).
 
     python benchmarks/speed.py --precision fp32      # CPU: batch 256 and 512, K = 1 (bf16 is slow on AVX2)
+    python benchmarks/speed.py --batches 256 --methods bir+si   # + bf16 against the reference (AVX512-BF16, AMX)
     python benchmarks/speed.py --device cuda --stack 1 6 30
 
 What is timed: iterations of task 2 (replay on, SI on, the state every later task is in; logging as in
@@ -174,16 +175,23 @@ def reference_pattern(batch: int, device):
     return one
 
 
-def time_against_reference_pattern(batch: int, device, warmup: int, iters: int) -> tuple[dict, dict]:
-    """The reference pattern and birr (BI-R + SI, one run, fp32, eager) at one batch size, their
-    blocks interleaved; the second row carries the speed-up."""
-    ref_s, birr_s = interleaved_medians([reference_pattern(batch, device), setting("bir+si", batch, 1, False, device)],
-                                        device, warmup, iters)
-    ref, ours = row("reference-pattern", batch, 1, False, False, ref_s), row("bir+si", batch, 1, False, False, birr_s)
+def time_against_reference_pattern(batch: int, device, warmup: int, iters: int,
+                                   precisions=("fp32",)) -> list[dict]:
+    """The reference pattern and birr (BI-R + SI, one run, eager) in each of `precisions` at one batch
+    size, their blocks interleaved; birr's rows carry the speed-up. The reference runs fp32, as the
+    reference code does: a bf16 row says what birr's bf16 flag buys against it (on a CPU with bf16
+    hardware, e.g. AVX512-BF16 or AMX; validated for accuracy by benchmarks/validate_flags.py)."""
+    ones = [reference_pattern(batch, device)] + [setting("bir+si", batch, 1, p == "bf16", device) for p in precisions]
+    ref_s, *ours_s = interleaved_medians(ones, device, warmup, iters)
+    ref = row("reference-pattern", batch, 1, False, False, ref_s)
     ref["speedup_vs_reference"] = None
-    ours["speedup_vs_reference"] = ours["reference_s_per_iter"] / birr_s if ours["reference_s_per_iter"] else None
-    ours["speedup_vs_reference_pattern"] = ref_s / birr_s
-    return ref, ours
+    rows = [ref]
+    for prec, s in zip(precisions, ours_s):
+        ours = row("bir+si", batch, 1, prec == "bf16", False, s)
+        ours["speedup_vs_reference"] = ours["reference_s_per_iter"] / s if ours["reference_s_per_iter"] else None
+        ours["speedup_vs_reference_pattern"] = ref_s / s
+        rows.append(ours)
+    return rows
 
 
 def profile(method: str, batch: int, K: int, bf16: bool, device, iters: int, out: Path) -> str:
@@ -247,12 +255,14 @@ def main(argv=None):
 
     done = set()
     if not args.no_baseline:
+        with_ref = [p for p in ("fp32", "bf16") if p in args.precision and "bir+si" in args.methods and 1 in args.stack]
         for batch in args.batches:
-            ref, ours = time_against_reference_pattern(batch, device, args.warmup, args.iters)
-            rows += [ref, ours]
+            ref, *ours = time_against_reference_pattern(batch, device, args.warmup, args.iters, with_ref or ["fp32"])
+            rows += [ref, *ours]
             show("ref-pattern", ref)
-            show("bir+si", ours)
-            done.add(("bir+si", batch, 1, "fp32", "off"))
+            for r in ours:
+                show("bir+si", r)
+                done.add(("bir+si", batch, 1, "bf16" if r["bf16"] else "fp32", "off"))
     for method in args.methods:
         for batch in args.batches:
             for K in args.stack:

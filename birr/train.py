@@ -14,6 +14,8 @@ the 12.9 M parameters instead of ~8), and the SI penalty's gradient is added in 
 fcE and head parameters only, where omega is non-zero (spec §6), instead of through autograd over
 every parameter. On the 2-core CPU these two made the full-size step 1.24x faster (batch 256, 2 threads,
 timed interleaved against benchmarks/speed.py's ReferencePatternStack, which keeps the old bookkeeping).
+With Config.compile, Adam and the SI bookkeeping become one kernel per parameter (adam_si_update);
+with Config.bf16, the frozen previous model is cast to bf16 once per task rather than in every step.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from birr import data as bdata
 from birr import losses as L
 from birr import metrics
 from birr.config import Config
-from birr.model import BIR
+from birr.model import BIR, StackedLinear
 
 # fields that may differ between the runs of one stack (per-run tensors in the step)
 PER_RUN = ("seed", "rr", "ra", "lambda_rr", "lambda_ra", "rep_f", "si_c", "method")
@@ -213,6 +215,48 @@ def evaluate(model: BIR, data: TaskData, n_seen: int | None = None, chunk: int =
     return per_task, per_class, per_task_seen
 
 
+# --- the fused parameter update (Config.compile) ---------------------------------------------------
+
+def adam_si_update(si: tuple, rest: tuple, steps: list, *, lr: float, beta1: float, beta2: float, eps: float,
+                   si_grad: bool) -> None:
+    """Adam's step fused with SI's per-step bookkeeping, one pass per parameter (issue 7).
+
+    si = (params, grads, exp_avgs, exp_avg_sqs, scales, anchors, Ws) of the fcE and head parameters,
+    rest = (params, grads, exp_avgs, exp_avg_sqs) of the others, steps = Adam's step counters.
+    Per parameter, the eager path does:
+
+        g += 2 c omega (p - p*)                      SI gradient in closed form (spec §6), if si_grad
+        m = beta1 m + (1 - beta1) g                  Adam (torch.optim.Adam, spec §1: betas 0.9, 0.999)
+        v = beta2 v + (1 - beta2) g^2
+        p_new = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+        W += -g (p_new - p)                          SI path integral (spec §6 step 3.4)
+
+    as ~5 passes over the parameters (fused Adam, then sub, addcmul, copy, sub, addcmul on the SI ones);
+    under torch.compile the whole function becomes one kernel per parameter that reads p, g, m, v (and
+    the SI scale, anchor and W) once and writes p, m, v (and W) once. The state is torch.optim.Adam's own
+    (same tensors, same names), so checkpoints move freely between compiled and eager runs. The numbers
+    equal the eager path's up to rounding (tests/test_train.py).
+    """
+    torch._foreach_add_(steps, 1.0)
+    step = steps[0]
+    bias1 = 1 - torch.pow(beta1, step)
+    bias2_sqrt = torch.sqrt(1 - torch.pow(beta2, step))
+
+    def adam(p, g, m, v):
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        return p - (lr / bias1) * m / (v.sqrt() / bias2_sqrt + eps)
+
+    for p, g, m, v, scale, anchor, W in zip(*si):
+        if si_grad:
+            g = g + scale * (p - anchor)
+        new = adam(p, g, m, v)
+        W.addcmul_(g, p - new)        # -g (p_new - p_old), as the eager path writes it
+        p.copy_(new)
+    for p, g, m, v in zip(*rest):
+        p.copy_(adam(p, g, m, v))
+
+
 # --- one stack of runs -------------------------------------------------------------------------
 
 class Stack:
@@ -235,6 +279,13 @@ class Stack:
         self.anchor = {n: p.detach().clone() for n, p in self.params.items()}
         self.omega = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.si_scale: dict[str, torch.Tensor] = {}
+        # scratch for the SI bookkeeping, allocated once: on a CPU every fresh 16 MB temporary costs page
+        # faults (a step's (p - p*) and (p - p_old) on the 2000 x 2000 weights took ~3x as long as the
+        # arithmetic); on a GPU it changes nothing but the allocator's work
+        # (not needed by the compiled update, which keeps such values in registers)
+        self.si_tmp = {} if c.compile else {n: torch.empty_like(self.params[n]) for n in self.si_names}
+        self.si_old = {} if c.compile else {n: torch.empty_like(self.params[n]) for n in self.si_names}
+        self.rest_names = [n for n in self.params if n not in set(self.si_names)]
         vec = lambda name, fill=0.0: torch.tensor([float(getattr(x, name) if getattr(x, name) is not None else fill)
                                                    for x in cfgs], device=device)
         self.si_c = vec("si_c")
@@ -247,6 +298,8 @@ class Stack:
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if c.bf16 else nullcontext())
         # the model's training pass, optionally compiled (Config.compile; same graph, fused elementwise ops)
         self.forward = torch.compile(self.model) if c.compile else self.model
+        # ... and Adam + SI bookkeeping as one fused kernel per parameter (see adam_si_update)
+        self.update = torch.compile(adam_si_update, fullgraph=True, dynamic=False) if c.compile else None
         self.sample = self.classify_prev = None    # bound to the previous model in end_task
 
     # the per-task random streams derive from (seed, task): a resumed run draws exactly what an
@@ -278,8 +331,9 @@ class Stack:
         gradient of `si_c * si_loss()` up to rounding (tests/test_train.py)."""
         with torch.no_grad():
             for n in self.si_names:
-                p = self.params[n]
-                p.grad.addcmul_(self.si_scale[n], p - self.anchor[n])
+                p, tmp = self.params[n], self.si_tmp[n]
+                torch.sub(p, self.anchor[n], out=tmp)
+                p.grad.addcmul_(self.si_scale[n], tmp)
 
     def step(self, t: int, x, y, gens, log: torch.Tensor | None, rr_log: dict | None):
         """One iteration (spec §6 step 3): current batch, replay, total loss, backward, Adam, SI path
@@ -347,20 +401,57 @@ class Stack:
         # benchmarks/roofline.py: ~6 GB a step for 30 stacked runs)
         self.opt.zero_grad(set_to_none=True)
         total.sum().backward()       # runs are independent: d(sum)/d(run k's params) = d(loss_k)/d(...)
-        if t > 1:                    # + c L_SI, whose gradient is added in closed form
-            self.add_si_grad()
         si = self.si_loss() if t > 1 and log is not None else zeros   # its value only when logged
         total = total.detach() + self.si_c * si
-        old = {n: self.params[n].detach().clone() for n in self.si_names}
-        self.opt.step()
-        with torch.no_grad():       # SI path integral W += -grad * delta (spec §6 step 3.4)
-            for n in self.si_names:
-                p = self.params[n]
-                self.W[n].addcmul_(p.grad, p.detach() - old[n], value=-1.0)
+        if self.update is not None:
+            self._fused_update(si_grad=t > 1)
+        else:
+            self._eager_update(si_grad=t > 1)
         if log is not None:
             # a run without RR/RA logs zeros, as it would alone, even when its stack computes them
             rr, ra = torch.where(self.lambda_rr > 0, rr, zeros), torch.where(self.lambda_ra > 0, ra, zeros)
             log.copy_(torch.stack([total, recon, kl, ce, recon_r, kl_r, dist_r, rr, ra, si], 1).detach())
+
+    def _eager_update(self, si_grad: bool):
+        """+ c L_SI's gradient in closed form, Adam, then SI's path integral (spec §6 step 3.3-3.4)."""
+        if si_grad:
+            self.add_si_grad()
+        with torch.no_grad():
+            for n in self.si_names:
+                self.si_old[n].copy_(self.params[n])
+        self.opt.step()
+        with torch.no_grad():       # SI path integral W += -grad * delta (spec §6 step 3.4)
+            for n in self.si_names:  # written as grad * (p_old - p_new): the same bits, no temporary
+                p, back = self.params[n], self.si_old[n].sub_(self.params[n])
+                self.W[n].addcmul_(p.grad, back)
+
+    def _adam_state(self, p) -> dict:
+        """torch.optim.Adam's state of p, created as its fused implementation creates it on the first step."""
+        st = self.opt.state[p]
+        if not st:
+            st.update(step=torch.zeros((), dtype=torch.float32, device=p.device),
+                      exp_avg=torch.zeros_like(p, memory_format=torch.preserve_format),
+                      exp_avg_sq=torch.zeros_like(p, memory_format=torch.preserve_format))
+        return st
+
+    def _fused_update(self, si_grad: bool):
+        """The same update as _eager_update, through the compiled adam_si_update."""
+        group = self.opt.param_groups[0]
+        beta1, beta2 = group["betas"]
+
+        def lists(names):
+            ps = [self.params[n] for n in names]
+            states = [self._adam_state(p) for p in ps]
+            return ps, [p.grad for p in ps], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+
+        si_names = self.si_names
+        si = (*lists(si_names), [self.si_scale[n] for n in si_names] if si_grad else [None] * len(si_names),
+              [self.anchor[n] for n in si_names], [self.W[n] for n in si_names])
+        rest = lists(self.rest_names)
+        steps = [self.opt.state[p]["step"] for p in self.params.values()]
+        with torch.no_grad():
+            self.update(si, rest, steps, lr=group["lr"], beta1=beta1, beta2=beta2,
+                        eps=group["eps"], si_grad=si_grad)
 
     def new_rr_log(self, t: int) -> dict | None:
         """Task t's RR/RA counters (spec §8 logging), all on the device: the pair counts (K, C, C) of
@@ -408,13 +499,19 @@ class Stack:
             self.prev = copy.deepcopy(self.model).eval()
             for p in self.prev.parameters():
                 p.requires_grad_(False)
+            if self.cfg.bf16:
+                # its weights are fixed for a whole task: cast its linear layers to bf16 once here, the
+                # very rounding autocast would otherwise repeat in every step (same bits; issue 7)
+                for mod in self.prev.modules():
+                    if isinstance(mod, StackedLinear):
+                        mod.to(torch.bfloat16)
             self.sample, self.classify_prev = self.prev.sample, self.prev.classify
             if self.cfg.compile:
                 self.sample, self.classify_prev = torch.compile(self.sample), torch.compile(self.classify_prev)
         else:
             with torch.no_grad():
                 for a, b in zip(self.prev.state_dict().values(), self.model.state_dict().values()):
-                    a.copy_(b)
+                    a.copy_(b)      # (into a bf16 layer: the same round-to-nearest as autocast's cast)
 
     # --- checkpoint ----------------------------------------------------------------------------
     def state(self) -> dict:

@@ -109,15 +109,21 @@ def test_speed_benchmark_records_interleaved_baseline_and_ratio(tmp_path):
 
 
 def test_roofline_counts_the_step():
-    """benchmarks/roofline.py: matmul FLOPs grow with the batch, Adam reads 4 floats per parameter,
-    no weight gradient is summed from two passes, and the step never zero-fills gradients (zero_grad(set_to_none=True): the backward's gradient
-    becomes .grad, bit for bit what 0 + g gave, without two passes over every parameter)."""
+    """benchmarks/roofline.py: matmul FLOPs grow with the batch, Adam reads and writes 4 floats per parameter
+    (its schema marks p, g, m, v as written), no weight gradient is summed from two passes, and the step
+    never zero-fills gradients (zero_grad(set_to_none=True): the backward's gradient becomes .grad, bit for
+    bit what 0 + g gave, without two passes over every parameter). The update's own count holds Adam and the
+    SI bookkeeping, and the fused update (Config.compile) moves 28 bytes per parameter + 16 per SI one."""
     rl = _load("roofline")
-    small, stack = rl.count_step("rr+ra", 16)
-    large, _ = rl.count_step("rr+ra", 32)
+    small, update, stack = rl.count_step("rr+ra", 16)
+    large, _, _ = rl.count_step("rr+ra", 32)
     assert 1.9 < sum(large.flops.values()) / sum(small.flops.values()) < 2.1
     n = sum(p.numel() for p in stack.model.parameters())
-    assert small.bytes["aten._fused_adam_.default"] >= 16 * n
+    assert 32 * n <= small.bytes["aten._fused_adam_.default"] < 33 * n
+    assert update.bytes["aten._fused_adam_.default"] == small.bytes["aten._fused_adam_.default"]
+    assert set(update.bytes) < set(small.bytes) and sum(update.bytes.values()) < sum(small.bytes.values())
+    n_si = sum(stack.params[name].numel() for name in stack.si_names)
+    assert rl.fused_update_bytes(stack) == 28 * n + 16 * n_si < sum(update.bytes.values())
     assert not any("zero" in name or "fill" in name for name in small.bytes if small.bytes[name] > 4 * n / 2)
     # current and replayed samples share one forward pass: no weight gradient is the sum of two (an add
     # reading two and writing one parameter-sized tensor would be 12 bytes per parameter)

@@ -1,4 +1,5 @@
 """Training loop, results, resume and stacking (spec §6-§7; issues 4, 5, 7), on tiny synthetic runs."""
+import copy
 import json
 
 import pytest
@@ -328,3 +329,71 @@ def test_pair_counts_are_the_same_as_counting_sample_by_sample():
                 for c in range(C - 1):
                     want[0, label[0, b], c] += int(comp[0, b, c])
         assert torch.equal(rr_log["pairs"], want) and want.sum() > 0
+
+
+def test_fused_update_first_step_by_hand():
+    """adam_si_update (issue 7), uncompiled, on one SI parameter: Adam's first step moves p by lr * g / (|g| + eps)
+    (m_hat = g, v_hat = g^2), the SI gradient 2 c omega (p - p*) is added to g first, and W gains
+    -g (p_new - p). Here g = 2 + 0.5 * (1 - 0) = 2.5 (scale 0.5, p = 1, p* = 0), lr = 0.1."""
+    p, g, m, v = torch.tensor([1.0]), torch.tensor([2.0]), torch.zeros(1), torch.zeros(1)
+    scale, anchor, W = torch.tensor([0.5]), torch.tensor([0.0]), torch.zeros(1)
+    q, gq, mq, vq = torch.tensor([3.0]), torch.tensor([-4.0]), torch.zeros(1), torch.zeros(1)   # a non-SI parameter
+    steps = [torch.tensor(0.0), torch.tensor(0.0)]
+    T.adam_si_update(([p], [g], [m], [v], [scale], [anchor], [W]), ([q], [gq], [mq], [vq]), steps,
+                     lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, si_grad=True)
+    assert p.item() == pytest.approx(1.0 - 0.1, abs=1e-6)
+    assert W.item() == pytest.approx(2.5 * 0.1, rel=1e-5)   # (fp32: 1 - 0.9 and the bias corrections round)
+    assert m.item() == pytest.approx(0.25) and v.item() == pytest.approx(0.001 * 2.5 ** 2)
+    assert q.item() == pytest.approx(3.0 + 0.1, abs=1e-6) and [s.item() for s in steps] == [1.0, 1.0]
+    assert g.item() == 2.0                                  # the gradient tensor itself is left as it was
+
+
+def test_fused_update_equals_eager_path():
+    """Config.compile's parameter update (adam_si_update, here run uncompiled) does what the eager path does
+    (fused torch.optim.Adam + closed-form SI gradient + path integral) up to rounding, over several steps
+    of task 2, and keeps its state in torch.optim.Adam's own tensors (checkpoints stay interchangeable)."""
+    eager = _stack_after_task_1([tiny(seed=0), tiny(seed=1, si_c=3e5)])
+    fused = _stack_after_task_1([tiny(seed=0), tiny(seed=1, si_c=3e5)])
+    fused.update = T.adam_si_update                        # what compile=True wraps in torch.compile
+    assert fused.si_names and set(fused.si_names) | set(fused.rest_names) == set(fused.params)
+    for s in (eager, fused):
+        s.W = {n: torch.zeros_like(s.params[n]) for n in s.si_names}
+    d, cfg = eager.data, eager.cfg
+    ge, gf = eager.generators(2), fused.generators(2)
+    for i in range(4):
+        idx = d.task_indices(2)[:, i * cfg.batch:(i + 1) * cfg.batch]
+        eager.step(2, d.train_x[idx], d.train_y.gather(1, idx), ge, None, None)
+        fused.step(2, d.train_x[idx], d.train_y.gather(1, idx), gf, None, None)
+    for n in eager.params:
+        pe, pf = eager.params[n].detach(), fused.params[n].detach()
+        assert torch.allclose(pf, pe, rtol=1e-5, atol=1e-6), n
+        se, sf = eager.opt.state[eager.params[n]], fused.opt.state[fused.params[n]]
+        assert sorted(sf) == sorted(se) and sf["step"].item() == se["step"].item() == 3 + 4
+        for key in ("exp_avg", "exp_avg_sq"):               # at each tensor's own scale: rounding in p
+            a, b = se[key], sf[key]                          # feeds back through (p - p*) and the loss
+            assert (b - a).abs().max() <= 1e-4 * a.abs().max(), (n, key)
+    for n in eager.si_names:   # W is a sum of g * (tiny parameter change): compare at its own scale
+        we, wf = eager.W[n], fused.W[n]
+        assert we.abs().sum() > 0 and (wf - we).abs().max() <= 1e-3 * we.abs().max(), n
+    eager.opt.load_state_dict(fused.opt.state_dict())      # the fused run's state loads into torch's Adam
+
+
+def test_bf16_previous_model_casts_once_with_autocasts_rounding():
+    """With bf16 on, the frozen previous model's linear layers are cast to bf16 once per task (issue 7) instead
+    of by autocast in every step: the replay and teacher logits are bit for bit what autocast makes of the
+    fp32 weights, after the first task (a fresh copy) and after the second (copied in place)."""
+    stack = _stack_after_task_1([tiny(bf16=True, seed=0), tiny(bf16=True, seed=1)])
+    for task in (1, 2):
+        assert stack.prev.fcE2.weight.dtype == torch.bfloat16 and stack.prev.gate_fcD1.dtype == torch.float32
+        fp32 = copy.deepcopy(stack.model).eval()             # what the previous model would be without the cast
+        g = torch.Generator().manual_seed(task)
+        classes, eps = torch.randint(0, 2, (2, 16), generator=g), torch.randn(2, 16, stack.model.Z, generator=g)
+        with torch.no_grad(), stack.autocast:
+            x_, ref = stack.sample(classes, eps), fp32.sample(classes, eps)
+            assert torch.equal(x_, ref)
+            assert torch.equal(stack.classify_prev(x_.float()), fp32.classify(ref.float()))
+        with torch.no_grad():
+            for p in stack.params.values():                     # train "task 2" a little, then close it
+                p.add_(0.01 * torch.randn_like(p))
+        stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}
+        stack.end_task()
