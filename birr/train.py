@@ -103,9 +103,22 @@ def provenance(device: torch.device) -> dict:
     import numpy
     return dict(git_sha=sha, git_dirty=dirty, git_sha_stated=bool(stated), torch=torch.__version__, numpy=numpy.__version__,
                 python=sys.version.split()[0], platform=platform.platform(), device=str(device),
-                device_name=dev_name, threads=torch.get_num_threads(),
+                device_name=dev_name, cpu_isa=cpu_isa(), threads=torch.get_num_threads(),
                 tf32=device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32,
                 date=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+def cpu_isa() -> str:
+    """The vector ISA torch's CPU kernels use, and the bf16 matrix hardware the CPU has, e.g.
+    "AVX512 + avx512_bf16" or "AVX2": CPUs of one model name differ in it from machine to machine here,
+    and bf16 autocast is 2x faster than fp32 with it, 10-20x slower without (benchmarks/speed.py)."""
+    try:
+        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        flags = set()
+    extra = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    return " + ".join([torch.backends.cpu.get_cpu_capability(), *extra])
 
 
 def default_results_dir() -> Path:
@@ -539,6 +552,10 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
     d = stack.data
     if d.n_tasks != cfg.n_tasks:
         raise ValueError(f"dataset {cfg.dataset!r} gave {d.n_tasks} tasks, config asks for {cfg.n_tasks}")
+    if d.cpt < 2 and cfg.rr_variant == "code" and any(c.rr or c.ra for c in cfgs):
+        # the fork's RR/RA pairs each replayed sample's top-2 old classes (spec §8): task 2 must have two
+        raise ValueError(f"rr/ra with rr_variant='code' needs >= 2 classes per task, got {d.cpt} "
+                         f"(n_tasks={cfg.n_tasks} on {d.n_classes} classes); use fewer tasks or rr_variant='paper'")
     per_run = [dict(acc_matrix=[], acc_matrix_seen=[], per_class_acc_after_task=[], curves=[], loss_traces=[], rr_stats=[],
                     task_wall_s=[]) for _ in cfgs]
     start_task = 1

@@ -166,17 +166,19 @@ def speed(repo: Path) -> str:
         return "No speed benchmark has been recorded yet (`python benchmarks/speed.py`).\n"
     # per device and thread count: every row measured by the code version (git sha) of its newest entry, newest row of each
     # setting first; one benchmark session may be several entries (scripts/gpu_session.py makes three)
+    # a CPU model name covers machines with and without AVX-512 / bf16 hardware: the ISA is part of the key
     entries = json.loads(path.read_text())
+    machine = lambda p: (p["device_name"], p.get("cpu_isa") if p["device"] == "cpu" else None, p["threads"])
     latest = {}
     for entry in entries:
-        latest[(entry["provenance"]["device_name"], entry["provenance"]["threads"])] = entry
+        latest[machine(entry["provenance"])] = entry
     lines = []
-    for (name, threads), newest in latest.items():
+    for (name, isa, threads), newest in latest.items():
         prov = newest["provenance"]
         rows = {}
         for entry in entries:
             ep = entry["provenance"]
-            if (ep["device_name"], ep["threads"], ep["git_sha"]) == (name, threads, prov["git_sha"]):
+            if machine(ep) + (ep["git_sha"],) == (name, isa, threads, prov["git_sha"]):
                 for r in entry["rows"]:
                     key = (r["method"], r["batch"], r["K"], r["bf16"], r.get("compile", False))
                     # a later re-timing of a setting without its reference-pattern baseline does not hide
@@ -184,7 +186,8 @@ def speed(repo: Path) -> str:
                     if r.get("speedup_vs_reference_pattern") or not (rows.get(key) or {}).get("speedup_vs_reference_pattern"):
                         rows[key] = r
         entry = dict(newest, rows=list(rows.values()))
-        lines += [f"**{name}** ({prov['device']}, torch {prov['torch']}, {prov['threads']} thread(s), "
+        isa_note = "" if prov["device"] != "cpu" else f", {isa or 'vector ISA not recorded'}"
+        lines += [f"**{name}** ({prov['device']}{isa_note}, torch {prov['torch']}, {prov['threads']} thread(s), "
                   f"{prov['date'][:10]}, git {prov['git_sha'][:10]}): seconds per training iteration in the "
                   "steady state (task 2), full CIFAR-100 model size; *speed-up* is against the reference-pattern "
                   "baseline measured in the same run; the last column projects the full Table 1 "

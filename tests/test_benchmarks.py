@@ -92,20 +92,29 @@ def test_status_page_tables_from_benchmark_files(tmp_path):
                                                      provenance=prov("new"), flags=dict(bf16=s))]))
     assert ("| bf16 | GPU X (2026-11-25) | cifar10-jpg, short, 0 1 2 | overall | 60.0 % | 60.3 % | +0.33 | 10.00 "
             "| within seed noise |") in es.flags(tmp_path)
+    # one CPU model name, two machines (with and without bf16 hardware): two tables, each saying which
+    cpu = lambda isa, sha: dict(prov(sha), device_name="AMD EPYC", device="cpu", threads=2, **({"cpu_isa": isa} if isa else {}))
+    (res / "speed.json").write_text(json.dumps([dict(provenance=cpu(None, "a"), rows=[row(1, 0.4)]),
+                                                dict(provenance=cpu("AVX512 + avx512_bf16", "b"), rows=[row(1, 0.15)])]))
+    table = es.speed(tmp_path)
+    assert "(cpu, vector ISA not recorded," in table and "(cpu, AVX512 + avx512_bf16," in table
+    assert "| 0.4000 |" in table and "| 0.1500 |" in table
 
 
 def test_speed_benchmark_records_interleaved_baseline_and_ratio(tmp_path):
     out = tmp_path / "speed.json"
     speed.main(["--device", "cpu", "--batches", "8", "--methods", "bir+si", "--stack", "1", "2",
-                "--precision", "fp32", "--warmup", "1", "--iters", "1", "--out", str(out)])
+                "--precision", "fp32", "bf16", "--warmup", "1", "--iters", "1", "--out", str(out)])
     [entry] = json.loads(out.read_text())
-    rows = {(r["method"], r["K"]): r for r in entry["rows"]}
-    assert set(rows) == {("reference-pattern", 1), ("bir+si", 1), ("bir+si", 2)}   # K=1 timed once
-    one = rows[("bir+si", 1)]
-    assert one["speedup_vs_reference_pattern"] == pytest.approx(
-        rows[("reference-pattern", 1)]["s_per_iter"] / one["s_per_iter"])
-    assert rows[("bir+si", 2)]["run_iters_per_s"] == pytest.approx(2 / rows[("bir+si", 2)]["s_per_iter"])
-    assert entry["provenance"]["device"] == "cpu"
+    rows = {(r["method"], r["K"], r["bf16"]): r for r in entry["rows"]}
+    assert set(rows) == {("reference-pattern", 1, False), ("bir+si", 1, False), ("bir+si", 1, True),
+                         ("bir+si", 2, False), ("bir+si", 2, True)}                  # K=1 timed once per precision
+    for bf16 in (False, True):   # both precisions interleaved with the (fp32) reference pattern
+        one = rows[("bir+si", 1, bf16)]
+        assert one["speedup_vs_reference_pattern"] == pytest.approx(
+            rows[("reference-pattern", 1, False)]["s_per_iter"] / one["s_per_iter"])
+    assert rows[("bir+si", 2, False)]["run_iters_per_s"] == pytest.approx(2 / rows[("bir+si", 2, False)]["s_per_iter"])
+    assert entry["provenance"]["device"] == "cpu" and entry["provenance"]["cpu_isa"]
 
 
 def test_roofline_counts_the_step():

@@ -397,3 +397,14 @@ def test_bf16_previous_model_casts_once_with_autocasts_rounding():
                 p.add_(0.01 * torch.randn_like(p))
         stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}
         stack.end_task()
+
+
+def test_rr_code_variant_with_one_class_per_task_is_a_clear_error(results):
+    """The fork's RR/RA pairs a replayed sample's top-2 old classes (spec §8): with 1 class per task, task 2
+    has one old class. Said before training, in one line; the paper variant (competitors among all seen
+    classes) has no such limit."""
+    with pytest.raises(ValueError, match=r"needs >= 2 classes per task, got 1 \(n_tasks=4 on 4 classes\)"):
+        birr.run(tiny("rr+ra", n_tasks=4, iters=10), results_dir=results, progress=False)
+    assert not (results / "runs").exists() or not list((results / "runs").glob("*.json"))
+    r = birr.run(tiny("rr+ra", n_tasks=4, iters=10, rr_variant="paper", rep_f=3.0), results_dir=results, progress=False)
+    assert len(r["acc_matrix"]) == 4
