@@ -44,6 +44,19 @@ def test_validate_flags_writes_its_summary(tmp_path):
     assert sorted(r["config"]["bf16"] for r in bf16_runs) == [False, False, True, True]
 
 
+def test_validate_flags_checks_bf16_and_compile_together_apart_from_the_results(tmp_path):
+    """bf16+compile (the GPU Table 1 candidate) shares the bf16 runs' stamps: it is trained in its own folder,
+    never into the results, and summarised under its own name."""
+    entry = vf.main(["--budget", "smoke", "--seeds", "0", "1", "--flags", "bf16+compile", "--device", "cpu",
+                     "--results-dir", str(tmp_path / "results"), "--compile-dir", str(tmp_path / "compiled"),
+                     "--out", str(tmp_path / "flags.json")])
+    assert set(entry["flags"]) == {"bf16+compile"} and len(entry["flags"]["bf16+compile"]["overall"]["flagged"]) == 2
+    stored = [json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*.json")]
+    assert [r["config"]["bf16"] for r in stored] == [False, False]
+    both = [json.loads(p.read_text()) for p in (tmp_path / "compiled" / "bf16+compile" / "runs").glob("*.json")]
+    assert [(r["config"]["bf16"], r["config"]["compile"]) for r in both] == [(True, True)] * 2
+
+
 def test_reference_pattern_stack_gives_the_same_si_gradient_as_birr():
     """The benchmark's baseline only changes how SI and Adam are computed, not what: same gradient."""
     import birr
