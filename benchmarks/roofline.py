@@ -73,30 +73,37 @@ class Count(TorchDispatchMode):
         return out
 
 
-def count_step(method: str, batch: int, K: int = 2, bf16: bool = False) -> tuple[Count, Count, "speed.T.Stack"]:
+def count_step(method: str, batch: int, K: int = 2, bf16: bool = False,
+               copies: bool = False) -> tuple[Count, Count, "speed.T.Stack"]:
     """Counts of one task-2 step of a K-run stack (full model, CPU; fp32, or bf16 autocast, whose casts
     and half-size activations are then counted too), the counts of its parameter update alone (Adam + SI
-    bookkeeping, eager), and the stack."""
+    bookkeeping: eager, or with `copies` the uncompiled adam_si_update), and the stack. `copies` (bf16
+    only): the linear layers' bf16 weight copies of bf16 + compile (Stack.enable_bf16_copies), so no
+    weight or gradient cast is counted."""
     one = speed.setting(method, batch, K, bf16, torch.device("cpu"))
-    one(0)
     stack, update = one.stack, Count()
-    eager_update = stack._eager_update
+    if copies:
+        stack.forward, stack.update = stack.enable_bf16_copies(), speed.T.adam_si_update
+    one(0)
+    attr = "_fused_update" if copies else "_eager_update"
+    plain_update = getattr(stack, attr)
 
     def counted_update(**kw):
         with update:
-            eager_update(**kw)
+            plain_update(**kw)
 
-    stack._eager_update = counted_update
+    setattr(stack, attr, counted_update)
     with Count() as c:
         one(1)
-    stack._eager_update = eager_update
+    setattr(stack, attr, plain_update)
     return c, update, stack
 
 
 def fused_update_bytes(stack) -> float:
     """Bytes the compiled update (train.adam_si_update, Config.compile) moves: each parameter's p, g, m, v
     read once and p, m, v written once (7 x 4 bytes), plus the SI scale, anchor and W read and W written
-    (4 x 4 bytes) for the SI parameters."""
+    (4 x 4 bytes) for the SI parameters. A parameter with a bf16 copy (stack.low) has a 2-byte gradient
+    and its copy written (2 bytes): the same 28."""
     si = set(stack.si_names)
     return sum(p.numel() * 4 * (7 + (4 if n in si else 0)) for n, p in stack.params.items())
 
@@ -110,6 +117,8 @@ def main(argv=None):
     ap.add_argument("--measured-ms", type=float, default=None, help="a measured step time to compare with")
     args = ap.parse_args(argv)
     c, update, stack = count_step(args.method, args.batch, bf16=args.bf16)
+    if args.bf16:     # what compile runs: the bf16 weight copies, no casts (the update is replaced below)
+        c_copies, update_copies, _ = count_step(args.method, args.batch, bf16=True, copies=True)
     scale = args.stack / stack.K
     flops, moved = sum(c.flops.values()) * scale, sum(c.bytes.values()) * scale
     eager_upd, fused_upd = sum(update.bytes.values()) * scale, fused_update_bytes(stack) * scale
@@ -122,9 +131,14 @@ def main(argv=None):
         print(f"  H200 lower bound, {prec}: {t_mm:6.2f} ms matmul + {t_mem:6.2f} ms memory = {t_mm + t_mem:6.2f} ms"
               + (f"  (measured {args.measured_ms:.1f} ms: {args.measured_ms / (t_mm + t_mem):.1f}x the bound)"
                  if args.measured_ms else ""))
-    compiled = moved - eager_upd + fused_upd
+    if args.bf16:
+        compiled = (sum(c_copies.bytes.values()) - sum(update_copies.bytes.values())) * scale + fused_upd
+    else:
+        compiled = moved - eager_upd + fused_upd
     print(f"  of which Adam + SI bookkeeping {eager_upd / 1e9:.2f} GB; fused into one kernel per parameter "
-          f"(--set compile=true) {fused_upd / 1e9:.2f} GB,\n  i.e. {compiled / 1e9:.2f} GB in all and a bound of "
+          f"(--set compile=true) {fused_upd / 1e9:.2f} GB,\n  i.e. {compiled / 1e9:.2f} GB in all"
+          + (" (with the bf16 weight copies: no weight or gradient casts)" if args.bf16 else "")
+          + " and a bound of "
           + ", ".join(f"{prec} {(flops / H200[prec] + compiled / H200['bandwidth']) * 1e3:.2f} ms"
                       for prec in (("bf16",) if args.bf16 else ("tf32", "bf16")))
           + " (the compiled model's own fusions not counted)")

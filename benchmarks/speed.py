@@ -176,18 +176,21 @@ def reference_pattern(batch: int, device):
 
 
 def time_against_reference_pattern(batch: int, device, warmup: int, iters: int,
-                                   precisions=("fp32",)) -> list[dict]:
-    """The reference pattern and birr (BI-R + SI, one run, eager) in each of `precisions` at one batch
-    size, their blocks interleaved; birr's rows carry the speed-up. The reference runs fp32, as the
-    reference code does: a bf16 row says what birr's bf16 flag buys against it (on a CPU with bf16
-    hardware, e.g. AVX512-BF16 or AMX; validated for accuracy by benchmarks/validate_flags.py)."""
-    ones = [reference_pattern(batch, device)] + [setting("bir+si", batch, 1, p == "bf16", device) for p in precisions]
+                                   variants=(("fp32", False),)) -> list[dict]:
+    """The reference pattern and birr (BI-R + SI, one run) in each of `variants` ((precision, compile)
+    pairs) at one batch size, their blocks interleaved; birr's rows carry the speed-up. The reference
+    runs fp32, as the reference code does: a bf16 row says what birr's bf16 flag buys against it (on a
+    CPU with bf16 hardware, e.g. AVX512-BF16 or AMX; validated for accuracy by
+    benchmarks/validate_flags.py), a compiled row what Config.compile adds (the warm-up covers the
+    compilation)."""
+    ones = [reference_pattern(batch, device)] + [setting("bir+si", batch, 1, p == "bf16", device, compile=c)
+                                                 for p, c in variants]
     ref_s, *ours_s = interleaved_medians(ones, device, warmup, iters)
     ref = row("reference-pattern", batch, 1, False, False, ref_s)
     ref["speedup_vs_reference"] = None
     rows = [ref]
-    for prec, s in zip(precisions, ours_s):
-        ours = row("bir+si", batch, 1, prec == "bf16", False, s)
+    for (prec, comp), s in zip(variants, ours_s):
+        ours = row("bir+si", batch, 1, prec == "bf16", comp, s)
         ours["speedup_vs_reference"] = ours["reference_s_per_iter"] / s if ours["reference_s_per_iter"] else None
         ours["speedup_vs_reference_pattern"] = ref_s / s
         rows.append(ours)
@@ -255,14 +258,16 @@ def main(argv=None):
 
     done = set()
     if not args.no_baseline:
-        with_ref = [p for p in ("fp32", "bf16") if p in args.precision and "bir+si" in args.methods and 1 in args.stack]
+        with_ref = [(p, c == "on") for p in args.precision for c in args.compile
+                    if "bir+si" in args.methods and 1 in args.stack]
         for batch in args.batches:
-            ref, *ours = time_against_reference_pattern(batch, device, args.warmup, args.iters, with_ref or ["fp32"])
+            ref, *ours = time_against_reference_pattern(batch, device, args.warmup, args.iters,
+                                                        with_ref or [("fp32", False)])
             rows += [ref, *ours]
             show("ref-pattern", ref)
             for r in ours:
                 show("bir+si", r)
-                done.add(("bir+si", batch, 1, "bf16" if r["bf16"] else "fp32", "off"))
+                done.add(("bir+si", batch, 1, "bf16" if r["bf16"] else "fp32", "on" if r["compile"] else "off"))
     for method in args.methods:
         for batch in args.batches:
             for K in args.stack:

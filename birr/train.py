@@ -15,7 +15,9 @@ fcE and head parameters only, where omega is non-zero (spec §6), instead of thr
 every parameter. On the 2-core CPU these two made the full-size step 1.24x faster (batch 256, 2 threads,
 timed interleaved against benchmarks/speed.py's ReferencePatternStack, which keeps the old bookkeeping).
 With Config.compile, Adam and the SI bookkeeping become one kernel per parameter (adam_si_update);
-with Config.bf16, the frozen previous model is cast to bf16 once per task rather than in every step.
+with Config.bf16, the frozen previous model is cast to bf16 once per task rather than in every step,
+and with both, the trained model's linear layers keep bf16 copies that the fused update writes
+(Stack.enable_bf16_copies), so no step casts weights or their gradients at all.
 """
 from __future__ import annotations
 
@@ -234,8 +236,10 @@ def adam_si_update(si: tuple, rest: tuple, steps: list, *, lr: float, beta1: flo
                    si_grad: bool) -> None:
     """Adam's step fused with SI's per-step bookkeeping, one pass per parameter (issue 7).
 
-    si = (params, grads, exp_avgs, exp_avg_sqs, scales, anchors, Ws) of the fcE and head parameters,
-    rest = (params, grads, exp_avgs, exp_avg_sqs) of the others, steps = Adam's step counters.
+    si = (params, grads, exp_avgs, exp_avg_sqs, lows, scales, anchors, Ws) of the fcE and head parameters,
+    rest = (params, grads, exp_avgs, exp_avg_sqs, lows) of the others, steps = Adam's step counters.
+    lows[i] is None, or parameter i's bf16 copy (Stack.enable_bf16_copies): then grads[i] is the bf16
+    gradient of that copy, widened here (exactly), and the copy is rewritten from the new fp32 value.
     Per parameter, the eager path does:
 
         g += 2 c omega (p - p*)                      SI gradient in closed form (spec §6), if si_grad
@@ -246,7 +250,7 @@ def adam_si_update(si: tuple, rest: tuple, steps: list, *, lr: float, beta1: flo
 
     as ~5 passes over the parameters (fused Adam, then sub, addcmul, copy, sub, addcmul on the SI ones);
     under torch.compile the whole function becomes one kernel per parameter that reads p, g, m, v (and
-    the SI scale, anchor and W) once and writes p, m, v (and W) once. The state is torch.optim.Adam's own
+    the SI scale, anchor and W) once and writes p, m, v (and W, and the bf16 copy) once. The state is torch.optim.Adam's own
     (same tensors, same names), so checkpoints move freely between compiled and eager runs. The numbers
     equal the eager path's up to rounding (tests/test_train.py).
     """
@@ -260,14 +264,20 @@ def adam_si_update(si: tuple, rest: tuple, steps: list, *, lr: float, beta1: flo
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         return p - (lr / bias1) * m / (v.sqrt() / bias2_sqrt + eps)
 
-    for p, g, m, v, scale, anchor, W in zip(*si):
+    for p, g, m, v, low, scale, anchor, W in zip(*si):
+        g = g.float()                 # a bf16 copy's gradient: widened exactly, as autocast's cast does
         if si_grad:
             g = g + scale * (p - anchor)
         new = adam(p, g, m, v)
         W.addcmul_(g, p - new)        # -g (p_new - p_old), as the eager path writes it
         p.copy_(new)
-    for p, g, m, v in zip(*rest):
-        p.copy_(adam(p, g, m, v))
+        if low is not None:
+            low.copy_(new)            # round to nearest even: the cast autocast would make next step
+    for p, g, m, v, low in zip(*rest):
+        new = adam(p, g.float(), m, v)
+        p.copy_(new)
+        if low is not None:
+            low.copy_(new)
 
 
 # --- one stack of runs -------------------------------------------------------------------------
@@ -310,7 +320,9 @@ class Stack:
         self.paper_means = torch.zeros(self.K, self.data.n_classes, self.model.D, device=device)
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if c.bf16 else nullcontext())
         # the model's training pass, optionally compiled (Config.compile; same graph, fused elementwise ops)
-        self.forward = torch.compile(self.model) if c.compile else self.model
+        self.low: dict[str, torch.Tensor] = {}
+        self.forward = self.enable_bf16_copies() if c.bf16 and c.compile else self.model
+        self.forward = torch.compile(self.forward) if c.compile else self.forward
         # ... and Adam + SI bookkeeping as one fused kernel per parameter (see adam_si_update)
         self.update = torch.compile(adam_si_update, fullgraph=True, dynamic=False) if c.compile else None
         self.sample = self.classify_prev = None    # bound to the previous model in end_task
@@ -325,6 +337,35 @@ class Stack:
 
     def randint(self, gens, high, *shape):
         return torch.stack([torch.randint(high, shape, generator=g, device=self.device) for g in gens])
+
+    def enable_bf16_copies(self):
+        """Give every linear layer's weight and bias a bf16 copy (`self.low`) and return the training pass
+        that reads the copies instead of the fp32 parameters (Config.bf16 with Config.compile; issue 7).
+
+        Why: under autocast every step casts the 12.9 M fp32 weights of a run to bf16 for its matmuls,
+        and casts their bf16 gradients back to fp32 for Adam: two extra passes over the parameters
+        (~9 ms of a 145 ms step on the 2-core CPU, profiled; on a GPU stack, ~20 % of the bytes a step
+        moves, benchmarks/roofline.py). Here the fused update (adam_si_update) writes the copy from the
+        new fp32 value it has just computed, in the same pass, and reads the bf16 gradient directly.
+        The numbers are autocast's, bit for bit: the copy is the round-to-nearest-even cast autocast
+        would make, and the gradient autocast hands Adam is this bf16 gradient widened
+        (tests/test_train.py). The fp32 parameters stay the master copy: Adam, SI, checkpoints, the
+        previous model and evaluation read only them. Needs the fused update, so it comes with compile."""
+        names = {f"{mod_name}.{p_name}" for mod_name, mod in self.model.named_modules()
+                 if isinstance(mod, StackedLinear) for p_name, _ in mod.named_parameters(recurse=False)}
+        self.low = {n: p.detach().to(torch.bfloat16).requires_grad_() for n, p in self.params.items() if n in names}
+        model, low = self.model, self.low
+
+        def train_pass(x, g, eps):
+            return torch.func.functional_call(model, low, (x, g, eps), strict=False)
+        return train_pass
+
+    def _refresh_bf16_copies(self):
+        """Rewrite the bf16 copies from the fp32 parameters (after a checkpoint is loaded), in place: a
+        compiled training pass stays bound to the same tensors."""
+        with torch.no_grad():
+            for n, low in self.low.items():
+                low.copy_(self.params[n])
 
     def si_loss(self):
         """L_SI per run (spec §6). omega is zero outside `si_names` (W is only accumulated there), so the
@@ -413,6 +454,8 @@ class Stack:
         # adding the new one to it) changes no bit and saves two passes over all parameters (issue 7,
         # benchmarks/roofline.py: ~6 GB a step for 30 stacked runs)
         self.opt.zero_grad(set_to_none=True)
+        for low in self.low.values():
+            low.grad = None
         total.sum().backward()       # runs are independent: d(sum)/d(run k's params) = d(loss_k)/d(...)
         si = self.si_loss() if t > 1 and log is not None else zeros   # its value only when logged
         total = total.detach() + self.si_c * si
@@ -427,6 +470,8 @@ class Stack:
 
     def _eager_update(self, si_grad: bool):
         """+ c L_SI's gradient in closed form, Adam, then SI's path integral (spec §6 step 3.3-3.4)."""
+        if self.low:
+            raise RuntimeError("bf16 weight copies are written by the fused update only (Config.compile)")
         if si_grad:
             self.add_si_grad()
         with torch.no_grad():
@@ -453,9 +498,10 @@ class Stack:
         beta1, beta2 = group["betas"]
 
         def lists(names):
-            ps = [self.params[n] for n in names]
+            ps, lows = [self.params[n] for n in names], [self.low.get(n) for n in names]
             states = [self._adam_state(p) for p in ps]
-            return ps, [p.grad for p in ps], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+            grads = [p.grad if low is None else low.grad for p, low in zip(ps, lows)]
+            return ps, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], lows
 
         si_names = self.si_names
         si = (*lists(si_names), [self.si_scale[n] for n in si_names] if si_grad else [None] * len(si_names),
@@ -537,6 +583,7 @@ class Stack:
         self.anchor = {n: v.to(self.device) for n, v in s["anchor"].items()}
         self.omega = {n: v.to(self.device) for n, v in s["omega"].items()}
         self.paper_means = s["paper_means"].to(self.device)
+        self._refresh_bf16_copies()
         self._refresh_si_scale()
         self._set_prev()
 

@@ -150,3 +150,18 @@ def test_roofline_counts_the_step():
     # current and replayed samples share one forward pass: no weight gradient is the sum of two (an add
     # reading two and writing one parameter-sized tensor would be 12 bytes per parameter)
     assert small.bytes["aten.add.Tensor"] < 12 * n
+
+
+def test_roofline_counts_no_casts_with_bf16_weight_copies():
+    """bf16 + compile (issue 7): with the linear layers' bf16 copies written by the update, the step outside
+    the update no longer casts weights to bf16 (read 4 + write 2 bytes per parameter) nor their gradients
+    back to fp32 (read 2 + write 4): 12 bytes fewer per linear-layer parameter than under plain autocast."""
+    rl = _load("roofline")
+    plain, plain_update, _ = rl.count_step("bir+si", 16, bf16=True)
+    copies, copies_update, stack = rl.count_step("bir+si", 16, bf16=True, copies=True)
+    n_lin = sum(stack.params[name].numel() for name in stack.low)
+    assert n_lin > 0.99 * sum(p.numel() for p in stack.params.values())
+    outside = lambda c, u: sum(c.bytes.values()) - sum(u.bytes.values())
+    saved = outside(plain, plain_update) - outside(copies, copies_update)
+    assert 11.9 * n_lin < saved < 12.1 * n_lin
+    assert sum(plain.flops.values()) == sum(copies.flops.values())

@@ -228,6 +228,19 @@ def test_compiled_run_matches_eager(results, tmp_path):
             assert tc[key] == pytest.approx(te[key], rel=1e-4, abs=1e-6), key
 
 
+def test_compiled_bf16_run_with_weight_copies_matches_eager_bf16(results, tmp_path):
+    """bf16 + compile trains through the bf16 weight copies (compiled training pass reading them, compiled
+    update writing them); plain bf16 autocast runs eager. Same accuracies; loss traces equal up to bf16
+    rounding (the compiled kernels round fused elementwise chains once, eager bf16 ops each step)."""
+    cfg = tiny(bf16=True)
+    eager = birr.run(cfg, results_dir=results, progress=False)
+    compiled = birr.run(cfg.replace(compile=True), results_dir=tmp_path / "compiled", progress=False)
+    assert compiled["acc_matrix"] == eager["acc_matrix"]
+    for te, tc in zip(eager["loss_traces"], compiled["loss_traces"]):
+        for key in ("total", "recon", "kl", "ce", "recon_r", "distill_r"):
+            assert tc[key] == pytest.approx(te[key], rel=1e-2, abs=1e-4), key   # measured: 0.25 %
+
+
 def test_replay_retains_task_1_better_than_finetuning(results):
     kw = dict(iters=150, fc_units=128, batch=32, batch_replay=32)
     ft = birr.run(tiny("finetune", **kw), results_dir=results, progress=False)
@@ -339,12 +352,14 @@ def test_fused_update_first_step_by_hand():
     scale, anchor, W = torch.tensor([0.5]), torch.tensor([0.0]), torch.zeros(1)
     q, gq, mq, vq = torch.tensor([3.0]), torch.tensor([-4.0]), torch.zeros(1), torch.zeros(1)   # a non-SI parameter
     steps = [torch.tensor(0.0), torch.tensor(0.0)]
-    T.adam_si_update(([p], [g], [m], [v], [scale], [anchor], [W]), ([q], [gq], [mq], [vq]), steps,
-                     lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, si_grad=True)
+    q_low = torch.tensor([3.0], dtype=torch.bfloat16)     # q has a bf16 copy: its gradient is the copy's
+    T.adam_si_update(([p], [g], [m], [v], [None], [scale], [anchor], [W]), ([q], [gq.bfloat16()], [mq], [vq], [q_low]),
+                     steps, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, si_grad=True)
     assert p.item() == pytest.approx(1.0 - 0.1, abs=1e-6)
     assert W.item() == pytest.approx(2.5 * 0.1, rel=1e-5)   # (fp32: 1 - 0.9 and the bias corrections round)
     assert m.item() == pytest.approx(0.25) and v.item() == pytest.approx(0.001 * 2.5 ** 2)
     assert q.item() == pytest.approx(3.0 + 0.1, abs=1e-6) and [s.item() for s in steps] == [1.0, 1.0]
+    assert q_low.dtype == torch.bfloat16 and q_low.item() == q.bfloat16().item() == 3.09375   # 3.1 rounded to bf16
     assert g.item() == 2.0                                  # the gradient tensor itself is left as it was
 
 
@@ -408,3 +423,47 @@ def test_rr_code_variant_with_one_class_per_task_is_a_clear_error(results):
     assert not (results / "runs").exists() or not list((results / "runs").glob("*.json"))
     r = birr.run(tiny("rr+ra", n_tasks=4, iters=10, rr_variant="paper", rep_f=3.0), results_dir=results, progress=False)
     assert len(r["acc_matrix"]) == 4
+
+
+def test_bf16_weight_copies_give_autocasts_numbers_bit_for_bit():
+    """bf16 + compile keeps bf16 copies of the linear layers that the fused update writes (issue 7,
+    Stack.enable_bf16_copies): no step casts weights or gradients. Run here uncompiled, side by side with
+    plain autocast (same fused update), over task 1 and task 2 (replay, SI): every parameter, Adam moment
+    and SI path integral is equal bit for bit, each copy is exactly its parameter cast to bf16, and a
+    loaded checkpoint rewrites the copies."""
+    cfgs = [tiny(bf16=True, seed=0), tiny(bf16=True, seed=1, si_c=3e5)]
+    plain, copies = T.Stack(cfgs, torch.device("cpu")), T.Stack(cfgs, torch.device("cpu"))
+    for s in (plain, copies):
+        s.update = T.adam_si_update                         # what compile=True wraps in torch.compile
+    copies.forward = copies.enable_bf16_copies()
+    assert set(copies.low) >= {"fcE1.weight", "fcE1.bias", "head.weight", "fcD2.bias"}
+    assert "z_class_means" not in copies.low and copies.low["fcE2.weight"].dtype == torch.bfloat16
+    d, cfg = plain.data, plain.cfg
+    for t in (1, 2):
+        gp, gc = plain.generators(t), copies.generators(t)
+        for s in (plain, copies):
+            s.W = {n: torch.zeros_like(s.params[n]) for n in s.si_names}
+        for i in range(3):
+            idx = d.task_indices(t)[:, i * cfg.batch:(i + 1) * cfg.batch]
+            plain.step(t, d.train_x[idx], d.train_y.gather(1, idx), gp, None, None)
+            copies.step(t, d.train_x[idx], d.train_y.gather(1, idx), gc, None, None)
+        for n in plain.params:
+            assert torch.equal(plain.params[n], copies.params[n]), (t, n)
+            for key in ("exp_avg", "exp_avg_sq"):
+                assert torch.equal(plain.opt.state[plain.params[n]][key], copies.opt.state[copies.params[n]][key])
+        for n, low in copies.low.items():
+            assert torch.equal(low, copies.params[n].detach().to(torch.bfloat16)), n
+            assert copies.params[n].grad is None              # the gradient lives on the copy
+        for n in plain.si_names:
+            assert torch.equal(plain.W[n], copies.W[n]), n
+        assert plain.W["fcE1.weight"].abs().sum() > 0
+        if t == 1:
+            for s in (plain, copies):
+                s.end_task()
+    state = copies.state()
+    with torch.no_grad():
+        copies.low["fcE1.weight"].zero_()
+    copies.load_state(state)
+    assert torch.equal(copies.low["fcE1.weight"], copies.params["fcE1.weight"].detach().to(torch.bfloat16))
+    with pytest.raises(RuntimeError, match="fused update"):
+        copies._eager_update(si_grad=True)
