@@ -369,7 +369,7 @@ def test_fused_update_equals_eager_path():
     of task 2, and keeps its state in torch.optim.Adam's own tensors (checkpoints stay interchangeable)."""
     eager = _stack_after_task_1([tiny(seed=0), tiny(seed=1, si_c=3e5)])
     fused = _stack_after_task_1([tiny(seed=0), tiny(seed=1, si_c=3e5)])
-    fused.update = T.adam_si_update                        # what compile=True wraps in torch.compile
+    fused.update = T.adam_si_update                        # compile=True runs it with adam_si_pass compiled
     assert fused.si_names and set(fused.si_names) | set(fused.rest_names) == set(fused.params)
     for s in (eager, fused):
         s.W = {n: torch.zeros_like(s.params[n]) for n in s.si_names}
@@ -434,7 +434,7 @@ def test_bf16_weight_copies_give_autocasts_numbers_bit_for_bit():
     cfgs = [tiny(bf16=True, seed=0), tiny(bf16=True, seed=1, si_c=3e5)]
     plain, copies = T.Stack(cfgs, torch.device("cpu")), T.Stack(cfgs, torch.device("cpu"))
     for s in (plain, copies):
-        s.update = T.adam_si_update                         # what compile=True wraps in torch.compile
+        s.update = T.adam_si_update                         # compile=True runs it with adam_si_pass compiled
     copies.forward = copies.enable_bf16_copies()
     assert set(copies.low) >= {"fcE1.weight", "fcE1.bias", "head.weight", "fcD2.bias"}
     assert "z_class_means" not in copies.low and copies.low["fcE2.weight"].dtype == torch.bfloat16
