@@ -9,9 +9,13 @@ training: loss terms every log_every-th iteration, RR/RA pair counts every itera
 features of the CIFAR-100 shape (50,000 x 1024, 100 classes, 10 tasks), with the model of spec §4
 (12.9 M parameters per run). Data loading is a gather from the device-resident feature bank, as in a real
 run. Each setting runs `--warmup` iterations, then `--iters` timed ones; the median over blocks is
-reported. The reference pattern and birr's single run are timed with their blocks interleaved
-(ref, birr, ref, birr, ...): on a shared machine the absolute times drift by tens of percent between
-minutes, their ratio much less. The reference figures (reference-speed.md, measured on this project's 2-core CPU machines,
+reported. On a CPU the reference pattern and each of birr's single-run settings are timed in
+processes of their own, alternating (ref, birr, ..., ref, birr, ... for `--rounds` rounds); the
+speed-up is the median of the rounds' ratios, printed with their range. On a shared machine the
+absolute times drift by tens of percent between minutes, a ratio of neighbours much less; and in
+one process the settings disturb each other: with four of birr's stacks beside it, the reference
+pattern ran 0.46 s instead of 0.40 s alone (2026-11-30, 2-core CPU), flattering every ratio by
+~15 %. `--no-isolate` (and any GPU) times them in one process with their blocks interleaved. The reference figures (reference-speed.md, measured on this project's 2-core CPU machines,
 same thread count) are printed beside ours: 0.30-0.33 s/iteration at batch 256 and 0.51 s at 512 for
 BI-R + SI; 0.37 / 0.63 s with RR + RA (f = 20).
 
@@ -26,6 +30,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -175,24 +180,53 @@ def reference_pattern(batch: int, device):
     return one
 
 
+def _one_setting(kind: str, batch: int, device, prec: str = "fp32", compile: bool = False):
+    """The `one` of a reference-pattern comparison: the reference pattern, or birr's BI-R + SI run."""
+    if kind == "ref":
+        return reference_pattern(batch, device)
+    return setting("bir+si", batch, 1, prec == "bf16", device, compile=compile)
+
+
+def time_in_process(kind: str, batch: int, device, warmup: int, iters: int, prec: str = "fp32",
+                    compile: bool = False) -> float:
+    """Median s/iteration of one setting timed in a fresh Python process (nothing else resident)."""
+    job = json.dumps(dict(kind=kind, batch=batch, device=str(device), warmup=warmup, iters=iters, prec=prec,
+                          compile=compile))
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", job], check=True,
+                         capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1].split()[-1])
+
+
 def time_against_reference_pattern(batch: int, device, warmup: int, iters: int,
-                                   variants=(("fp32", False),)) -> list[dict]:
+                                   variants=(("fp32", False),), rounds: int = 0) -> list[dict]:
     """The reference pattern and birr (BI-R + SI, one run) in each of `variants` ((precision, compile)
     pairs) at one batch size, their blocks interleaved; birr's rows carry the speed-up. The reference
     runs fp32, as the reference code does: a bf16 row says what birr's bf16 flag buys against it (on a
     CPU with bf16 hardware, e.g. AVX512-BF16 or AMX; validated for accuracy by
     benchmarks/validate_flags.py), a compiled row what Config.compile adds (the warm-up covers the
-    compilation)."""
-    ones = [reference_pattern(batch, device)] + [setting("bir+si", batch, 1, p == "bf16", device, compile=c)
-                                                 for p, c in variants]
-    ref_s, *ours_s = interleaved_medians(ones, device, warmup, iters)
+    compilation). rounds = 0: all in this process, blocks interleaved; rounds > 0: each setting in a
+    process of its own, `rounds` times in turn, s/iteration the median over rounds, the speed-up the
+    median of the rounds' ratios (its min and max kept as speedup_range)."""
+    if rounds:
+        per_round = [[time_in_process("ref", batch, device, warmup, iters)]
+                     + [time_in_process("birr", batch, device, warmup, iters, p, c) for p, c in variants]
+                     for _ in range(rounds)]
+        ref_s, *ours_s = (statistics.median(col) for col in zip(*per_round))
+        ratios = [[r[0] / r[k + 1] for r in per_round] for k in range(len(variants))]
+    else:
+        ones = [_one_setting("ref", batch, device)] + [_one_setting("birr", batch, device, p, c) for p, c in variants]
+        ref_s, *ours_s = interleaved_medians(ones, device, warmup, iters)
+        ratios = [[ref_s / s] for s in ours_s]
     ref = row("reference-pattern", batch, 1, False, False, ref_s)
     ref["speedup_vs_reference"] = None
+    ref["isolated_rounds"] = rounds
     rows = [ref]
-    for (prec, comp), s in zip(variants, ours_s):
+    for (prec, comp), s, ratio in zip(variants, ours_s, ratios):
         ours = row("bir+si", batch, 1, prec == "bf16", comp, s)
+        ours["isolated_rounds"] = rounds
         ours["speedup_vs_reference"] = ours["reference_s_per_iter"] / s if ours["reference_s_per_iter"] else None
-        ours["speedup_vs_reference_pattern"] = ref_s / s
+        ours["speedup_vs_reference_pattern"] = statistics.median(ratio)
+        ours["speedup_range"] = [min(ratio), max(ratio)]
         rows.append(ours)
     return rows
 
@@ -231,9 +265,21 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--no-baseline", action="store_true", help="skip the reference-pattern baseline")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="CPU: rounds of the reference comparison, each setting in its own process")
+    ap.add_argument("--no-isolate", action="store_true",
+                    help="time the reference comparison in this process, blocks interleaved (always so on a GPU)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)   # one setting, timed in a fresh process
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "speed.json"))
     ap.add_argument("--profile", metavar="FILE", help="profile the first method/batch/stack/precision instead of timing")
     args = ap.parse_args(argv)
+    if args.worker:
+        job = json.loads(args.worker)
+        dev = torch.device(job["device"])
+        one = _one_setting(job["kind"], job["batch"], dev, job["prec"], job["compile"])
+        [s] = interleaved_medians([one], dev, job["warmup"], job["iters"])
+        print(f"s_per_iter {s!r}")
+        return
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -243,7 +289,8 @@ def main(argv=None):
         return
     prov = T.provenance(device)
     print(f"device: {prov['device_name']} ({device}), torch {prov['torch']}, threads {prov['threads']}")
-    print("speed-up = reference-pattern s/iter / birr s/iter, same batch, measured in this run (bir+si, K=1);\n"
+    print("speed-up = reference-pattern s/iter / birr s/iter, same batch, measured in this run (bir+si, K=1;\n"
+          "on a CPU each in its own process, median of the rounds' ratios);\n"
           "ref s/it = the reference code as measured in reference-speed.md on another machine of this project")
     print(f"{'method':<11} {'batch':>5} {'K':>3} {'prec':<9} {'s/iter':>8} {'run-it/s':>9} {'ref s/it':>8} "
           f"{'speed-up':>8} {'Table 1 (min)':>13}")
@@ -252,8 +299,10 @@ def main(argv=None):
     def show(name, r):
         ref, sp = r["reference_s_per_iter"], r.get("speedup_vs_reference_pattern")
         label = ("bf16" if r["bf16"] else "fp32") + ("+cmp" if r["compile"] else "")
+        rng = r.get("speedup_range") if r.get("isolated_rounds") else None
         print(f"{name:<11} {r['batch']:>5} {r['K']:>3} {label:<9} {r['s_per_iter']:>8.4f} {r['run_iters_per_s']:>9.2f} "
-              f"{ref if ref else float('nan'):>8.3f} {sp or float('nan'):>8.2f} {r['table1_projection_min']:>13.1f}",
+              f"{ref if ref else float('nan'):>8.3f} {sp or float('nan'):>8.2f} {r['table1_projection_min']:>13.1f}"
+              + (f"   ({rng[0]:.2f}-{rng[1]:.2f} over {r['isolated_rounds']} rounds in own processes)" if rng else ""),
               flush=True)
 
     done = set()
@@ -261,8 +310,9 @@ def main(argv=None):
         with_ref = [(p, c == "on") for p in args.precision for c in args.compile
                     if "bir+si" in args.methods and 1 in args.stack]
         for batch in args.batches:
+            rounds = 0 if args.no_isolate or device.type != "cpu" else args.rounds
             ref, *ours = time_against_reference_pattern(batch, device, args.warmup, args.iters,
-                                                        with_ref or [("fp32", False)])
+                                                        with_ref or [("fp32", False)], rounds)
             rows += [ref, *ours]
             show("ref-pattern", ref)
             for r in ours:

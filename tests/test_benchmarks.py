@@ -114,18 +114,21 @@ def test_status_page_tables_from_benchmark_files(tmp_path):
     assert "| 0.4000 |" in table and "| 0.1500 |" in table
 
 
-def test_speed_benchmark_records_interleaved_baseline_and_ratio(tmp_path):
+@pytest.mark.parametrize("how, rounds", [(["--rounds", "1"], 1), (["--no-isolate"], 0)])
+def test_speed_benchmark_records_interleaved_baseline_and_ratio(tmp_path, how, rounds):
+    """The reference comparison, each setting in a process of its own (CPU default) or all in this one."""
     out = tmp_path / "speed.json"
     speed.main(["--device", "cpu", "--batches", "8", "--methods", "bir+si", "--stack", "1", "2",
-                "--precision", "fp32", "bf16", "--warmup", "1", "--iters", "1", "--out", str(out)])
+                "--precision", "fp32", "bf16", "--warmup", "1", "--iters", "1", *how, "--out", str(out)])
     [entry] = json.loads(out.read_text())
     rows = {(r["method"], r["K"], r["bf16"]): r for r in entry["rows"]}
     assert set(rows) == {("reference-pattern", 1, False), ("bir+si", 1, False), ("bir+si", 1, True),
                          ("bir+si", 2, False), ("bir+si", 2, True)}                  # K=1 timed once per precision
     for bf16 in (False, True):   # both precisions interleaved with the (fp32) reference pattern
         one = rows[("bir+si", 1, bf16)]
-        assert one["speedup_vs_reference_pattern"] == pytest.approx(
+        assert one["speedup_vs_reference_pattern"] == pytest.approx(   # (one round: its ratio)
             rows[("reference-pattern", 1, False)]["s_per_iter"] / one["s_per_iter"])
+        assert one["isolated_rounds"] == rounds and one["speedup_range"] == [one["speedup_vs_reference_pattern"]] * 2
     assert rows[("bir+si", 2, False)]["run_iters_per_s"] == pytest.approx(2 / rows[("bir+si", 2, False)]["s_per_iter"])
     assert entry["provenance"]["device"] == "cpu" and entry["provenance"]["cpu_isa"]
 
