@@ -190,15 +190,18 @@ def speed(repo: Path) -> str:
         lines += [f"**{name}** ({prov['device']}{isa_note}, torch {prov['torch']}, {prov['threads']} thread(s), "
                   f"{prov['date'][:10]}, git {prov['git_sha'][:10]}): seconds per training iteration in the "
                   "steady state (task 2), full CIFAR-100 model size; *speed-up* is against the reference-pattern "
-                  "baseline measured in the same run; the last column projects the full Table 1 "
+                  "baseline measured in the same run (on a CPU, with rounds: each setting in its own process, the "
+                  "median of the rounds' ratios and their range); the last column projects the full Table 1 "
                   "(30 runs x 10 tasks x 5000 iterations at batch 512).", "",
                   "| implementation | batch | runs stacked | precision | s / iteration | run-iterations / s | speed-up | Table 1 (min) |",
                   "|---|--:|--:|---|--:|--:|--:|--:|"]
         for r in entry["rows"]:
-            sp = r.get("speedup_vs_reference_pattern")
+            sp, rounds = r.get("speedup_vs_reference_pattern"), r.get("isolated_rounds") or 0
             prec = ("bf16" if r["bf16"] else "fp32") + (" + compile" if r.get("compile") else "")
+            spread = (f" ({r['speedup_range'][0]:.2f}-{r['speedup_range'][1]:.2f} in {rounds} rounds)"
+                      if sp and rounds > 1 else "")
             lines.append(f"| {r['method']} | {r['batch']} | {r['K']} | {prec} | "
-                         f"{r['s_per_iter']:.4f} | {r['run_iters_per_s']:.2f} | {f'{sp:.2f}x' if sp else ''} | "
+                         f"{r['s_per_iter']:.4f} | {r['run_iters_per_s']:.2f} | {f'{sp:.2f}x' if sp else ''}{spread} | "
                          f"{r['table1_projection_min']:,.0f} |")
         lines.append("")
     return "\n".join(lines) + "\n"

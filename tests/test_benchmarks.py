@@ -112,6 +112,10 @@ def test_status_page_tables_from_benchmark_files(tmp_path):
     table = es.speed(tmp_path)
     assert "(cpu, vector ISA not recorded," in table and "(cpu, AVX512 + avx512_bf16," in table
     assert "| 0.4000 |" in table and "| 0.1500 |" in table
+    # a comparison timed in rounds, each setting in its own process: the median ratio and its range
+    iso = dict(row(1, 0.13), speedup_vs_reference_pattern=3.1, isolated_rounds=3, speedup_range=[2.9, 3.2])
+    (res / "speed.json").write_text(json.dumps([dict(provenance=cpu("AVX512 + avx512_bf16", "c"), rows=[iso])]))
+    assert "| 0.1300 | 7.69 | 3.10x (2.90-3.20 in 3 rounds) |" in es.speed(tmp_path)
 
 
 @pytest.mark.parametrize("how, rounds", [(["--rounds", "1"], 1), (["--no-isolate"], 0)])
