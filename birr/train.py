@@ -249,10 +249,10 @@ def adam_si_update(si: tuple, rest: tuple, steps: list, *, lr: float, beta1: flo
         W += -g (p_new - p)                          SI path integral (spec §6 step 3.4)
 
     as ~5 passes over the parameters (fused Adam, then sub, addcmul, copy, sub, addcmul on the SI ones);
-    under torch.compile the whole function becomes one kernel per parameter that reads p, g, m, v (and
-    the SI scale, anchor and W) once and writes p, m, v (and W, and the bf16 copy) once. The state is torch.optim.Adam's own
-    (same tensors, same names), so checkpoints move freely between compiled and eager runs. The numbers
-    equal the eager path's up to rounding (tests/test_train.py).
+    under torch.compile the per-element work (adam_si_pass) becomes one kernel per parameter that reads
+    p, g, m, v (and the SI scale, anchor and W) once and writes p, m, v (and W, and the bf16 copy) once.
+    The state is torch.optim.Adam's own (same tensors, same names), so checkpoints move freely between
+    compiled and eager runs. The numbers equal the eager path's up to rounding (tests/test_train.py).
 
     The step counters and Adam's bias corrections (scalars) are computed here, the per-element work in
     `kernel` (adam_si_pass, compiled under Config.compile): inside a compiled kernel, inductor would
@@ -354,9 +354,10 @@ class Stack:
         that reads the copies instead of the fp32 parameters (Config.bf16 with Config.compile; issue 7).
 
         Why: under autocast every step casts the 12.9 M fp32 weights of a run to bf16 for its matmuls,
-        and casts their bf16 gradients back to fp32 for Adam: two extra passes over the parameters
-        (~9 ms of a 145 ms step on the 2-core CPU, profiled; on a GPU stack, ~20 % of the bytes a step
-        moves, benchmarks/roofline.py). Here the fused update (adam_si_update) writes the copy from the
+        and casts their bf16 gradients back to fp32 for Adam: two extra passes over the parameters (on
+        the 2-core CPU at batch 256 the compiled step's own kernels and zero_grad took 14 ms with them,
+        3 ms without, profiled; on a GPU, 12 bytes per parameter, 4.6 GB of a 30-run step's 33 GB,
+        benchmarks/roofline.py --bf16). Here the fused update (adam_si_update) writes the copy from the
         new fp32 value it has just computed, in the same pass, and reads the bf16 gradient directly.
         The numbers are autocast's, bit for bit: the copy is the round-to-nearest-even cast autocast
         would make, and the gradient autocast hands Adam is this bf16 gradient widened
