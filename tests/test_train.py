@@ -59,8 +59,11 @@ def test_finished_stamp_is_loaded_not_retrained(results, monkeypatch):
     assert calls == [] and again == first
 
 
-def test_killed_run_resumes_and_matches_uninterrupted(results, tmp_path, monkeypatch):
-    cfg = tiny("rr+ra", rep_f=5.0)
+@pytest.mark.parametrize("flags", [{}, dict(bf16=True, compile=True)], ids=["eager", "bf16+compile"])
+def test_killed_run_resumes_and_matches_uninterrupted(results, tmp_path, monkeypatch, flags):
+    """A run killed in task 2 resumes from task 1's checkpoint and ends bit for bit as an uninterrupted one;
+    with bf16 + compile too, where the bf16 weight copies must be rebuilt from the loaded parameters."""
+    cfg = tiny("rr+ra", rep_f=5.0, **flags)
     clean = birr.run(cfg, results_dir=tmp_path / "clean", progress=False)
     real_evaluate, n = T.evaluate, []
 
