@@ -3,6 +3,7 @@
     python benchmarks/speed.py --precision fp32      # CPU: batch 256 and 512, K = 1 (bf16 is slow on AVX2)
     python benchmarks/speed.py --batches 256 --methods bir+si   # + bf16 against the reference (AVX512-BF16, AMX)
     python benchmarks/speed.py --device cuda --stack 1 6 30
+    python benchmarks/speed.py --phases --batches 256 --methods bir+si --precision bf16 --compile on
 
 What is timed: iterations of task 2 (replay on, SI on, the state every later task is in; logging as in
 training: loss terms every log_every-th iteration, RR/RA pair counts every iteration), on random
@@ -253,6 +254,53 @@ def profile(method: str, batch: int, K: int, bf16: bool, device, iters: int, out
     return head + table
 
 
+def phases(method: str, batch: int, K: int, bf16: bool, device, iters: int, compile: bool = False) -> dict:
+    """Where one setting's step goes, by phase: ms per step in the previous model's replay sampling and
+    teacher pass, the training forward, the backward, the parameter update, and the rest (losses, data,
+    random draws, Python), after 3 warm-up steps, over `iters` steps. Coarser than --profile, and cheap
+    enough to run beside the timing; each phase is synchronised on a GPU so that its time is its own."""
+    one = setting(method, batch, K, bf16, device, compile)
+    stack = one.stack
+    for i in range(3):
+        one(i)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    spent = dict(replay=0.0, teacher=0.0, forward=0.0, backward=0.0, update=0.0)
+
+    def timed(name, fn):
+        def run(*a, **k):
+            sync()
+            t0 = time.perf_counter()
+            out = fn(*a, **k)
+            sync()
+            spent[name] += time.perf_counter() - t0
+            return out
+        return run
+
+    update = "_fused_update" if stack.update is not None else "_eager_update"
+    originals = dict(sample=stack.sample, classify_prev=stack.classify_prev, forward=stack.forward)
+    originals[update] = getattr(stack, update)
+    stack.sample, stack.classify_prev = timed("replay", stack.sample), timed("teacher", stack.classify_prev)
+    stack.forward = timed("forward", stack.forward)
+    setattr(stack, update, timed("update", originals[update]))
+    backward = torch.Tensor.backward
+    torch.Tensor.backward = timed("backward", backward)
+    try:
+        sync()
+        t0 = time.perf_counter()
+        for i in range(iters):
+            one(i)
+        sync()
+        total = time.perf_counter() - t0
+    finally:
+        torch.Tensor.backward = backward
+        for name, fn in originals.items():
+            setattr(stack, name, fn)
+    ms = {name: 1e3 * v / iters for name, v in spent.items()}
+    ms["rest"] = 1e3 * total / iters - sum(ms.values())
+    ms["step"] = 1e3 * total / iters
+    return ms
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -272,6 +320,8 @@ def main(argv=None):
     ap.add_argument("--worker", help=argparse.SUPPRESS)   # one setting, timed in a fresh process
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "speed.json"))
     ap.add_argument("--profile", metavar="FILE", help="profile the first method/batch/stack/precision instead of timing")
+    ap.add_argument("--phases", action="store_true",
+                    help="ms per step by phase for the first method/batch/stack/precision/compile, instead of timing")
     args = ap.parse_args(argv)
     if args.worker:
         job = json.loads(args.worker)
@@ -286,6 +336,13 @@ def main(argv=None):
     if args.profile:
         print(profile(args.methods[0], args.batches[0], args.stack[0], args.precision[0] == "bf16", device,
                       args.iters, Path(args.profile)))
+        return
+    if args.phases:
+        ms = phases(args.methods[0], args.batches[0], args.stack[0], args.precision[0] == "bf16", device,
+                    args.iters, compile=args.compile[0] == "on")
+        print(f"{args.methods[0]}, batch {args.batches[0]}, K {args.stack[0]}, {args.precision[0]}"
+              f"{' + compile' if args.compile[0] == 'on' else ''} on {device}, ms per step over {args.iters} steps:")
+        print("  " + ", ".join(f"{name} {v:.1f}" for name, v in ms.items()))
         return
     prov = T.provenance(device)
     print(f"device: {prov['device_name']} ({device}), torch {prov['torch']}, threads {prov['threads']}")

@@ -172,3 +172,14 @@ def test_roofline_counts_no_casts_with_bf16_weight_copies():
     saved = outside(plain, plain_update) - outside(copies, copies_update)
     assert 11.9 * n_lin < saved < 12.1 * n_lin
     assert sum(plain.flops.values()) == sum(copies.flops.values())
+
+
+def test_speed_phases_add_up_and_leave_nothing_patched():
+    """benchmarks/speed.py --phases: every phase of a replay step takes time, the rest is what the phases
+    leave of the step, and torch.Tensor.backward is torch's own again afterwards."""
+    backward = torch.Tensor.backward
+    ms = speed.phases("bir+si", 8, 1, False, torch.device("cpu"), iters=2)
+    assert set(ms) == {"replay", "teacher", "forward", "backward", "update", "rest", "step"}
+    assert all(ms[k] > 0 for k in ("replay", "teacher", "forward", "backward", "update"))
+    assert sum(v for k, v in ms.items() if k != "step") == pytest.approx(ms["step"])
+    assert torch.Tensor.backward is backward
