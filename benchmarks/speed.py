@@ -16,8 +16,9 @@ speed-up is the median of the rounds' ratios, printed with their range. On a sha
 absolute times drift by tens of percent between minutes, a ratio of neighbours much less; and in
 one process the settings disturb each other: with four of birr's stacks beside it, the reference
 pattern ran 0.46 s instead of 0.40 s alone (2026-11-30, 2-core CPU), flattering every ratio by
-~15 %. `--no-isolate` (and any GPU) times them in one process with their blocks interleaved. The reference figures (reference-speed.md, measured on this project's 2-core CPU machines,
-same thread count) are printed beside ours: 0.30-0.33 s/iteration at batch 256 and 0.51 s at 512 for
+~15 %. `--no-isolate` (and any GPU) times them in one process with their blocks interleaved.
+The reference figures (reference-speed.md, measured on this project's 2-core CPU machines, same
+thread count) are printed beside ours: 0.30-0.33 s/iteration at batch 256 and 0.51 s at 512 for
 BI-R + SI; 0.37 / 0.63 s with RR + RA (f = 20).
 
 The projection: Table 1 is 30 runs (6 configurations x 5 seeds) x 10 tasks x 5000 iterations at batch
@@ -201,7 +202,7 @@ def time_in_process(kind: str, batch: int, device, warmup: int, iters: int, prec
 def time_against_reference_pattern(batch: int, device, warmup: int, iters: int,
                                    variants=(("fp32", False),), rounds: int = 0) -> list[dict]:
     """The reference pattern and birr (BI-R + SI, one run) in each of `variants` ((precision, compile)
-    pairs) at one batch size, their blocks interleaved; birr's rows carry the speed-up. The reference
+    pairs) at one batch size; birr's rows carry the speed-up. The reference
     runs fp32, as the reference code does: a bf16 row says what birr's bf16 flag buys against it (on a
     CPU with bf16 hardware, e.g. AVX512-BF16 or AMX; validated for accuracy by
     benchmarks/validate_flags.py), a compiled row what Config.compile adds (the warm-up covers the
