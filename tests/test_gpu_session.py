@@ -60,7 +60,7 @@ def test_session_runs_bench_then_the_book_runs_and_reports_each_part(tmp_path):
                       results=tmp_path / "results", compile_min_s=1e9)   # no time for compile: skipped
     assert isinstance(done["bench"], float) and isinstance(done["full"], float), done
     assert done["compile"].startswith("skipped:")                  # said, not reported as 0 s of work
-    assert list(done) == ["bench", "compile", "full"]              # compile's verdict before the book runs
+    assert list(done) == ["compile", "bench", "full"]              # the decisive figure first, the book runs last
     rows = json.loads((out / "speed.json").read_text())[-1]["rows"]
     assert {(r["method"], r["K"]) for r in rows} == {("bir+si", 1), ("bir+si", 2), ("rr+ra", 1), ("rr+ra", 2)}
     prof = (out / "profile.txt").read_text()                      # the largest stack's step, op by op
