@@ -3,6 +3,8 @@
     python benchmarks/speed.py --precision fp32      # CPU: batch 256 and 512, K = 1 (bf16 is slow on AVX2)
     python benchmarks/speed.py --batches 256 --methods bir+si   # + bf16 against the reference (AVX512-BF16, AMX)
     python benchmarks/speed.py --device cuda --stack 1 6 30
+    python benchmarks/speed.py --methods bir+si --precision fp32 bf16 --compile off on   # CPU, AVX512-BF16 / AMX
+    python benchmarks/speed.py --batches 256 --methods bir+si --precision bf16 --compile on --rounds 5
     python benchmarks/speed.py --phases --batches 256 --methods bir+si --precision bf16 --compile on
 
 What is timed: iterations of task 2 (replay on, SI on, the state every later task is in; logging as in
