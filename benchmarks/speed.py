@@ -130,11 +130,13 @@ class ReferencePatternStack(T.Stack):
     """birr's model with the reference's per-step bookkeeping (spec §10 item 3-4): Adam one tensor at a
     time as torch 1.x ran it (~8 passes over the 12.9 M parameters), and the SI penalty built into the
     autograd graph over every trainable parameter (ω is 0 outside fcE and the head, but the reference
-    still computes it), instead of birr's fused Adam and closed-form SI gradient."""
+    still computes it), instead of birr's fused Adam and closed-form SI gradient; and its decoder gates
+    known classes with one-hot products g @ M (spec §4.2), not birr's row gathers."""
 
     def __init__(self, cfgs, device, data):
         super().__init__(cfgs, device, data=data)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr, betas=(0.9, 0.999), foreach=False)
+        self.model.gather_gates = False      # one-hot gate products, as the reference (spec §4.2)
 
     def add_si_grad(self):
         every = list(self.params)

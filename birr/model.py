@@ -79,6 +79,9 @@ class BIR(nn.Module):
         # class-conditional GMM prior (spec §4.3): all C modes exist from the start, N(0, 1) init
         self.z_class_means = nn.Parameter(torch.stack([torch.randn(C, Z, generator=g) for g in gens]))
         self.z_class_logvars = nn.Parameter(torch.stack([torch.randn(C, Z, generator=g) for g in gens]))
+        # gates of known classes as rows of M (class_gate); False: as one-hot products, the reference's way
+        # (benchmarks/speed.py's reference pattern keeps the reference's arithmetic)
+        self.gather_gates = True
 
     # --- forward pieces -----------------------------------------------------------------------
     def encode(self, x):
@@ -90,23 +93,42 @@ class BIR(nn.Module):
         """Logits over all C classes (spec §7: evaluation never touches mu or z)."""
         return self.head(F.relu(self.fcE2(F.relu(self.fcE1(x)))))
 
-    def decode(self, z, g):
-        """z (K,B,Z), g (K,B,C) class vector (one-hot, or soft teacher probabilities for replay).
-        Gated layer: ReLU((g @ M) * (W h + b)) (spec §4.2)."""
-        h = F.relu(torch.bmm(g, self.gate_fromZ) * self.fromZ(z))   # (K,B,H)
-        h = F.relu(torch.bmm(g, self.gate_fcD1) * self.fcD1(h))     # (K,B,H)
-        return self.fcD2(h)                                          # (K,B,D), linear output
+    def decode(self, z, g=None, y=None):
+        """z (K,B,Z) -> reconstruction (K,B,D). Each sample's class vector is a row of g (K,B_g,C: soft
+        teacher probabilities for replay, or one-hot), or, for the first B_y samples, its class index in
+        y (K,B_y); B_y + B_g = B. Gated layer: ReLU((g @ M) * (W h + b)) (spec §4.2)."""
+        if y is not None and not self.gather_gates:           # the reference's one-hot products
+            hot = one_hot(y, self.C, z.dtype)
+            g, y = (hot if g is None else torch.cat([hot, g], 1)), None
+        a = self.fromZ(z)
+        h = F.relu(self.class_gate(self.gate_fromZ, g, y, a.dtype) * a)      # (K,B,H)
+        a = self.fcD1(h)
+        h = F.relu(self.class_gate(self.gate_fcD1, g, y, a.dtype) * a)       # (K,B,H)
+        return self.fcD2(h)                                                   # (K,B,D), linear output
+
+    @staticmethod
+    def class_gate(M, g, y, dtype):
+        """The gate g @ M of spec §4.2 for every sample, (K,B,H). For a known class c (y) the one-hot
+        product is M's row c: gathered, not multiplied (the reference multiplies, a 2 x B x C x H
+        matmul per layer; issue 7). M is 0/1, so the row equals the product bit for bit, in bf16 too."""
+        rows = []
+        if y is not None:
+            rows.append(torch.gather(M, 1, y[..., None].expand(-1, -1, M.shape[-1])).to(dtype))
+        if g is not None:
+            rows.append(torch.bmm(g.to(dtype), M.to(dtype)))
+        return rows[0] if len(rows) == 1 else torch.cat(rows, 1)
 
     @staticmethod
     def reparameterize(mu, logvar, eps):
         """z = mu + eps * exp(logvar / 2)."""
         return mu + eps * torch.exp(0.5 * logvar)
 
-    def forward(self, x, g, eps):
-        """Full pass: returns (logits, mu, logvar, z, reconstruction)."""
+    def forward(self, x, g, eps, y=None):
+        """Full pass: returns (logits, mu, logvar, z, reconstruction). The class vectors of the decoder's
+        gates: the labels y of the first y.shape[1] samples, the rows of g for the rest (see decode)."""
         hE, mu, logvar, logits = self.encode(x)
         z = self.reparameterize(mu, logvar, eps)
-        return logits, mu, logvar, z, self.decode(z, g)
+        return logits, mu, logvar, z, self.decode(z, g, y)
 
     # --- replay -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -115,7 +137,7 @@ class BIR(nn.Module):
         z = mu_c + eps * exp(logvar_c / 2), decoded through the one-hot gate of c."""
         k = torch.arange(self.K, device=classes.device)[:, None]
         z = self.reparameterize(self.z_class_means[k, classes], self.z_class_logvars[k, classes], eps)
-        return self.decode(z, one_hot(classes, self.C, z.dtype))
+        return self.decode(z, y=classes)
 
     def n_params_per_run(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad) // self.K

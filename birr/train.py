@@ -290,6 +290,28 @@ def adam_si_pass(si: tuple, rest: tuple, step_size: torch.Tensor, bias2_sqrt: to
             low.copy_(new)
 
 
+def compile_per_task(fn, n_tasks: int):
+    """fn under torch.compile with static shapes and room for one graph per task (issue 7).
+
+    Used for the loss terms (Stack._losses) under Config.compile on a CPU. Why there: on a CPU the ~60
+    small eager ops of the losses and their ~40 backward ops each cost their dispatch on the step's
+    critical path (~3 ms of a ~130 ms step at batch 256 on the 2-core CPU, benchmarks/speed.py); on a
+    GPU they queue asynchronously behind the matmuls, and a compile per task would only cost time.
+    Why static: the slices over the classes seen so far change with the task, so each task gets its own
+    graph, compiled on its first step, and a run resumed in task t compiles exactly the graph an
+    uninterrupted run would. With dynamo's default, the second task's shapes would switch it to one
+    dynamic graph, which a resumed run never builds: resume would no longer be bit for bit. Dynamo's
+    recompile limit (8 graphs per function) is raised for this function only, to the number of tasks
+    (+ slack), so a 10-task run never silently falls back to eager in its last tasks."""
+    compiled = torch.compile(fn, dynamic=False)
+    limit = max(torch._dynamo.config.recompile_limit, 2 * n_tasks + 2)
+
+    def per_task(*args):
+        with torch._dynamo.config.patch(recompile_limit=limit):
+            return compiled(*args)
+    return per_task
+
+
 # --- one stack of runs -------------------------------------------------------------------------
 
 class Stack:
@@ -336,6 +358,9 @@ class Stack:
         # ... and Adam + SI bookkeeping as one fused kernel per parameter (see adam_si_update)
         self.update = adam_si_update if c.compile else None
         self.update_kernel = torch.compile(adam_si_pass, fullgraph=True, dynamic=False) if c.compile else None
+        # ... and, on a CPU, the loss terms (see compile_per_task)
+        self.losses = (compile_per_task(self._losses, self.data.n_tasks) if c.compile and device.type == "cpu"
+                       else self._losses)
         self.sample = self.classify_prev = None    # bound to the previous model in end_task
 
     # the per-task random streams derive from (seed, task): a resumed run draws exactly what an
@@ -368,8 +393,8 @@ class Stack:
         self.low = {n: p.detach().to(torch.bfloat16).requires_grad_() for n, p in self.params.items() if n in names}
         model, low = self.model, self.low
 
-        def train_pass(x, g, eps):
-            return torch.func.functional_call(model, low, (x, g, eps), strict=False)
+        def train_pass(x, g, eps, y):
+            return torch.func.functional_call(model, low, (x, g, eps, y), strict=False)
         return train_pass
 
     def _refresh_bf16_copies(self):
@@ -405,12 +430,12 @@ class Stack:
         """One iteration (spec §6 step 3): current batch, replay, total loss, backward, Adam, SI path
         integral. x (K,B,D), y (K,B). Writes the loss terms into `log` (K, len(TERMS)) if given."""
         c, m, d = self.cfg, self.model, self.data
-        K, C, cpt = self.K, d.n_classes, d.cpt
-        n_act, n_old = cpt * t, cpt * (t - 1)
+        K, C, n_old = self.K, d.n_classes, d.cpt * (t - 1)
         zeros = torch.zeros(K, device=self.device)
         B, replay = x.shape[1], self.prev is not None and c.replay == "generative"
-        # current data: gate = one-hot(true label); its eps is drawn first, before any replay draw
-        x_in, g, eps = x, L.one_hot(y, C), self.randn(gens, B, m.Z)
+        x_ = w = t_logits = None
+        # current data: gated by its true label; its eps is drawn first, before any replay draw
+        x_in, g, eps = x, None, self.randn(gens, B, m.Z)
         if replay:
             Br = c.batch_replay
             with torch.no_grad(), self.autocast:
@@ -423,45 +448,13 @@ class Stack:
             # and its gradient is one product, not two that autograd then adds (issue 7; the same
             # numbers up to rounding, benchmarks/roofline.py)
             x_in = torch.cat([x, x_], 1)
-            g = torch.cat([g, F.pad(w, (0, C - n_old))], 1)
+            g = F.pad(w, (0, C - n_old))                      # soft gates of the replayed samples
             eps = torch.cat([eps, self.randn(gens, Br, m.Z)], 1)
         with self.autocast:
-            out = self.forward(x_in, g, eps)
-        logits, mu, logvar, z, xr = (o[:, :B] for o in out)
-        # current data: KL to the label's mode; CE over seen classes
-        k = torch.arange(K, device=self.device)[:, None]
-        recon = L.reconstruction_loss(x, xr.float())
-        kl = L.kl_current(z.float(), mu.float(), logvar.float(), m.z_class_means[k, y], m.z_class_logvars[k, y],
-                          c.kl_divisor)
-        ce = L.classification_loss(logits.float()[..., :n_act], y)
-        loss_cur = recon + kl + ce
-        recon_r = kl_r = dist_r = rr = ra = zeros
-        if replay:
-            logits_r, mu_r, logvar_r, z_r, xr_r = (o[:, B:] for o in out)
-            xr_r = xr_r.float()
-            recon_r = L.reconstruction_loss(x_, xr_r)
-            kl_r = L.kl_replay(z_r.float(), mu_r.float(), logvar_r.float(), m.z_class_means[:, :n_act],
-                               m.z_class_logvars[:, :n_act], F.pad(w, (0, n_act - n_old)), c.kl_divisor)
-            dist_r = L.distillation_loss(logits_r.float()[..., :n_act], t_logits, c.temp)
-            loss_rep = recon_r + kl_r + dist_r
-            if self.any_rr:
-                if c.rr_variant == "code":
-                    rr, ra, st = L.rr_ra_code(x_, xr_r, t_logits, self.rep_f, self.use_f)
-                    pairs = (st["label"], st["competitor"], st["pair_mask"])
-                else:
-                    rr, ra, st = L.rr_ra_paper(xr_r, logits_r.float()[..., :n_act], self.paper_means[:, :n_act],
-                                               self.rep_f, self.use_f, validate=False)   # Config checked f
-                    pairs = (st["label"], st["competitors"])                      # (K,B), (K,B,C_act)
-                # weights inside the replay loss => effective (1 - 1/t) factor (spec §8.5); a zero weight
-                # must not turn an infinite RR into nan
-                loss_rep = (loss_rep + torch.where(self.lambda_rr > 0, self.lambda_rr * rr, zeros)
-                            + torch.where(self.lambda_ra > 0, self.lambda_ra * ra, zeros))
-                if rr_log is not None:
-                    self._log_rr(rr_log, st, pairs)
-            rnt = 1.0 / t                                                      # spec §5: rnt = 1/t
-            total = rnt * loss_cur + (1 - rnt) * loss_rep
-        else:
-            total = loss_cur
+            out = self.forward(x_in, g, eps, y)             # current samples gated by their labels y
+        total, terms, st = self.losses(t, out, x, y, x_, w, t_logits)
+        if st is not None and rr_log is not None:
+            self._log_rr(rr_log, st)
         # every parameter gets a gradient in every step, so dropping .grad (instead of zero-filling it and
         # adding the new one to it) changes no bit and saves two passes over all parameters (issue 7,
         # benchmarks/roofline.py: ~6 GB a step for 30 stacked runs)
@@ -476,9 +469,54 @@ class Stack:
         else:
             self._eager_update(si_grad=t > 1)
         if log is not None:
-            # a run without RR/RA logs zeros, as it would alone, even when its stack computes them
-            rr, ra = torch.where(self.lambda_rr > 0, rr, zeros), torch.where(self.lambda_ra > 0, ra, zeros)
-            log.copy_(torch.stack([total, recon, kl, ce, recon_r, kl_r, dist_r, rr, ra, si], 1).detach())
+            log.copy_(torch.cat([total[:, None], terms, si[:, None]], 1).detach())
+
+    def _losses(self, t: int, out, x, y, x_=None, w=None, t_logits=None):
+        """The loss of one step from the training pass's outputs (spec §5, §6 step 3, §8): returns the
+        total per run (K,), the logged terms (K, 8: recon, kl, ce, recon_r, kl_r, distill_r, rr, ra)
+        and RR/RA's statistics (or None). x_, w, t_logits: the replayed features, soft gates and teacher
+        logits (None without replay). Under Config.compile on a CPU this runs compiled (Stack.losses)."""
+        c, m, d = self.cfg, self.model, self.data
+        K, B = self.K, x.shape[1]
+        n_act, n_old = d.cpt * t, d.cpt * (t - 1)
+        zeros = torch.zeros(K, device=x.device)
+        logits, mu, logvar, z, xr = (o[:, :B] for o in out)
+        # current data: KL to the label's mode; CE over seen classes
+        k = torch.arange(K, device=x.device)[:, None]
+        recon = L.reconstruction_loss(x, xr.float())
+        kl = L.kl_current(z.float(), mu.float(), logvar.float(), m.z_class_means[k, y], m.z_class_logvars[k, y],
+                          c.kl_divisor)
+        ce = L.classification_loss(logits.float()[..., :n_act], y)
+        loss_cur = recon + kl + ce
+        recon_r = kl_r = dist_r = rr = ra = zeros
+        st = None
+        if x_ is None:
+            total = loss_cur
+        else:
+            logits_r, mu_r, logvar_r, z_r, xr_r = (o[:, B:] for o in out)
+            xr_r = xr_r.float()
+            recon_r = L.reconstruction_loss(x_, xr_r)
+            kl_r = L.kl_replay(z_r.float(), mu_r.float(), logvar_r.float(), m.z_class_means[:, :n_act],
+                               m.z_class_logvars[:, :n_act], F.pad(w, (0, n_act - n_old)), c.kl_divisor)
+            dist_r = L.distillation_loss(logits_r.float()[..., :n_act], t_logits, c.temp)
+            loss_rep = recon_r + kl_r + dist_r
+            if self.any_rr:
+                if c.rr_variant == "code":
+                    rr, ra, st = L.rr_ra_code(x_, xr_r, t_logits, self.rep_f, self.use_f)
+                    st["pairs"] = (st["label"], st["competitor"], st["pair_mask"])
+                else:
+                    rr, ra, st = L.rr_ra_paper(xr_r, logits_r.float()[..., :n_act], self.paper_means[:, :n_act],
+                                               self.rep_f, self.use_f, validate=False)   # Config checked f
+                    st["pairs"] = (st["label"], st["competitors"])                # (K,B), (K,B,C_act)
+                # weights inside the replay loss => effective (1 - 1/t) factor (spec §8.5); a zero weight
+                # must not turn an infinite RR into nan
+                loss_rep = (loss_rep + torch.where(self.lambda_rr > 0, self.lambda_rr * rr, zeros)
+                            + torch.where(self.lambda_ra > 0, self.lambda_ra * ra, zeros))
+            rnt = 1.0 / t                                                      # spec §5: rnt = 1/t
+            total = rnt * loss_cur + (1 - rnt) * loss_rep
+        # a run without RR/RA logs zeros, as it would alone, even when its stack computes them
+        rr, ra = torch.where(self.lambda_rr > 0, rr, zeros), torch.where(self.lambda_ra > 0, ra, zeros)
+        return total, torch.stack([recon, kl, ce, recon_r, kl_r, dist_r, rr, ra], 1), st
 
     def _eager_update(self, si_grad: bool):
         """+ c L_SI's gradient in closed form, Adam, then SI's path integral (spec §6 step 3.3-3.4)."""
@@ -535,7 +573,7 @@ class Stack:
                     n_applied=torch.zeros(K, dtype=torch.long, device=dev),
                     pairs=torch.zeros(K, C, C, dtype=torch.long, device=dev))
 
-    def _log_rr(self, rr_log, st, pairs):
+    def _log_rr(self, rr_log, st):
         """Add one step's counts. Dense scatter-adds weighted by the masks, never a boolean index or
         nonzero(): their output size depends on the data, so on a GPU each would stall the step."""
         rr_log["n_replayed"] += self.cfg.batch_replay
@@ -543,6 +581,7 @@ class Stack:
         rr_log["n_kept"] += st["n_kept"]
         rr_log["n_applied"] += st["applied"].long()
         K, C = self.K, self.data.n_classes
+        pairs = st["pairs"]
         if self.cfg.rr_variant == "code":
             label, comp, mask = pairs                                        # (K,B) each
             flat, weight = label * C + comp, mask.long()

@@ -331,15 +331,15 @@ def test_pair_counts_are_the_same_as_counting_sample_by_sample():
         rr_log = stack.new_rr_log(2)
         if cfg.rr_variant == "code":
             comp, mask = torch.randint(0, C, (K, B), generator=g), torch.rand(K, B, generator=g) < 0.5
-            stack._log_rr(rr_log, dict(n_competitive=0, n_kept=0, applied=torch.zeros(K, dtype=torch.bool)),
-                          (label, comp, mask))
+            stack._log_rr(rr_log, dict(n_competitive=0, n_kept=0, applied=torch.zeros(K, dtype=torch.bool),
+                                       pairs=(label, comp, mask)))
             want = torch.zeros(K, C, C, dtype=torch.long)
             for b in range(B):
                 want[0, label[0, b], comp[0, b]] += int(mask[0, b])
         else:
             comp = torch.rand(K, B, C - 1, generator=g) < 0.3                # C_act = C - 1 classes seen
-            stack._log_rr(rr_log, dict(n_competitive=0, n_kept=0, applied=torch.zeros(K, dtype=torch.bool)),
-                          (label, comp))
+            stack._log_rr(rr_log, dict(n_competitive=0, n_kept=0, applied=torch.zeros(K, dtype=torch.bool),
+                                       pairs=(label, comp)))
             want = torch.zeros(K, C, C, dtype=torch.long)
             for b in range(B):
                 for c in range(C - 1):
@@ -470,3 +470,26 @@ def test_bf16_weight_copies_give_autocasts_numbers_bit_for_bit():
     assert torch.equal(copies.low["fcE1.weight"], copies.params["fcE1.weight"].detach().to(torch.bfloat16))
     with pytest.raises(RuntimeError, match="fused update"):
         copies._eager_update(si_grad=True)
+
+
+def test_compile_per_task_keeps_one_static_graph_per_task_past_dynamos_limit():
+    """compile_per_task (issue 7; the losses under Config.compile on a CPU): each task's slice shape gets
+    its own static graph, for all ten tasks of CIFAR-100 and more, where plain torch.compile stops at
+    dynamo's limit of 8 graphs and (here, told to fail instead of falling back to eager) raises."""
+    import torch._dynamo.config as dc
+
+    def head_loss(t: int, x):
+        return x[..., : 3 * t].logsumexp(-1).mean()
+
+    x = torch.randn(4, 40)
+    per_task = T.compile_per_task(head_loss, n_tasks=12)
+    with dc.patch(fail_on_recompile_limit_hit=True):
+        got = [per_task(t, x) for t in range(1, 13)]
+    assert all(torch.allclose(g, head_loss(t, x)) for t, g in zip(range(1, 13), got))
+    def same_loss(t: int, x):       # a code object of its own: dynamo caches graphs per code object
+        return x[..., : 3 * t].logsumexp(-1).mean()
+
+    plain = torch.compile(same_loss, dynamic=False)
+    with dc.patch(fail_on_recompile_limit_hit=True), pytest.raises(Exception, match="(?i)limit"):
+        for t in range(1, 13):
+            plain(t, x)
