@@ -60,8 +60,9 @@ class Config:
     # --- bookkeeping: not part of the stamp ----------------------------------------------------
     budget: str = "full"              # which preset budget produced this config (smoke / short / full)
     device: str = "auto"              # "auto" = cuda if available else cpu
-    compile: bool = False             # torch.compile the model's passes and fuse Adam + SI bookkeeping into
-                                      # one kernel per parameter (issue 7, train.adam_si_update): same
+    compile: bool = False             # torch.compile the model's passes (on a CPU the loss terms too,
+                                      # train.compile_per_task) and fuse Adam + SI bookkeeping into one
+                                      # kernel per parameter (issue 7, train.adam_si_update): same
                                       # arithmetic, equal to eager up to rounding (tests/test_train.py)
 
     # fields that do not change the numbers a run produces (beyond floating-point rounding)

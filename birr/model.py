@@ -113,7 +113,8 @@ class BIR(nn.Module):
         matmul per layer; issue 7). M is 0/1, so the row equals the product bit for bit, in bf16 too."""
         rows = []
         if y is not None:
-            rows.append(torch.gather(M, 1, y[..., None].expand(-1, -1, M.shape[-1])).to(dtype))
+            k = torch.arange(M.shape[0], device=y.device)[:, None]
+            rows.append(M.to(dtype)[k, y])                     # cast the C x H table, not the B x H rows
         if g is not None:
             rows.append(torch.bmm(g.to(dtype), M.to(dtype)))
         return rows[0] if len(rows) == 1 else torch.cat(rows, 1)

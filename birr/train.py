@@ -14,7 +14,8 @@ the 12.9 M parameters instead of ~8), and the SI penalty's gradient is added in 
 fcE and head parameters only, where omega is non-zero (spec §6), instead of through autograd over
 every parameter. On the 2-core CPU these two made the full-size step 1.24x faster (batch 256, 2 threads,
 timed interleaved against benchmarks/speed.py's ReferencePatternStack, which keeps the old bookkeeping).
-With Config.compile, Adam and the SI bookkeeping become one kernel per parameter (adam_si_update);
+With Config.compile, Adam and the SI bookkeeping become one kernel per parameter (adam_si_update),
+and on a CPU the loss terms are compiled too, one static graph per task (compile_per_task);
 with Config.bf16, the frozen previous model is cast to bf16 once per task rather than in every step,
 and with both, the trained model's linear layers keep bf16 copies that the fused update writes
 (Stack.enable_bf16_copies), so no step casts weights or their gradients at all.
