@@ -216,10 +216,12 @@ def test_previous_model_is_a_frozen_copy_updated_in_place():
     assert stack.prev is prev and torch.equal(prev.fcE1.weight, stack.model.fcE1.weight)
 
 
-def test_compiled_run_matches_eager(results, tmp_path):
+@pytest.mark.parametrize("variant", ["code", "paper"])
+def test_compiled_run_matches_eager(results, tmp_path, variant):
     """Config.compile (issue 7) changes how the passes run, not what they compute: same stamp, same
-    accuracies, loss traces equal up to rounding."""
-    cfg = tiny("rr+ra", rep_f=3.0, lambda_rr=1e-2, lambda_ra=1e-2)
+    accuracies, loss traces and RR/RA statistics equal up to rounding (on a CPU the loss terms, RR/RA of
+    either variant included, run compiled too: compile_per_task)."""
+    cfg = tiny("rr+ra", rep_f=3.0, lambda_rr=1e-2, lambda_ra=1e-2, rr_variant=variant)
     comp = cfg.replace(compile=True)
     assert comp.stamp == cfg.stamp
     eager = birr.run(cfg, results_dir=results, progress=False)
@@ -229,6 +231,9 @@ def test_compiled_run_matches_eager(results, tmp_path):
     for te, tc in zip(eager["loss_traces"], compiled["loss_traces"]):
         for key in ("total", "recon", "kl", "ce", "recon_r", "distill_r", "rr", "ra"):
             assert tc[key] == pytest.approx(te[key], rel=1e-4, abs=1e-6), key
+    for se, sc in zip(eager["rr_stats"], compiled["rr_stats"], strict=True):   # counts: a rounding may flip a
+        for key in ("n_competitive", "n_kept", "n_applied"):                      # borderline sample, no more
+            assert se[key] > 0 and sc[key] == pytest.approx(se[key], rel=0.02), key
 
 
 def test_compiled_bf16_run_with_weight_copies_matches_eager_bf16(results, tmp_path):
