@@ -61,7 +61,7 @@ class Config:
     budget: str = "full"              # which preset budget produced this config (smoke / short / full)
     device: str = "auto"              # "auto" = cuda if available else cpu
     compile: bool = False             # torch.compile the model's passes (on a CPU the loss terms too,
-                                      # train.compile_per_task) and fuse Adam + SI bookkeeping into one
+                                      # train.compile_static) and fuse Adam + SI bookkeeping into one
                                       # kernel per parameter (issue 7, train.adam_si_update): same
                                       # arithmetic, equal to eager up to rounding (tests/test_train.py)
 

@@ -15,7 +15,7 @@ fcE and head parameters only, where omega is non-zero (spec §6), instead of thr
 every parameter. On the 2-core CPU these two made the full-size step 1.24x faster (batch 256, 2 threads,
 timed interleaved against benchmarks/speed.py's ReferencePatternStack, which keeps the old bookkeeping).
 With Config.compile, Adam and the SI bookkeeping become one kernel per parameter (adam_si_update),
-and on a CPU the loss terms are compiled too, one static graph per task (compile_per_task);
+and on a CPU the loss terms are compiled too, one static graph per task (compile_static);
 with Config.bf16, the frozen previous model is cast to bf16 once per task rather than in every step,
 and with both, the trained model's linear layers keep bf16 copies that the fused update writes
 (Stack.enable_bf16_copies), so no step casts weights or their gradients at all.
@@ -291,26 +291,28 @@ def adam_si_pass(si: tuple, rest: tuple, step_size: torch.Tensor, bias2_sqrt: to
             low.copy_(new)
 
 
-def compile_per_task(fn, n_tasks: int):
-    """fn under torch.compile with static shapes and room for one graph per task (issue 7).
+def compile_static(fn, graphs: int = 256, **kw):
+    """torch.compile(fn, dynamic=False, **kw), with room for `graphs` graphs of fn (issue 7). Every
+    compiled pass of a Stack goes through here (Config.compile).
 
-    Used for the loss terms (Stack._losses) under Config.compile on a CPU. Why there: on a CPU the ~60
-    small eager ops of the losses and their ~40 backward ops each cost their dispatch on the step's
-    critical path (~3 ms of a ~130 ms step at batch 256 on the 2-core CPU, benchmarks/speed.py); on a
-    GPU they queue asynchronously behind the matmuls, and a compile per task would only cost time.
-    Why static: the slices over the classes seen so far change with the task, so each task gets its own
-    graph, compiled on its first step, and a run resumed in task t compiles exactly the graph an
-    uninterrupted run would. With dynamo's default, the second task's shapes would switch it to one
-    dynamic graph, which a resumed run never builds: resume would no longer be bit for bit. Dynamo's
-    recompile limit (8 graphs per function) is raised for this function only, to the number of tasks
-    (+ slack), so a 10-task run never silently falls back to eager in its last tasks."""
-    compiled = torch.compile(fn, dynamic=False)
-    limit = max(torch._dynamo.config.recompile_limit, 2 * n_tasks + 2)
+    Why static shapes: a graph's kernels, hence its roundings, then depend only on the shapes of the
+    call, not on what the process compiled before. With dynamo's default, a second shape of the same
+    function (task 2's 2B rows after task 1's B; the next task's slice over the classes seen so far;
+    the next stack's sizes) switches it to one dynamic graph, which a run resumed in a fresh process
+    never builds: resume would no longer be bit for bit (tests/test_train.py).
 
-    def per_task(*args):
+    Why the room: dynamo keeps 8 graphs per function, then silently runs it eagerly (slower, and not
+    the resumed run's bits). A 10-task run's loss terms need 11 graphs (compiled on a CPU: task 1 and
+    each task's slices), the training pass 2, and a process that trains several stacks in turn adds
+    that again per stack of new shapes; measured: with the default, the fifth of five small stacks
+    trained one after another no longer compiled its training pass (2026-11-30)."""
+    compiled = torch.compile(fn, dynamic=False, **kw)
+    limit = max(torch._dynamo.config.recompile_limit, graphs)
+
+    def static(*args, **kwargs):
         with torch._dynamo.config.patch(recompile_limit=limit):
-            return compiled(*args)
-    return per_task
+            return compiled(*args, **kwargs)
+    return static
 
 
 # --- one stack of runs -------------------------------------------------------------------------
@@ -355,13 +357,15 @@ class Stack:
         # the model's training pass, optionally compiled (Config.compile; same graph, fused elementwise ops)
         self.low: dict[str, torch.Tensor] = {}
         self.forward = self.enable_bf16_copies() if c.bf16 and c.compile else self.model
-        self.forward = torch.compile(self.forward) if c.compile else self.forward
+        self.forward = compile_static(self.forward) if c.compile else self.forward
         # ... and Adam + SI bookkeeping as one fused kernel per parameter (see adam_si_update)
         self.update = adam_si_update if c.compile else None
-        self.update_kernel = torch.compile(adam_si_pass, fullgraph=True, dynamic=False) if c.compile else None
-        # ... and, on a CPU, the loss terms (see compile_per_task)
-        self.losses = (compile_per_task(self._losses, self.data.n_tasks) if c.compile and device.type == "cpu"
-                       else self._losses)
+        self.update_kernel = compile_static(adam_si_pass, fullgraph=True) if c.compile else None
+        # ... and, on a CPU, the loss terms: there their ~60 small eager ops and ~40 backward ops each cost
+        # their dispatch on the step's critical path (~3 ms of a ~130 ms step at batch 256 on the 2-core
+        # CPU, benchmarks/speed.py); on a GPU they queue behind the matmuls, and a compile per task
+        # (their slices change with the task) would only cost time
+        self.losses = compile_static(self._losses) if c.compile and device.type == "cpu" else self._losses
         self.sample = self.classify_prev = None    # bound to the previous model in end_task
 
     # the per-task random streams derive from (seed, task): a resumed run draws exactly what an
@@ -618,7 +622,7 @@ class Stack:
                         mod.to(torch.bfloat16)
             self.sample, self.classify_prev = self.prev.sample, self.prev.classify
             if self.cfg.compile:
-                self.sample, self.classify_prev = torch.compile(self.sample), torch.compile(self.classify_prev)
+                self.sample, self.classify_prev = compile_static(self.sample), compile_static(self.classify_prev)
         else:
             with torch.no_grad():
                 for a, b in zip(self.prev.state_dict().values(), self.model.state_dict().values()):

@@ -477,20 +477,21 @@ def test_bf16_weight_copies_give_autocasts_numbers_bit_for_bit():
         copies._eager_update(si_grad=True)
 
 
-def test_compile_per_task_keeps_one_static_graph_per_task_past_dynamos_limit():
-    """compile_per_task (issue 7; the losses under Config.compile on a CPU): each task's slice shape gets
-    its own static graph, for all ten tasks of CIFAR-100 and more, where plain torch.compile stops at
-    dynamo's limit of 8 graphs and (here, told to fail instead of falling back to eager) raises."""
+def test_compile_static_keeps_one_static_graph_per_shape_past_dynamos_limit():
+    """compile_static (issue 7; every compiled pass of a Stack): each task's slice shape gets its own static
+    graph, for all ten tasks of CIFAR-100 and more, where plain torch.compile stops at dynamo's limit of 8
+    graphs and (here, told to fail instead of falling back to eager) raises."""
     import torch._dynamo.config as dc
 
     def head_loss(t: int, x):
         return x[..., : 3 * t].logsumexp(-1).mean()
 
     x = torch.randn(4, 40)
-    per_task = T.compile_per_task(head_loss, n_tasks=12)
+    static = T.compile_static(head_loss)
     with dc.patch(fail_on_recompile_limit_hit=True):
-        got = [per_task(t, x) for t in range(1, 13)]
+        got = [static(t, x) for t in range(1, 13)]
     assert all(torch.allclose(g, head_loss(t, x)) for t, g in zip(range(1, 13), got))
+
     def same_loss(t: int, x):       # a code object of its own: dynamo caches graphs per code object
         return x[..., : 3 * t].logsumexp(-1).mean()
 
@@ -498,3 +499,14 @@ def test_compile_per_task_keeps_one_static_graph_per_task_past_dynamos_limit():
     with dc.patch(fail_on_recompile_limit_hit=True), pytest.raises(Exception, match="(?i)limit"):
         for t in range(1, 13):
             plain(t, x)
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_every_compiled_pass_of_a_stack_is_static(monkeypatch, bf16):
+    """Under Config.compile the training pass (through the bf16 weight copies with bf16), the update
+    kernel, the loss terms (on a CPU) and the previous model's sampler and classifier are all compiled
+    through compile_static: static shapes, room past dynamo's 8 graphs per function."""
+    made = []
+    monkeypatch.setattr(T, "compile_static", lambda fn, **kw: made.append(getattr(fn, "__name__", type(fn).__name__)) or fn)
+    _stack_after_task_1([tiny(compile=True, bf16=bf16)])
+    assert made == ["train_pass" if bf16 else "BIR", "adam_si_pass", "_losses", "sample", "classify"]
