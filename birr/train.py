@@ -474,12 +474,15 @@ class Stack:
         else:
             self._eager_update(si_grad=t > 1)
         if log is not None:
-            log.copy_(torch.cat([total[:, None], terms, si[:, None]], 1).detach())
+            recon, kl, ce, recon_r, kl_r, dist_r, rr, ra = terms
+            # a run without RR/RA logs zeros, as it would alone, even when its stack computes them
+            rr, ra = torch.where(self.lambda_rr > 0, rr, zeros), torch.where(self.lambda_ra > 0, ra, zeros)
+            log.copy_(torch.stack([total, recon, kl, ce, recon_r, kl_r, dist_r, rr, ra, si], 1).detach())
 
     def _losses(self, t: int, out, x, y, x_=None, w=None, t_logits=None):
         """The loss of one step from the training pass's outputs (spec §5, §6 step 3, §8): returns the
-        total per run (K,), the logged terms (K, 8: recon, kl, ce, recon_r, kl_r, distill_r, rr, ra)
-        and RR/RA's statistics (or None). x_, w, t_logits: the replayed features, soft gates and teacher
+        total per run (K,), the terms for the log (recon, kl, ce, recon_r, kl_r, distill_r, rr, ra; each
+        (K,)) and RR/RA's statistics (or None). x_, w, t_logits: the replayed features, soft gates and teacher
         logits (None without replay). Under Config.compile on a CPU this runs compiled (Stack.losses)."""
         c, m, d = self.cfg, self.model, self.data
         K, B = self.K, x.shape[1]
@@ -519,9 +522,7 @@ class Stack:
                             + torch.where(self.lambda_ra > 0, self.lambda_ra * ra, zeros))
             rnt = 1.0 / t                                                      # spec §5: rnt = 1/t
             total = rnt * loss_cur + (1 - rnt) * loss_rep
-        # a run without RR/RA logs zeros, as it would alone, even when its stack computes them
-        rr, ra = torch.where(self.lambda_rr > 0, rr, zeros), torch.where(self.lambda_ra > 0, ra, zeros)
-        return total, torch.stack([recon, kl, ce, recon_r, kl_r, dist_r, rr, ra], 1), st
+        return total, (recon, kl, ce, recon_r, kl_r, dist_r, rr, ra), st
 
     def _eager_update(self, si_grad: bool):
         """+ c L_SI's gradient in closed form, Adam, then SI's path integral (spec §6 step 3.3-3.4)."""
