@@ -73,3 +73,16 @@ def test_session_runs_bench_then_the_book_runs_and_reports_each_part(tmp_path):
 def test_book_runs_table1_stack_first():
     cfgs = birr.book_configs(budget="smoke", dataset="synthetic", seeds=(0,))
     assert [c.method for c in cfgs[:2]] == ["bir+si", "rr+ra"] and cfgs[0].iters == max(c.iters for c in cfgs)
+
+
+def test_compile_part_runs_the_compiled_stack_bf16_then_fp32(tmp_path):
+    """The session's first part (the compiled 30-run stack whose bf16 figure decides Table 1 in 15 minutes),
+    at toy size on the CPU: both precisions are timed compiled and appended to a copy of speed.json."""
+    before = json.loads((REPO / "benchmarks" / "results" / "speed.json").read_text())
+    target = gs.bench(tmp_path, "cpu", quick=True, part="compile")
+    entries = json.loads(target.read_text())
+    assert entries[:len(before)] == before and len(entries) == len(before) + 2
+    rows = [r for e in entries[len(before):] for r in e["rows"]]
+    assert [(r["method"], r["K"], r["bf16"], r["compile"]) for r in rows] == [("rr+ra", 2, True, True),
+                                                                              ("rr+ra", 2, False, True)]
+    assert all(r["s_per_iter"] > 0 for r in rows)
