@@ -100,6 +100,10 @@ def test_status_page_tables_from_benchmark_files(tmp_path):
     assert "| bir+si | 512 | 1 | fp32 | 0.5000 | 2.00 | 3.00x |" in table
     assert "| bir+si | 512 | 30 | fp32 + compile | 2.0000 |" in table
     assert "9.0000" not in table and "0.6000" not in table
+    # a stack timed with its setup (building, warm-up, compile): the projection with and without it
+    (res / "speed.json").write_text(json.dumps([dict(provenance=prov("new"), rows=[
+        dict(row(30, 0.0139, True), table1_projection_min=11.58, setup_s=84.0, table1_with_setup_min=12.98)])]))
+    assert "| 0.0139 | 2158.27 |  | 11.6 (13.0 with setup) |" in es.speed(tmp_path)
     s = vf.summarise(_runs(0.5, 0.6, 0.7), _runs(0.52, 0.58, 0.71))
     (res / "flags.json").write_text(json.dumps([dict(dataset="cifar10-jpg", budget="short", seeds=[0, 1, 2],
                                                      provenance=prov("new"), flags=dict(bf16=s))]))
@@ -133,7 +137,11 @@ def test_speed_benchmark_records_interleaved_baseline_and_ratio(tmp_path, how, r
         assert one["speedup_vs_reference_pattern"] == pytest.approx(   # (one round: its ratio)
             rows[("reference-pattern", 1, False)]["s_per_iter"] / one["s_per_iter"])
         assert one["isolated_rounds"] == rounds and one["speedup_range"] == [one["speedup_vs_reference_pattern"]] * 2
-    assert rows[("bir+si", 2, False)]["run_iters_per_s"] == pytest.approx(2 / rows[("bir+si", 2, False)]["s_per_iter"])
+    two = rows[("bir+si", 2, False)]
+    assert two["run_iters_per_s"] == pytest.approx(2 / two["s_per_iter"])
+    # a stack's row also says what its setup cost, and Table 1 with it paid once per stack of 2 (15 stacks)
+    assert two["setup_s"] > 0 and "setup_s" not in rows[("reference-pattern", 1, False)]
+    assert two["table1_with_setup_min"] == pytest.approx(two["table1_projection_min"] + 15 * two["setup_s"] / 60)
     assert entry["provenance"]["device"] == "cpu" and entry["provenance"]["cpu_isa"]
 
 
