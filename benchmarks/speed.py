@@ -54,11 +54,16 @@ REFERENCE_S_PER_ITER = {("bir+si", 256): 0.315, ("bir+si", 512): 0.51, ("rr+ra",
 TABLE1_RUN_ITERS = 30 * 10 * 5000
 
 
+def synchronizer(device):
+    """What waits for the device's queued work before a clock is read (nothing to wait for on a CPU)."""
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
 def interleaved_medians(ones: list, device, warmup: int, iters: int) -> list[float]:
     """Median seconds per call of each one(i) over blocks of iterations, after `warmup` untimed calls
     of each. The blocks of the settings alternate (A B A B ...), so a shared machine's slow spell hits
     all of them alike and their ratio holds even when the absolute times drift."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = synchronizer(device)
     for one in ones:
         for i in range(warmup):
             one(i)
@@ -136,7 +141,7 @@ def time_setting(method: str, batch: int, K: int, bf16: bool, device, warmup: in
     stack of K to the projection. Inductor caches compiled kernels (on disk too): a setting whose graphs
     were compiled before, here or by an earlier process, sets up faster (measured on the 2-core CPU,
     batch 256, bf16 + compile: 57 s for BI-R + SI first, 14 s for RR + RA right after it)."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = synchronizer(device)
     t0 = time.perf_counter()
     one = setting(method, batch, K, bf16, device, compile)
     for i in range(warmup):
@@ -292,7 +297,7 @@ def phases(method: str, batch: int, K: int, bf16: bool, device, iters: int, comp
     stack = one.stack
     for i in range(3):
         one(i)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = synchronizer(device)
     spent = dict(replay=0.0, teacher=0.0, forward=0.0, backward=0.0, update=0.0)
 
     def timed(name, fn):
