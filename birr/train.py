@@ -307,12 +307,26 @@ def compile_static(fn, graphs: int = 256, **kw):
     that again per stack of new shapes; measured: with the default, the fifth of eight small stacks
     trained one after another no longer compiled its training pass (2026-11-30)."""
     compiled = torch.compile(fn, dynamic=False, **kw)
-    limit = max(torch._dynamo.config.recompile_limit, graphs)
+    cfg = torch._dynamo.config
+    name = recompile_limit_name(cfg)
+    limit = max(getattr(cfg, name), graphs)
 
     def static(*args, **kwargs):
-        with torch._dynamo.config.patch(recompile_limit=limit):
+        with cfg.patch(**{name: limit}):
             return compiled(*args, **kwargs)
     return static
+
+
+def recompile_limit_name(dynamo_config) -> str:
+    """The name of dynamo's per-function graph limit in this torch: `recompile_limit` from torch 2.7
+    (pytorch#143709 renamed it, keeping the old name as an alias), `cache_size_limit` before. The package
+    allows torch 2.4 (pyproject.toml), where the new name raises AttributeError on the first compiled
+    call; the GPU image runs 2.11 and this machine 2.14, which have both."""
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dynamo_config, name):
+            return name
+    raise RuntimeError("torch._dynamo.config has neither recompile_limit nor cache_size_limit; "
+                       "Config(compile=True) needs torch>=2.4 (pyproject.toml)")
 
 
 # --- one stack of runs -------------------------------------------------------------------------

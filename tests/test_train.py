@@ -501,6 +501,19 @@ def test_compile_static_keeps_one_static_graph_per_shape_past_dynamos_limit():
             plain(t, x)
 
 
+def test_recompile_limit_name_follows_the_torch_release():
+    """compile_static raises dynamo's graph limit under the name this torch has (issue 7): torch 2.4-2.6
+    have only cache_size_limit, 2.7 and later recompile_limit (with the old name as an alias), so the
+    package's torch>=2.4 range compiles on all of them."""
+    from types import SimpleNamespace
+    assert T.recompile_limit_name(SimpleNamespace(cache_size_limit=8)) == "cache_size_limit"
+    assert T.recompile_limit_name(SimpleNamespace(recompile_limit=8, cache_size_limit=8)) == "recompile_limit"
+    here = T.recompile_limit_name(torch._dynamo.config)
+    assert here == ("recompile_limit" if torch.__version__ >= "2.7" else "cache_size_limit"), torch.__version__
+    with pytest.raises(RuntimeError, match="neither recompile_limit nor cache_size_limit"):
+        T.recompile_limit_name(SimpleNamespace())
+
+
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
 def test_every_compiled_pass_of_a_stack_is_static(monkeypatch, bf16):
     """Under Config.compile the training pass (through the bf16 weight copies with bf16), the update
