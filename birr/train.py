@@ -320,8 +320,9 @@ def compile_static(fn, graphs: int = 256, **kw):
 def recompile_limit_name(dynamo_config) -> str:
     """The name of dynamo's per-function graph limit in this torch: `recompile_limit` from torch 2.7
     (pytorch#143709 renamed it, keeping the old name as an alias), `cache_size_limit` before. The package
-    allows torch 2.4 (pyproject.toml), where the new name raises AttributeError on the first compiled
-    call; the GPU image runs 2.11 and this machine 2.14, which have both."""
+    allows torch 2.4 (pyproject.toml), where reading the new name raised AttributeError as soon as a
+    Stack with Config(compile=True) was built; the GPU image runs 2.11 and this machine 2.14, which have
+    both."""
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(dynamo_config, name):
             return name
