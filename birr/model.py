@@ -111,12 +111,12 @@ class BIR(nn.Module):
         """The gate g @ M of spec §4.2 for every sample, (K,B,H). For a known class c (y) the one-hot
         product is M's row c: gathered, not multiplied (the reference multiplies, a 2 x B x C x H
         matmul per layer; issue 7). M is 0/1, so the row equals the product bit for bit, in bf16 too."""
-        rows = []
+        M, rows = M.to(dtype), []                               # cast the C x H table once, not B x H rows
         if y is not None:
             k = torch.arange(M.shape[0], device=y.device)[:, None]
-            rows.append(M.to(dtype)[k, y])                     # cast the C x H table, not the B x H rows
+            rows.append(M[k, y])
         if g is not None:
-            rows.append(torch.bmm(g.to(dtype), M.to(dtype)))
+            rows.append(torch.bmm(g.to(dtype), M))
         return rows[0] if len(rows) == 1 else torch.cat(rows, 1)
 
     @staticmethod
