@@ -3,9 +3,12 @@
     python -m birr train --method bir+si --budget smoke
     python -m birr train --method rr+ra --budget short --seeds 0 1 2 --set rep_f=10 --set rr_variant=paper
     python -m birr table1 --budget short --seeds 0 1 2
-    python -m birr book --budget short --seeds 0 1 2      # every run the book reads
+    python -m birr book --budget short --seeds 0 1 2      # the runs the book's chapters share
+    python -m birr import-encoder store/models/C3-5x16-bn # the reference's encoder -> --set encoder=ref-...
 
-Each run is looked up by its config stamp in --results-dir and trained only if missing (or --force).
+Each run is looked up by its config stamp in --results-dir ($BIRR_RESULTS, else results/ next to birr/,
+the same store the Python API uses) and trained only if missing (or --force). Bad input, missing or
+corrupt files and an unreachable download end in one line, `error: ...`, and exit status 2.
 """
 from __future__ import annotations
 
@@ -19,29 +22,41 @@ from birr.config import BUDGETS, METHODS, Config, book_configs, preset, table1_c
 
 
 def parse_set(items: list[str]) -> dict:
-    """`key=value` pairs typed by the Config field they name (`rep_f=none` gives None)."""
+    """`key=value` pairs typed by the Config field they name (`rep_f=none` gives None, for the fields
+    that may be None). Raises a one-line ValueError naming the bad item."""
     hints = typing.get_type_hints(Config)
     out = {}
     for item in items:
         if "=" not in item:
-            raise SystemExit(f"--set {item!r}: expected key=value")
+            raise ValueError(f"--set {item!r}: expected key=value")
         key, raw = item.split("=", 1)
         if key not in hints:
-            raise SystemExit(f"--set {key!r}: Unknown config key (allowed: {', '.join(f.name for f in dataclasses.fields(Config))})")
+            raise ValueError(f"--set {key!r}: Unknown config key (allowed: {', '.join(f.name for f in dataclasses.fields(Config))})")
         hint = str(hints[key])
-        if raw.lower() == "none":
+        if raw.lower() == "none" and "None" in hint:   # replay=none is the string "none", not None
             out[key] = None
         elif "bool" in hint:
             if raw.lower() not in ("true", "false", "1", "0"):
-                raise SystemExit(f"--set {key}={raw!r}: expected true or false")
+                raise ValueError(f"--set {key}={raw!r}: expected true or false")
             out[key] = raw.lower() in ("true", "1")
-        elif "float" in hint:
-            out[key] = float(raw)
-        elif "int" in hint:
-            out[key] = int(raw)
+        elif "float" in hint or "int" in hint:
+            kind = float if "float" in hint else int
+            try:
+                out[key] = kind(raw)
+            except ValueError:
+                raise ValueError(f"--set {key}={raw!r}: expected {'a number' if kind is float else 'an integer'}") from None
         else:
             out[key] = raw
     return out
+
+
+# what each command sets itself, and the option that sets it instead of --set
+SETS = {"train": {"method": "--method", "seed": "--seeds", "dataset": "--dataset", "budget": "--budget"},
+        "table1": {"method": "(the command runs bir+si and rr+ra)", "seed": "--seeds", "dataset": "--dataset",
+                   "budget": "--budget", "rep_f": "(the command sweeps f)", "rr_variant": "(the command runs 'code')"}}
+SETS["book"] = dict(SETS["table1"], iters="(the Fig. 3 runs sweep it)", rr_variant="(the book runs both)")
+# defaults per command: those of the Python function it calls (train: a seconds-long smoke run)
+DEFAULTS = {"train": ("smoke", [0]), "table1": ("full", [0, 1, 2, 3, 4]), "book": ("short", [0, 1, 2])}
 
 
 def main(argv=None) -> int:
@@ -50,42 +65,57 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("train", "table1", "book"):
         p = sub.add_parser(name)
+        budget, seeds = DEFAULTS[name]
         if name == "train":
             p.add_argument("--method", default="bir+si", choices=METHODS)
-        p.add_argument("--budget", default="smoke", choices=BUDGETS)
+        p.add_argument("--budget", default=budget, choices=BUDGETS, help=f"default: {budget}")
         p.add_argument("--dataset", default=None, help="default: the budget's dataset")
-        p.add_argument("--seeds", type=int, nargs="+", default=[0])
+        p.add_argument("--seeds", type=int, nargs="+", default=seeds, help=f"default: {' '.join(map(str, seeds))}")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a Config field")
-        p.add_argument("--results-dir", default="results")
+        p.add_argument("--results-dir", default=None, help="default: $BIRR_RESULTS, else results/ next to birr/")
         p.add_argument("--force", action="store_true", help="re-train even if results exist")
         p.add_argument("--quiet", action="store_true")
         p.add_argument("--no-checkpoint", action="store_true",
                        help="no per-task state in results/ckpt/ (no resume; for a machine whose disk is lost anyway)")
         p.add_argument("--print-config", action="store_true", help="print the resolved configs and exit")
+    p = sub.add_parser("import-encoder", help="convert the reference's conv-stack checkpoint (spec §3) into an artefact")
+    p.add_argument("path", help="the reference's store/models/C3-5x16-bn (or any checkpoint of that stack)")
     args = ap.parse_args(argv)
-    overrides = parse_set(args.set)
     try:
+        if args.cmd == "import-encoder":
+            from birr.encoder import import_reference
+            out = import_reference(args.path)
+            name = out.name.removeprefix("encoder-").removesuffix(".pt")
+            print(f"{name} written to {out}; train with it: --set encoder={name}")
+            return 0
+        overrides = parse_set(args.set)
+        for key in overrides:
+            if key in SETS[args.cmd]:
+                raise ValueError(f"--set {key}=...: `{args.cmd}` sets {key} itself; use {SETS[args.cmd][key]}")
         if args.cmd == "train":
             cfgs = [preset(args.method, budget=args.budget, dataset=args.dataset, seed=s, **overrides) for s in args.seeds]
         elif args.cmd == "table1":
             cfgs = table1_configs(budget=args.budget, dataset=args.dataset, seeds=tuple(args.seeds), **overrides)
         else:
             cfgs = book_configs(budget=args.budget, dataset=args.dataset, seeds=tuple(args.seeds), **overrides)
-    except (TypeError, ValueError) as e:
+        if args.print_config:
+            for c in cfgs:
+                print(json.dumps(dict(stamp=c.stamp, **c.to_dict())))
+            return 0
+        from birr.train import run_many, results_path, default_results_dir
+        results_dir = args.results_dir if args.results_dir is not None else default_results_dir()
+        stored = set() if args.force else {c.stamp for c in cfgs if results_path(results_dir, c).is_file()}
+        results = run_many(cfgs, results_dir=results_dir, force=args.force, progress=not args.quiet,
+                           checkpoint=not args.no_checkpoint)
+    except (TypeError, ValueError, OSError) as e:   # bad input, missing or corrupt files, no network: one line
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.print_config:
-        for c in cfgs:
-            print(json.dumps(dict(stamp=c.stamp, **c.to_dict())))
-        return 0
-    from birr.train import run_many
-    results = run_many(cfgs, results_dir=args.results_dir, force=args.force, progress=not args.quiet,
-                       checkpoint=not args.no_checkpoint)
     for r in results:
         m = r["metrics"]
-        print(f"{r['stamp']} {r['method']:<8} {r['dataset']}/{r['budget']} seed={r['seed']} "
+        how = "stored, trained in" if r["stamp"] in stored else "trained in"
+        print(f"{r['stamp']} {r['method']} {r['dataset']}/{r['budget']} seed={r['seed']} "
               f"first20={m['first20']:.4f} first50={m['first50']:.4f} overall={m['overall']:.4f} "
-              f"({r['wall_time_s']:.1f}s)")
+              f"({how} {r['wall_time_s']:.1f}s)")
     return 0
 
 

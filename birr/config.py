@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -31,6 +33,9 @@ class Config:
     # --- frozen encoder, spec §3 ---------------------------------------------------------------
     encoder_data: str = "cifar10"     # pre-trained on CIFAR-10 (spec §3 recipe)
     encoder_epochs: int = 100         # main_pretrain.py --epochs=100
+    encoder: str | None = None        # an imported encoder, "ref-<10 hex>" (the reference's shipped
+                                      # checkpoint, `python -m birr import-encoder`); None: pre-train
+                                      # by the recipe above (birr.encoder.for_config)
     # --- model, spec §4 ------------------------------------------------------------------------
     fc_units: int = 2000              # fcE / decoder width (spec §4.1: 1024 -> 2000 -> 2000)
     z_dim: int = 100                  # latent size (options L134)
@@ -67,6 +72,8 @@ class Config:
 
     # fields that do not change the numbers a run produces (beyond floating-point rounding)
     NOT_STAMPED: typing.ClassVar[tuple[str, ...]] = ("budget", "device", "method", "compile")
+    # fields added after results were stored: stamped only when set, so every earlier stamp still names its run
+    STAMPED_IF_SET: typing.ClassVar[tuple[str, ...]] = ("encoder",)
 
     def __post_init__(self):
         validate(self)
@@ -74,7 +81,8 @@ class Config:
     @property
     def stamp(self) -> str:
         """12 hex digits of sha1 over the fields that change the numbers: the run's name everywhere."""
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in self.NOT_STAMPED}
+        d = {k: v for k, v in dataclasses.asdict(self).items()
+             if k not in self.NOT_STAMPED and not (k in self.STAMPED_IF_SET and v is None)}
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict:
@@ -122,7 +130,7 @@ def validate(cfg: Config) -> None:
         (cfg.replay in ("generative", "none"), "replay", ("generative", "none")),
         (cfg.si_params in ("fcE+head", "all"), "si_params", ("fcE+head", "all")),
         (cfg.rr_variant in RR_VARIANTS, "rr_variant", RR_VARIANTS),
-        (cfg.device == "auto" or cfg.device.split(":")[0] in ("cpu", "cuda"), "device", ("auto", "cpu", "cuda[:N]")),
+        (re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device) is not None, "device", ("auto", "cpu", "cuda[:N]")),
     ]
     for ok, name, allowed in checks:
         if not ok:
@@ -131,8 +139,19 @@ def validate(cfg: Config) -> None:
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise ValueError(f"config.{name}={getattr(cfg, name)} must be > 0")
-    if cfg.seed < 0:
-        raise ValueError(f"config.seed={cfg.seed} must be >= 0")
+    if cfg.encoder is not None and not re.fullmatch(r"ref-[0-9a-f]{10}", cfg.encoder):
+        raise ValueError(f"config.encoder={cfg.encoder!r} must be None or an imported encoder's name, 'ref-' and 10 hex digits")
+    for f in fields(cfg):   # nan passes every comparison below, and inf is no setting
+        v = getattr(cfg, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"config.{f.name}={v} must be a finite number")
+    if not 0 <= cfg.seed < 2 ** 32:
+        raise ValueError(f"config.seed={cfg.seed} must be in 0..{2 ** 32 - 1} (it seeds numpy and torch generators)")
+    if cfg.n_train_per_class is not None and cfg.n_train_per_class < 1:
+        raise ValueError(f"config.n_train_per_class={cfg.n_train_per_class} must be >= 1, or None for every image")
+    if cfg.lambda_rr < 0 or cfg.lambda_ra < 0:
+        raise ValueError(f"config.lambda_rr={cfg.lambda_rr} and lambda_ra={cfg.lambda_ra} must be >= 0 "
+                         "(a negative weight would turn repulsion into attraction and back, spec §8.5)")
     if not 0.0 <= cfg.dg_prop < 1.0:
         raise ValueError(f"config.dg_prop={cfg.dg_prop} must be in [0, 1)")
     if cfg.rep_f is not None and cfg.rep_f < 1:
@@ -223,6 +242,8 @@ def fig3_configs(*, budget: str = "full", dataset: str | None = None, seeds=(0, 
     at the full budget (SEED Fig. 3 caption)."""
     big = dict(batch=512, batch_replay=512) if budget == "full" else {}
     big.update(overrides)
+    if budget not in FIG3_ITERS:
+        raise ValueError(f"budget={budget!r} is not allowed; choose one of {BUDGETS}")
     out = []
     for iters in iters_grid or FIG3_ITERS[budget]:
         for s in seeds:

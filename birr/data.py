@@ -23,9 +23,11 @@ import io
 import os
 import pickle
 import shutil
+import sys
 import tarfile
 import tempfile
 import urllib.request
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,7 +238,7 @@ def _parse_official(folder, spec):
     try:
         names = [n.decode() for n in read(spec.meta)[spec.names_key]]
         train, test = split(spec.train), split(spec.test)
-    except (KeyError, pickle.UnpicklingError, EOFError) as e:
+    except (KeyError, pickle.UnpicklingError, EOFError, FileNotFoundError) as e:
         raise ValueError(f"corrupt CIFAR folder {folder}: {type(e).__name__}: {e}; delete it and unpack again") from e
     return names, train, test
 
@@ -313,11 +315,20 @@ def _load_cifar10_jpg(root, verify):
         raise FileNotFoundError(f"missing archive {archive}; it ships with the birr repository as data/cifar10-jpg.tar.gz")
     sha = _verify(archive, "sha256", _JPG_SHA256) if verify else _digest(archive, "sha256")
     cache = cache_dir() / f"cifar10-jpg-{sha[:12]}.npz"  # keyed by the actual bytes: an edited archive is never served stale
-    if not cache.is_file():
-        (train_x, train_y), (test_x, test_y) = _decode_jpg_archive(archive)
-        _save_npz_atomic(cache, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y)
-    with np.load(cache) as z:
-        return list(_CIFAR10_NAMES), (z["train_x"], z["train_y"]), (z["test_x"], z["test_y"])
+    for attempt in (1, 2):
+        if not cache.is_file():
+            print(f"[birr] decoding {archive.name} once into {cache} (about 20 s)", file=sys.stderr)
+            (train_x, train_y), (test_x, test_y) = _decode_jpg_archive(archive)
+            _save_npz_atomic(cache, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y)
+        try:
+            with np.load(cache) as z:
+                return list(_CIFAR10_NAMES), (z["train_x"], z["train_y"]), (z["test_x"], z["test_y"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            # the cache is derived from the archive: an unreadable one (a disk error, an edit) is rebuilt once
+            if attempt == 2:
+                raise ValueError(f"cache {cache} cannot be read even after decoding it again ({type(e).__name__}: {e})") from e
+            print(f"[birr] {cache} is unreadable ({type(e).__name__}); decoding the archive again", file=sys.stderr)
+            cache.unlink(missing_ok=True)
 
 # -----------------------------------------------------------------------------
 # synthetic: learnable CIFAR-shaped images from the seed alone
@@ -352,9 +363,9 @@ def _synthetic(n_classes, n_train, n_test, seed):
 
 # (n_classes, n_tasks): 10 x 10 for CIFAR-100 (spec §1); 5 x 2 for CIFAR-10; 2 x 2 synthetic for CPU runs (style §8)
 _DEFAULTS = {"cifar100": (100, 10), "cifar10": (10, 5), "cifar10-jpg": (10, 5), "synthetic": (4, 2)}
-_CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))  # spec §3, the encoder's pre-training
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))  # spec §3, the encoder's pre-training
 _STATS = {"cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761)),  # spec §2
-          "cifar10": _CIFAR10_STATS, "cifar10-jpg": _CIFAR10_STATS}  # (mean, std) per channel
+          "cifar10": CIFAR10_STATS, "cifar10-jpg": CIFAR10_STATS}  # (mean, std) per channel
 _SOURCES = {
     "cifar100": "official CIFAR-100 (cifar-100-python.tar.gz)",
     "cifar10": "official CIFAR-10 (cifar-10-python.tar.gz)",

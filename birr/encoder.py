@@ -25,9 +25,11 @@ served from the cache file (246 MB) in 1.5 s.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from birr.data import Benchmark, cache_dir, load
+from birr.data import CIFAR10_STATS, Benchmark, cache_dir, load
 
 FORMAT = 1                                               # artefact layout version; bump when the saved dict changes
 ARTEFACTS = Path(__file__).resolve().parents[1] / "artefacts"  # committed, next to birr/
@@ -282,6 +284,106 @@ def get_encoder(dataset: str, epochs: int, seed: int = 0, batch: int = 256, lr: 
     return load_encoder(path, device)
 
 
+def for_config(cfg, device: str = "cpu", progress: bool = True) -> tuple[ConvEncoder, dict]:
+    """The frozen encoder a run's Config names: an imported one (`cfg.encoder`, e.g. the reference's
+    shipped checkpoint, import_reference below) or else the one pre-trained by recipe
+    (`cfg.encoder_data`, `cfg.encoder_epochs`; get_encoder)."""
+    if cfg.encoder is not None:
+        return load_imported(cfg.encoder, device)
+    return get_encoder(cfg.encoder_data, cfg.encoder_epochs, device=device, progress=progress)
+
+# -----------------------------------------------------------------------------
+# the reference's shipped checkpoint (spec §3, "The shipped checkpoint")
+#
+# The reference loads store/models/C3-5x16-bn unless told otherwise; that file is not in this repo
+# (nor can it be downloaded here), and its 39,000 BN batches show it was not made by the documented
+# recipe (spec §3), so pretrain() cannot reproduce it. A user who has it imports it once:
+#     python -m birr import-encoder path/to/store/models/C3-5x16-bn   ->  artefacts/encoder-ref-<sha>.pt
+# and runs with `--set encoder=ref-<sha>` (Config.encoder), for features from the very weights the
+# paper's numbers came from.
+
+IMPORTED_NAME = re.compile(r"ref-[0-9a-f]{10}")   # "ref-" + the first 10 hex digits of the file's sha1
+
+
+def _birr_key(ref_key: str) -> str | None:
+    """The reference's `convLayer{i}.conv.*` / `convLayer{i}.bn.*` (spec §3) -> this stack's
+    `layers.{n}.*`: layer i's conv is module 3(i-1), its BN module 3(i-1)+1 (ReLU has no state); L5 is
+    the bare conv, module 12. None for a key the reference stack cannot have."""
+    m = re.fullmatch(r"convLayer([1-5])\.(conv|bn)\.(\w+)", ref_key)
+    if m is None or (m[1] == "5" and m[2] == "bn"):
+        return None
+    return f"layers.{3 * (int(m[1]) - 1) + (m[2] == 'bn')}.{m[3]}"
+
+
+def _reference_key(key: str) -> str:
+    """The inverse of _birr_key: `layers.{n}.{leaf}` -> the reference's name for it."""
+    _, n, leaf = key.split(".")
+    return f"convLayer{int(n) // 3 + 1}.{'bn' if int(n) % 3 == 1 else 'conv'}.{leaf}"
+
+
+def import_reference(path: str | Path, out_dir: str | Path | None = None) -> Path:
+    """
+    Convert the reference's conv-stack checkpoint (spec §3: `torch.save({'state': state_dict})` with
+    keys `convLayer{1..5}.conv.{weight,bias}` and `convLayer{1..4}.bn.{weight,bias,running_mean,
+    running_var,num_batches_tracked}`; a bare state dict is accepted too) into a birr artefact,
+    `encoder-ref-<sha1 of the file, 10 hex>.pt` in out_dir (default: artefacts/). Every key and shape
+    is checked, so a checkpoint of another architecture is refused in one line instead of loading half.
+    Returns the artefact's path; its name after "encoder-" is what Config.encoder takes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (the reference ships it as store/models/C3-5x16-bn)")
+    raw = path.read_bytes()
+    sha1 = hashlib.sha1(raw).hexdigest()
+    try:
+        obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds here (pickle, zip, unsafe global); one line names it
+        first = (str(e).strip().splitlines() or [""])[0][:120]
+        raise ValueError(f"{path}: not a torch checkpoint of tensors ({type(e).__name__}: {first})") from None
+    state = obj.get("state", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a state dict of tensors (or {{'state': state dict}}), got {type(obj).__name__}")
+    encoder = ConvEncoder()
+    expected = encoder.state_dict()
+    mapped, unknown = {}, []
+    for key, value in state.items():
+        ours = _birr_key(key)
+        if ours is None or ours not in expected:
+            unknown.append(key)
+        elif value.shape != expected[ours].shape:
+            raise ValueError(f"{path}: {key} has shape {tuple(value.shape)}, the C3-5x16-bn stack needs {tuple(expected[ours].shape)}")
+        else:
+            mapped[ours] = value
+    if unknown:
+        raise ValueError(f"{path}: keys the C3-5x16-bn stack does not have: {', '.join(sorted(unknown)[:4])}"
+                         f"{' ...' if len(unknown) > 4 else ''} (spec §3)")
+    missing = [k for k in expected if k not in mapped]
+    if missing:
+        raise ValueError(f"{path}: missing {', '.join(_reference_key(k) for k in missing[:4])}"
+                         f"{' ...' if len(missing) > 4 else ''} (spec §3 lists the keys)")
+    encoder.load_state_dict(mapped)
+    name = f"ref-{sha1[:10]}"
+    out = Path(out_dir if out_dir is not None else ARTEFACTS) / f"encoder-{name}.pt"
+    mean, std = CIFAR10_STATS
+    _save_atomic(dict(
+        format=FORMAT, stamp=name, dataset="cifar10", mean=list(mean), std=list(std),  # spec §3: CIFAR-10 statistics
+        recipe=dict(source="reference checkpoint", file=path.name, file_sha1=sha1),
+        test_acc=None, train_seconds=None, history=[], torch=str(torch.__version__), device="cpu",
+        state_dict={k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()},
+    ), out)
+    return out
+
+
+def load_imported(name: str, device: str = "cpu", out_dir: str | Path | None = None) -> tuple[ConvEncoder, dict]:
+    """The encoder import_reference() wrote under `name` ("ref-<10 hex>"), frozen, with its metadata."""
+    if not IMPORTED_NAME.fullmatch(str(name)):
+        raise ValueError(f"encoder={name!r} is not an imported encoder's name; expected 'ref-' and 10 hex digits")
+    path = Path(out_dir if out_dir is not None else ARTEFACTS) / f"encoder-{name}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder {name!r}: no {path}; import the checkpoint first: python -m birr import-encoder PATH")
+    return load_encoder(path, device)
+
+
 def encoder_hash(encoder: nn.Module) -> str:
     """Short hash of the state dict (names, dtypes, shapes and bytes): names what features came from."""
     h = hashlib.sha1()
@@ -307,21 +409,24 @@ def _images_hash(bench: Benchmark) -> str:
 
 
 @torch.no_grad()
-def _forward_all(encoder: ConvEncoder, bench: Benchmark, images: torch.Tensor, device, batch: int) -> torch.Tensor:
+def _forward_all(encoder: ConvEncoder, bench: Benchmark, images: torch.Tensor, device, batch: int,
+                 desc: str, progress: bool) -> torch.Tensor:
     out = torch.empty(len(images), ConvEncoder.out_dim, dtype=torch.float32)
-    for k in range(0, len(images), batch):
+    for k in tqdm(range(0, len(images), batch), desc=desc, disable=not progress, leave=False):
         x = bench.normalise(images[k:k + batch].to(device))
         out[k:k + batch] = encoder(x).float().cpu()  # (b, 1024)
     return out
 
 
-def features(encoder: ConvEncoder, bench: Benchmark, device: str = "cpu", batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+def features(encoder: ConvEncoder, bench: Benchmark, device: str = "cpu", batch: int = 1000,
+             progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """
     The 1024 conv features of every train and test image of `bench`: float32 (N_train, 1024) and
     (N_test, 1024), in the order of bench.train / bench.test. Images are normalised with the
     *continual* dataset's own statistics (bench.normalise), as the reference does even though the
     encoder was pre-trained under CIFAR-10's (spec §3: the mismatch is copied for fidelity). Eval mode,
     no gradients. Cached in cache_dir() as one file per (encoder, dataset, images); later calls read it.
+    progress: a bar over the batches when they are computed (30-95 s for 60,000 images on 2 cores).
     """
     path = cache_dir() / f"features-{bench.name}-{encoder_hash(encoder)}-{_images_hash(bench)}.pt"
     if path.is_file():
@@ -330,8 +435,8 @@ def features(encoder: ConvEncoder, bench: Benchmark, device: str = "cpu", batch:
     was_training = encoder.training
     encoder.eval()
     try:
-        train = _forward_all(encoder, bench, bench.train.images, device, batch)
-        test = _forward_all(encoder, bench, bench.test.images, device, batch)
+        train = _forward_all(encoder, bench, bench.train.images, device, batch, f"features {bench.name} train", progress)
+        test = _forward_all(encoder, bench, bench.test.images, device, batch, f"features {bench.name} test", progress)
     finally:
         encoder.train(was_training)
     _save_atomic(dict(train=train, test=test), path)

@@ -53,11 +53,18 @@ RESULTS_FORMAT = 1
 # --- small utilities ---------------------------------------------------------------------------
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda if present, else cpu. On a GPU, matmuls run in TF32 (issue 7: the default there;
-    10-bit mantissa products, fp32 accumulation), which is what makes the H100's tensor cores usable
-    for fp32 models; provenance() records it with every result."""
+    """"auto" -> cuda if present, else cpu. On a GPU, matmuls run in TF32 (10-bit mantissa products,
+    fp32 accumulation), which is what makes the H100's tensor cores usable for fp32 models. That is
+    birr's default because issue 7 asks for it; torch's own default is off (since 1.12), and the
+    reference's environments (torch 1.1; the fork's torch 1.9 with CUDA 10.2, spec §10) had no TF32.
+    provenance() records the setting with every result. A GPU that is asked for but absent is a
+    one-line ValueError here, before any data is loaded."""
     dev = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
                        "cpu" if name == "auto" else name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but this torch sees no CUDA GPU; use 'auto' or 'cpu'")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device={name!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -68,15 +75,22 @@ def atomic_write_json(path: Path, obj) -> None:
     """Write to a temp file in the same folder, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
+        os.replace(tmp, path)
+    finally:  # a failed write (disk full, an object json cannot write) leaves no temp file behind
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_torch_save(path: Path, obj) -> None:
+    """The same for torch.save (checkpoints of a stack's state, trained models)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def provenance(device: torch.device) -> dict:
@@ -169,7 +183,7 @@ class TaskData:
     share one feature bank and differ only in their label vectors.
     """
 
-    def __init__(self, cfg: Config, seeds: list[int], device: torch.device):
+    def __init__(self, cfg: Config, seeds: list[int], device: torch.device, progress: bool = False):
         from birr import encoder as benc
         kw = dict(n_tasks=cfg.n_tasks)
         if cfg.n_train_per_class is not None:
@@ -179,8 +193,8 @@ class TaskData:
         for b in self.benches[1:]:   # one feature bank for all runs: the images must be the same
             if not torch.equal(b.train.images, b0.train.images):
                 raise ValueError(f"dataset {cfg.dataset!r} gives different images for seeds {seeds}: cannot stack")
-        enc, self.encoder_meta = benc.get_encoder(cfg.encoder_data, cfg.encoder_epochs, device=str(device))
-        train, test = benc.features(enc, b0, device=str(device))
+        enc, self.encoder_meta = benc.for_config(cfg, device=str(device), progress=progress)
+        train, test = benc.features(enc, b0, device=str(device), progress=progress)
         self.train_x, self.test_x = train.to(device), test.to(device)                  # (N,D), (N_test,D)
         self.train_y = torch.stack([b.train.labels for b in self.benches]).to(device)  # (K,N)
         self.test_y = torch.stack([b.test.labels for b in self.benches]).to(device)    # (K,N_test)
@@ -335,10 +349,10 @@ def recompile_limit_name(dynamo_config) -> str:
 class Stack:
     """K runs that train together: model, previous model, optimiser, SI state, per-run settings."""
 
-    def __init__(self, cfgs: list[Config], device: torch.device, data: TaskData | None = None):
+    def __init__(self, cfgs: list[Config], device: torch.device, data: TaskData | None = None, progress: bool = False):
         self.cfgs, self.cfg, self.device = cfgs, cfgs[0], device
         self.K = len(cfgs)
-        self.data = data if data is not None else TaskData(self.cfg, [c.seed for c in cfgs], device)
+        self.data = data if data is not None else TaskData(self.cfg, [c.seed for c in cfgs], device, progress)
         c = self.cfg
         self.model = BIR([x.seed for x in cfgs], n_classes=self.data.n_classes, fc_units=c.fc_units,
                          z_dim=c.z_dim, in_dim=self.data.train_x.shape[1], dg_prop=c.dg_prop).to(device)
@@ -667,7 +681,7 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
     group = hashlib.sha1("-".join(c.stamp for c in cfgs).encode()).hexdigest()[:12]
     ckpt_path = Path(results_dir) / "ckpt" / f"stack-{group}-k{K}.pt"
     t_setup = time.time()
-    stack = Stack(cfgs, device)
+    stack = Stack(cfgs, device, progress=progress)
     d = stack.data
     if d.n_tasks != cfg.n_tasks:
         raise ValueError(f"dataset {cfg.dataset!r} gave {d.n_tasks} tasks, config asks for {cfg.n_tasks}")
@@ -719,8 +733,8 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
                 pt, _, _ = evaluate(stack.model, d)
                 for k in range(K):
                     per_run[k]["curves"].append(dict(task=t, iter=it, per_task=pt[k].tolist()))
-            if progress and log is not None:
-                bar.set_postfix(loss=f"{log[:, 0].mean().item():.3f}")
+            if progress and log is not None:   # no redraw now: tqdm's count is only current at its ticks
+                bar.set_postfix(loss=f"{log[:, 0].mean().item():.3f}", refresh=False)
         stack.end_task()
         per_task, per_class, per_task_seen = evaluate(stack.model, d, n_seen=t * d.cpt)
         logs = logbuf.cpu()
@@ -798,6 +812,8 @@ def run_many(cfgs: list[Config], *, results_dir=None, force: bool = False, progr
     from it. At the full size that state is ~260 MB per run (seconds per task for an 18-run stack);
     turn it off only where a killed stack may as well start again from task 1."""
     results_dir = Path(results_dir) if results_dir is not None else default_results_dir()
+    if not results_dir.is_dir() and results_dir.exists():  # fail now, not after hours of training
+        raise NotADirectoryError(f"results_dir={str(results_dir)!r} is a file, not a folder")
     done: dict[str, dict] = {}
     todo: dict[tuple, list[Config]] = {}
     for c in cfgs:

@@ -92,6 +92,13 @@ layers
 # {glue:text}`enc_train_s:.0f` s on {glue:text}`enc_device:s` (torch {glue:text}`enc_torch:s`).
 # The reference's 100-epoch encoder is pre-trained for far longer; the budgets below `full` use fewer
 # epochs to fit a CPU, so their features, and every accuracy built on them, are weaker.
+#
+# Even at the `full` budget this is not the reference's encoder. Its continual runs load the
+# checkpoint it ships, `store/models/C3-5x16-bn`, whose batch-norm layers counted 39,000 training
+# batches where the documented recipe makes 19,500 (spec §3): those weights came from another run,
+# and no pre-training reproduces them. They are not in this repository; a reader who has them imports
+# them with `python -m birr import-encoder` and trains with `--set encoder=ref-...` (README, "The
+# frozen encoder"), which checks every key and shape and records the file's hash with each result.
 
 # %%
 glue("enc_stamp", meta["stamp"], display=False)

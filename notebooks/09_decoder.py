@@ -124,7 +124,7 @@ pd.DataFrame({"value": {
 
 # %%
 bench = birr.data.load(dataset, seed=seeds[0])   # labels in the class order of the first seed (spec §2)
-encoder, _ = birr.encoder.get_encoder(cfg.encoder_data, cfg.encoder_epochs, device=dev, progress=False)
+encoder, _ = birr.encoder.for_config(cfg, device=dev, progress=False)
 _, test_x = birr.encoder.features(encoder, bench, device=dev)            # (N_test, 1024), cached
 names = bench.class_names
 decoded_test = viz.decode_images(decoder, test_x, meta["mean"], meta["std"])   # (N_test, 3, 32, 32) in [0, 1]

@@ -127,7 +127,7 @@ pair_table.round(1)
 # %%
 bench0 = birr.data.load(dataset, seed=s0)
 assert bench0.class_names == names
-encoder, _ = birr.encoder.get_encoder(base_cfgs[0].encoder_data, base_cfgs[0].encoder_epochs, device=dev, progress=False)
+encoder, _ = birr.encoder.for_config(base_cfgs[0], device=dev, progress=False)
 train_x, test_x = birr.encoder.features(encoder, bench0, device=dev)         # (N, 1024), (N_test, 1024), cached
 real = {c: bench0.test.images[bench0.test.labels == c] for c in range(bench0.n_classes)}
 real_feats = {c: train_x[bench0.train.labels == c] for c in range(bench0.n_classes)}

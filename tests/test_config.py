@@ -51,3 +51,42 @@ def test_table1_is_one_call():
     assert {c.batch for c in cfgs} == {512} and {c.batch_replay for c in cfgs} == {512}
     assert sorted({c.rep_f for c in cfgs if c.rr}) == [5, 10, 20, 50, 100]
     assert len({c.stamp for c in cfgs}) == 12
+
+
+def test_imported_encoder_is_stamped_only_when_set():
+    """Config.encoder came after results were stored: unset, it leaves every earlier stamp as it was
+    (the committed results/runs/<stamp>.json files are found by those stamps); set, it names other runs."""
+    import json
+    from pathlib import Path
+    runs = sorted((Path(__file__).resolve().parents[1] / "results" / "runs").glob("*.json"))
+    assert len(runs) >= 40
+    for path in runs:
+        cfg = Config(**json.loads(path.read_text())["config"])
+        assert cfg.encoder is None and cfg.stamp == path.stem, path.name
+    a = preset("bir+si", budget="smoke")
+    b = a.replace(encoder="ref-0123456789")
+    assert b.stamp != a.stamp and b.stamp != a.replace(encoder="ref-abcdefabcd").stamp
+    with pytest.raises(ValueError, match=r"config.encoder='C3-5x16-bn' must be None or an imported encoder's name"):
+        a.replace(encoder="C3-5x16-bn")
+
+
+def test_numbers_that_pass_no_comparison_are_refused():
+    """nan passes `x < 1` and `x <= 0` alike, so every float field is checked for finiteness first."""
+    for key in ("rep_f", "lr", "temp", "lambda_rr", "si_c"):
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(ValueError, match=f"config.{key}=(nan|inf) must be a finite number"):
+                preset("rr+ra", **{key: bad})
+    with pytest.raises(ValueError, match="lambda_ra=-1e-06 must be >= 0"):
+        preset("rr+ra", lambda_ra=-1e-6)
+    with pytest.raises(ValueError, match=r"config.seed=4294967296 must be in 0..4294967295"):
+        Config(seed=2 ** 32)
+    assert Config(seed=2 ** 32 - 1).seed == 2 ** 32 - 1
+    with pytest.raises(ValueError, match="config.device='cuda:x' is not allowed"):
+        Config(device="cuda:x")
+    assert Config(device="cuda:1").device == "cuda:1"
+
+
+def test_fig3_configs_names_a_bad_budget():
+    from birr.config import fig3_configs
+    with pytest.raises(ValueError, match=r"budget='x' is not allowed; choose one of \('smoke', 'short', 'full'\)"):
+        fig3_configs(budget="x")

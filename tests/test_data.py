@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import pickle
+import re
 import tarfile
 import time
 from pathlib import Path
@@ -427,3 +428,39 @@ def test_cifar10_jpg_undecodable_file_writes_no_cache(tmp_path, birr_cache):
     with pytest.raises(ValueError, match="test/horse/0001.jpg is not a 32x32 JPEG") as e:
         data.load("cifar10-jpg", root=tmp_path, verify=False)
     assert "\n" not in str(e.value) and not birr_cache.exists()
+
+
+def test_partly_unpacked_cifar_folder_is_one_line(tiny_cifar100):
+    data.load("cifar100", root=tiny_cifar100.root, download=False, verify=False)
+    (tiny_cifar100.root / "cifar-100-python" / "meta").unlink()   # e.g. deleted by hand
+    with pytest.raises(ValueError, match="corrupt CIFAR folder .*cifar-100-python: FileNotFoundError") as info:
+        data.load("cifar100", root=tiny_cifar100.root, download=False, verify=False)
+    assert "\n" not in str(info.value)
+
+
+def _tiny_jpg_archive(path, seed=0):
+    """A cifar10-jpg-shaped archive: one 32x32 JPEG per class and split (20 files), for cache tests."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    with tarfile.open(path, "w:gz") as tar:
+        for split in ("train", "test"):
+            for name in CIFAR10_NAMES:
+                buf = io.BytesIO()
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, format="JPEG")
+                info = tarfile.TarInfo(f"{split}/{name}/0000.jpg")
+                info.size = len(buf.getvalue())
+                tar.addfile(info, io.BytesIO(buf.getvalue()))
+
+
+def test_cifar10_jpg_unreadable_cache_is_rebuilt(tmp_path, birr_cache, capsys):
+    """The decoded .npz is derived from the archive: if it cannot be read (a disk error, an edit), the
+    archive is decoded again instead of failing with a bare BadZipFile."""
+    _tiny_jpg_archive(tmp_path / "cifar10-jpg.tar.gz")
+    first = data.load("cifar10-jpg", root=tmp_path, verify=False, n_tasks=1)
+    assert "decoding cifar10-jpg.tar.gz once" in capsys.readouterr().err
+    (cache,) = birr_cache.glob("cifar10-jpg-*.npz")
+    cache.write_bytes(b"not a zip file")
+    again = data.load("cifar10-jpg", root=tmp_path, verify=False, n_tasks=1)
+    assert re.search(r"npz is unreadable \(\w+\); decoding the archive again", capsys.readouterr().err)
+    assert torch.equal(again.train.images, first.train.images) and len(first.train) == 10
+    assert [p.name for p in birr_cache.iterdir()] == [cache.name]   # rebuilt in place, no temporary left

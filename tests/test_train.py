@@ -263,9 +263,57 @@ def test_cli_print_config_and_bad_set(capsys):
     assert main(["train", "--budget", "smoke", "--seeds", "0", "1", "--set", "rep_f=none", "--print-config"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and json.loads(lines[1])["seed"] == 1
-    with pytest.raises(SystemExit, match="Unknown config key"):
-        main(["train", "--set", "nope=1", "--print-config"])
     assert main(["train", "--set", "rep_f=0.5", "--print-config"]) == 2
+    assert "config.rep_f=0.5 must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--set", "nope=1"], "--set 'nope': Unknown config key"),
+    (["train", "--set", "rep_f=abc"], "--set rep_f='abc': expected a number"),
+    (["train", "--set", "iters=1.5"], "--set iters='1.5': expected an integer"),
+    (["train", "--set", "seed=5"], "`train` sets seed itself; use --seeds"),
+    (["table1", "--set", "rep_f=5"], "`table1` sets rep_f itself; use (the command sweeps f)"),
+    (["book", "--set", "iters=100"], "`book` sets iters itself"),
+    (["train", "--set", "device=cuda:x"], "config.device='cuda:x' is not allowed"),
+    (["train", "--set", "lr=nan"], "config.lr=nan must be a finite number"),
+    (["train", "--set", "lambda_rr=-1e-6"], "must be >= 0"),
+    (["train", "--seeds", "99999999999"], "config.seed=99999999999 must be in 0..4294967295"),
+    (["train", "--set", "n_train_per_class=0"], "config.n_train_per_class=0 must be >= 1"),
+    (["train", "--set", "encoder=ref-0000000000"], "encoder 'ref-0000000000': no "),
+    (["import-encoder", "no/such/C3-5x16-bn"], "no/such/C3-5x16-bn: no such file"),
+])
+def test_cli_mistakes_end_in_one_error_line(argv, message, tmp_path, capsys):
+    """A user's mistake, found while building the configs or at the start of training, is one
+    `error:` line on stderr and exit status 2, never a traceback; nothing is written."""
+    from birr.__main__ import main
+    assert main(argv + (["--results-dir", str(tmp_path / "res"), "--quiet"] if argv[0] != "import-encoder" else [])) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err, err
+    assert not (tmp_path / "res" / "runs").exists()
+
+
+def test_cli_set_none_only_where_a_field_may_be_none(capsys):
+    from birr.__main__ import parse_set
+    assert parse_set(["replay=none", "rep_f=none", "encoder=None"]) == dict(replay="none", rep_f=None, encoder=None)
+    from birr.__main__ import main
+    assert main(["train", "--method", "bir+si", "--set", "replay=none", "--set", "si_c=1e8", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["replay"] == "none"   # SI alone, no replay
+
+
+def test_cli_uses_the_api_results_store_and_says_stored(tmp_path, monkeypatch, capsys):
+    from birr.__main__ import main
+    monkeypatch.setenv("BIRR_RESULTS", str(tmp_path / "store"))
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--set", "iters=5", "--set", "device=cpu", "--quiet"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out.strip()
+    assert "(trained in" in first and not (tmp_path / "results").exists()
+    assert len(list((tmp_path / "store" / "runs").glob("*.json"))) == 1
+    assert main(argv) == 0
+    assert "(stored, trained in" in capsys.readouterr().out
+    (tmp_path / "file").write_text("")
+    assert main(argv + ["--results-dir", str(tmp_path / "file"), "--force"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
 
 
 def test_eval_every_records_curves_on_the_full_test_set(results):
@@ -556,3 +604,51 @@ def test_compiled_stack_compiles_nothing_after_task_2_but_the_cpu_loss_terms(mon
     assert per_task[1] == ["BIR", "_losses", "adam_si_pass"]
     assert per_task[2] == ["BIR", "_losses", "adam_si_pass", "classify", "sample"]
     assert per_task[3] == per_task[4] == ["_losses"]
+
+
+def test_run_with_an_imported_reference_encoder(results, tmp_path, monkeypatch, capsys):
+    """spec §3: `python -m birr import-encoder` turns the reference's checkpoint into an artefact, and a
+    run with `encoder=ref-...` takes its features from those weights (recorded in the results file)."""
+    from birr import encoder as benc
+    from birr.__main__ import main
+    monkeypatch.setattr(benc, "ARTEFACTS", tmp_path / "artefacts")
+    monkeypatch.setenv("BIRR_CACHE", str(tmp_path / "cache"))
+    enc = benc.ConvEncoder()
+    benc.init_(enc, torch.Generator().manual_seed(5))
+    names = {f"layers.{3 * i + j}": f"convLayer{i + 1}.{'bn' if j else 'conv'}" for i in range(4) for j in (0, 1)}
+    names["layers.12"] = "convLayer5.conv"
+    ref = {names[k.rsplit(".", 1)[0]] + "." + k.rsplit(".", 1)[1]: v for k, v in enc.state_dict().items()}
+    torch.save({"state": ref}, tmp_path / "C3-5x16-bn")
+    assert main(["import-encoder", str(tmp_path / "C3-5x16-bn")]) == 0
+    name = capsys.readouterr().out.split()[0]
+    assert name.startswith("ref-") and (tmp_path / "artefacts" / f"encoder-{name}.pt").is_file()
+    cfg = tiny(iters=5, encoder=name)
+    r = birr.run(cfg, results_dir=results, progress=False)
+    assert r["encoder"]["recipe"]["source"] == "reference checkpoint" and r["encoder"]["stamp"] == name
+    assert r["stamp"] == cfg.stamp != tiny(iters=5).stamp
+    with pytest.raises(FileNotFoundError, match="import-encoder"):
+        birr.run(tiny(iters=5, encoder="ref-0000000000"), results_dir=results, progress=False)
+    assert main(["import-encoder", str(tmp_path / "absent")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
+def test_cuda_asked_for_on_a_cpu_machine_is_one_line(capsys, tmp_path):
+    from birr.__main__ import main
+    with pytest.raises(ValueError, match="device='cuda' but this torch sees no CUDA GPU; use 'auto' or 'cpu'"):
+        T.resolve_device("cuda")
+    assert main(["train", "--set", "device=cuda", "--results-dir", str(tmp_path), "--quiet"]) == 2
+    assert "sees no CUDA GPU" in capsys.readouterr().err
+
+
+def test_atomic_writes_leave_nothing_when_they_fail(tmp_path, monkeypatch):
+    with pytest.raises(Exception):
+        T.atomic_torch_save(tmp_path / "m.pt", {"f": lambda: 0})        # pickle fails half-way into the file
+    assert list(tmp_path.iterdir()) == []
+
+    def no_rename(src, dst):
+        raise OSError("disk gone")
+    monkeypatch.setattr(T.os, "replace", no_rename)                    # the write succeeds, the rename fails
+    with pytest.raises(OSError, match="disk gone"):
+        T.atomic_write_json(tmp_path / "r.json", {"x": 1})
+    assert list(tmp_path.iterdir()) == []
