@@ -3,7 +3,7 @@ The frozen convolutional encoder of spec §3 ("C3-5x16-bn"): its architecture, i
 CIFAR-10, the committed artefacts that hold it, and the precomputed features the continual runs use.
 
 Read top to bottom: the conv stack -> crop+flip augmentation -> pre-training -> artefacts
-(save / load / get by recipe stamp) -> the feature cache.
+(save / load / get by recipe stamp) -> the reference's shipped checkpoint (import) -> the feature cache.
 
 Why precompute: in continual learning the conv stack is frozen and kept in eval mode on every step
 (spec §3, "Frozen in continual learning"), and the baseline has no augmentation (spec §2). So the
