@@ -116,8 +116,7 @@ R.format_summary(summary)
 # correctly; fine-tuning keeps {glue:text}`ft_task1:.1f` %, a difference of {glue:text}`task1_gain:.1f`
 # points. Over all classes the two reach {glue:text}`base_overall:.1f` % and
 # {glue:text}`ft_overall:.1f` %, with forgetting of {glue:text}`base_forgetting:.1f` and
-# {glue:text}`ft_forgetting:.1f` points. (On the synthetic smoke data these numbers only show that the
-# pipeline runs.)
+# {glue:text}`ft_forgetting:.1f` points, on {glue:text}`data_label:s`.
 #
 # ## Our baseline next to the published one
 #
@@ -139,7 +138,7 @@ pd.DataFrame([
          overall=f"{paper['overall_implied_baseline'].mean():.1f}"),
     dict(source=f"birr, {len(base)} seed(s)", data=R.dataset_label(base),
          overall=R.format_mean_sem(m, s)),
-]).set_index("source").rename(columns={"overall": "overall accuracy (%)"})
+]).set_index("source").rename(columns={"overall": "overall accuracy (%)"}).style   # a Styler never cuts a cell short
 
 # %% [markdown]
 # ## Runs on this page

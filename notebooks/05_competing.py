@@ -226,9 +226,11 @@ by_f.style.format(precision=1).format("{:g}", subset=["f"]).format(
 # ```
 #
 # From $f = $ {glue:text}`f_min:g` to $f = $ {glue:text}`f_max:g` the share of competitive samples goes
-# from {glue:text}`share_f_min:.0f` % to {glue:text}`share_f_max:.0f` %. A factor that lets almost every
-# sample compete makes the selection nearly meaningless; that is worth keeping in mind when reading the
-# paper's finding that the best values of $f$ were 10 and 20 ({doc}`/book/executed/06_table1`).
+# from {glue:text}`share_f_min:.0f` % to {glue:text}`share_f_max:.0f` %. The larger $f$, the less
+# selective the test: in the limit every replayed sample with any runner-up would compete, and RR would
+# push apart whatever pairs the teacher happens to rank second. Keep the share at each $f$ in mind when
+# reading the paper's finding that the best values of $f$ were 10 and 20
+# ({doc}`/book/executed/06_table1`).
 #
 # ## Runs on this page
 

@@ -65,6 +65,7 @@ glue("n_seeds", len(seeds), display=False)
 glue("iters", code_cfgs[0].iters, display=False)
 glue("batch", code_cfgs[0].batch, display=False)
 glue("lambda_rr", code_cfgs[-1].lambda_rr, display=False)
+glue("data_caveat", R.data_caveat(dataset), display=False)
 
 frame = R.table1_frame(results)
 
@@ -72,9 +73,10 @@ frame = R.table1_frame(results)
 # ## Our Table 1
 #
 # Accuracy in percent, mean ± SEM over seeds; the change against the baseline as absolute (points) /
-# relative (%), as in the paper; the bootstrap 95 % confidence interval of the mean paired difference
-# (10,000 resamples of the seeds, fixed random seed) and the paired t-test's p-value. Both need at least
-# two seeds; with one seed the cells show "–". {glue:text}`iters:d` iterations per task, batch
+# relative (%), as in the paper; the 95 % confidence interval of the mean paired difference and the
+# paired t-test's p-value, both from the t distribution of the per-seed differences, so the CI excludes
+# 0 exactly when p < 0.05 (with three seeds a bootstrap interval would only be the range of the three
+# differences). Both need at least two seeds; with one seed the cells show "–". {glue:text}`iters:d` iterations per task, batch
 # {glue:text}`batch:d`, $\lambda_{RR} = \lambda_{RA} =$ {glue:text}`lambda_rr:.0e`.
 
 # %%
@@ -103,18 +105,18 @@ for m in R.METRICS:
 # {glue:text}`f20_first50_abs:+.2f` points (p = {glue:text}`f20_first50_p:s`) and the overall accuracy
 # by {glue:text}`f20_overall_abs:+.2f` points (p = {glue:text}`f20_overall_p:s`), against a baseline of
 # {glue:text}`base_first20:.1f` / {glue:text}`base_first50:.1f` / {glue:text}`base_overall:.1f` %.
-# Largest mean gain of the code variant: {glue:text}`best_first20:s` (first 20 %),
+# Largest mean change of the code variant, before any test: {glue:text}`best_first20:s` (first 20 %),
 # {glue:text}`best_first50:s` (first 50 %), {glue:text}`best_overall:s` (overall). The paper variant at
 # $f = 20$ changes the three by {glue:text}`paperv_first20_abs:+.2f`,
 # {glue:text}`paperv_first50_abs:+.2f` and {glue:text}`paperv_overall_abs:+.2f` points.
 #
-# These are numbers on {glue:text}`data_label:s`. On the smoke budget they only show that the pipeline
-# runs; on the CIFAR-10 proxy the "first 20 %" is one task of two classes, so it is noisy, and a gain
-# there says little about CIFAR-100.
+# These are numbers on {glue:text}`data_label:s`. {glue:text}`data_caveat:s`
 #
 # ## The paper's Table 1 (CIFAR-100, from the paper's text)
 #
-# As printed: absolute / relative change over the baseline, 5 runs, 5000 iterations per task, batch 512.
+# As printed: absolute / relative change over the baseline, averages of 5 runs, 5000 iterations per task.
+# The caption gives no batch size; Fig. 3's caption gives 512 for current and replay batches, which
+# birr's full budget uses for this table too (spec §9.1 item 10).
 # The paper does not print its baseline; dividing each absolute change by its relative change gives it,
 # and every row implies the same one (spec §9.2):
 
@@ -143,7 +145,8 @@ R.format_paper_table1(paper).style.set_caption("SEED Table 1: CIFAR-100 (the pap
 # $10^{-6} / \text{MSE}$ to the replay loss, and its gradient is about $10^{-6}/\text{MSE}^2$ times that of
 # the reconstruction term. The runs log the raw, unweighted RR and RA values (the fork prints them at the
 # end of each task), so the size can be read off instead of guessed. Means over the logged iterations of
-# tasks 2 onwards and over seeds:
+# tasks 2 onwards and over seeds (each column is the mean of its per-iteration values, so the ratio
+# columns are means of ratios, not ratios of the means beside them):
 
 # %%
 mag = R.rr_magnitude_frame(results)
@@ -163,9 +166,9 @@ shown.style.format(precision=3).format("{:.2e}", subset=small).format("{:g}", su
 # %% [markdown]
 # For the code variant at $f = 20$ the raw RR term averages {glue:text}`rr_raw_f20:.3g` (the inverse of
 # a reconstruction error) and RA {glue:text}`ra_raw_f20:.3g`, against a replay reconstruction loss of
-# {glue:text}`recon_r_f20:.3g`. Weighted, RR adds {glue:text}`rr_weighted_f20:.2e` to the loss,
-# {glue:text}`rr_share_f20:.2e` times the reconstruction term, and the rough gradient scale
-# $\lambda \cdot RR^2$ is {glue:text}`rr_grad_f20:.2e`. The further these two numbers lie below 1, the
+# {glue:text}`recon_r_f20:.3g`. Weighted, RR adds {glue:text}`rr_weighted_f20:.2e` to the loss on
+# average; per iteration it is on average {glue:text}`rr_share_f20:.2e` times the reconstruction term,
+# and the rough gradient scale $\lambda \cdot RR^2$ averages {glue:text}`rr_grad_f20:.2e`. The further these two numbers lie below 1, the
 # less RR and RA can move the weights; either way, a difference in the table above is credited to them
 # only where it stands out from the seed-to-seed spread (its CI excludes 0).
 #
@@ -182,7 +185,7 @@ else:
     full_table1_text = (
         f"The full budget of this table is {len(full_cfgs)} runs (the paper's width, batch 512, 5000 iterations "
         f"per task on {R.DATASET_NAMES[dataset]}); {len(full)} of them are stored. They train stacked on a GPU "
-        "(scripts/gpu_session.py); once all are stored, `make reproduce BUDGET=full` renders this page from "
+        "(scripts/gpu_session.py); once all are stored, make reproduce BUDGET=full renders this page from "
         "them without training. The GPU speed measurements are on the status page.")
 glue("full_table1_text", full_table1_text, display=False)
 

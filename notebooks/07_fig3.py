@@ -61,7 +61,6 @@ label = R.dataset_label(results)
 iters = sorted({c.iters for c in cfgs})
 glue("data_label", label, display=False)
 glue("data_used", results[0]["dataset"], display=False)
-glue("config_stamps", [r["stamp"] for r in results], display=False)
 glue("n_seeds", len(seeds), display=False)
 glue("iters_text", ", ".join(map(str, iters[:-1])) + f" and {iters[-1]}", display=False)
 glue("batch", cfgs[0].batch, display=False)
@@ -85,8 +84,10 @@ plt.close(fig)
 #
 # ## The gaps, paired by seed
 #
-# RR+RA minus the baseline at each training length, in points, with the bootstrap 95 % CI of the mean
-# paired difference and the paired t-test's p-value (both need at least two seeds):
+# RR+RA minus the baseline at each training length, in points, with the 95 % CI of the mean paired
+# difference and the paired t-test's p-value, both from the t distribution of the per-seed differences
+# (so the CI excludes 0 exactly when p < 0.05). Both need at least two seeds; p is also "–" where the
+# differences do not vary between seeds (e.g. all 0), and the CI is then a single point:
 
 # %%
 gaps = R.fig3_gap_frame(results)
@@ -150,6 +151,7 @@ else:
         + ". Mean accuracy per point (percent):")
 glue("full_text", full_text, display=False)
 glue("n_full_runs", len(full), display=False)
+glue("config_stamps", [r["stamp"] for r in results + full], display=False)   # the status page's run count
 if full:
     display(R.fig3_frame(full).groupby(["iters", "method"])[list(R.METRICS)].mean().unstack("method").round(2))
 

@@ -56,8 +56,8 @@ glue("n_seeds", len(seeds), display=False)
 # %% [markdown]
 # ## What birr measured
 #
-# **Paper variant minus code variant** at $f = 20$, paired by seed, in points (bootstrap 95 % CI and
-# paired t-test where there are at least two seeds):
+# **Paper variant minus code variant** at $f = 20$, paired by seed, in points (95 % CI and paired
+# t-test, both from the t distribution of the per-seed differences, where there are at least two seeds):
 
 # %%
 def of(variant, f=20.0):
@@ -255,7 +255,7 @@ for m in R.METRICS:
 # - **Paper says:** "The best values for f proved to be 10 and 20."
 # - **What the table shows:** $f = 10$ is best for the first 20 % (+5.80), $f = 20$ for the first 50 %
 #   and overall (+4.86, +1.48).
-# - **birr measured:** largest mean gain of the code variant: {glue:text}`best_first20:s` (first
+# - **birr measured:** largest mean change of the code variant, before any test: {glue:text}`best_first20:s` (first
 #   20 %), {glue:text}`best_first50:s` (first 50 %), {glue:text}`best_overall:s` (overall), on
 #   {glue:text}`data_label:s`.
 #

@@ -106,7 +106,7 @@ pd.DataFrame({"value": {
     "train time": f"{meta['train_seconds']:.0f} s on {meta['device']} ({meta['threads']} thread(s), torch {meta['torch']})",
     "test PSNR": f"{meta['test_psnr']:.2f} dB over {meta['n_test']:,} test images",
     "PSNR of the mean training image": f"{meta['mean_image_psnr']:.2f} dB (a floor)",
-}})
+}}).style   # a Styler never cuts a cell short (a plain frame stops at 50 characters)
 
 # %% [markdown]
 # ## How sharp the lens is

@@ -123,7 +123,8 @@ def environment(repo: Path) -> str:
         gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         gpu += f" (CUDA {torch.version.cuda})"
     else:
-        gpu = "none: everything ran on the CPU"
+        gpu = ("none on this machine: the chapters ran on its CPU; runs they loaded keep the device "
+               "that trained them (each chapter's runs table)")
     rows = [
         ("birr commit", git_sha(repo)),
         ("generated (UTC)", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")),
@@ -187,11 +188,18 @@ def speed(repo: Path) -> str:
                         rows[key] = r
         entry = dict(newest, rows=list(rows.values()))
         isa_note = "" if prov["device"] != "cpu" else f", {isa or 'vector ISA not recorded'}"
+        if any((r.get("isolated_rounds") or 0) > 1 for r in entry["rows"]):
+            how = ("timed in rounds, each setting in its own process alternating with the reference pattern: the "
+                   "median of the rounds' ratios and their range")
+        elif prov["device"] == "cpu":
+            how = ("all settings timed in one process, which on a CPU slowed the reference pattern beside birr's "
+                   "stacks, so these ratios are upper estimates (README, Speed)")
+        else:
+            how = "all settings timed in one process"
         lines += [f"**{name}** ({prov['device']}{isa_note}, torch {prov['torch']}, {prov['threads']} thread(s), "
                   f"{prov['date'][:10]}, git {prov['git_sha'][:10]}): seconds per training iteration in the "
                   "steady state (task 2), full CIFAR-100 model size; *speed-up* is against the reference-pattern "
-                  "baseline measured in the same run (on a CPU, with rounds: each setting in its own process, the "
-                  "median of the rounds' ratios and their range); the last column projects the full Table 1 "
+                  f"baseline measured in the same run ({how}); the last column projects the full Table 1 "
                   "(30 runs x 10 tasks x 5000 iterations at batch 512) from the steady state, and where it "
                   "was measured, with what building and warming up each stack of that size costs (compile time, "
                   "if compiled) paid once per stack.", "",

@@ -116,10 +116,17 @@ def test_status_page_tables_from_benchmark_files(tmp_path):
     table = es.speed(tmp_path)
     assert "(cpu, vector ISA not recorded," in table and "(cpu, AVX512 + avx512_bf16," in table
     assert "| 0.4000 |" in table and "| 0.1500 |" in table
+    # each table's caption says how its ratios were timed: in one process (a CPU's are upper estimates)
+    assert table.count("timed in one process, which on a CPU slowed the reference pattern") == 2
     # a comparison timed in rounds, each setting in its own process: the median ratio and its range
     iso = dict(row(1, 0.13), speedup_vs_reference_pattern=3.1, isolated_rounds=3, speedup_range=[2.9, 3.2])
-    (res / "speed.json").write_text(json.dumps([dict(provenance=cpu("AVX512 + avx512_bf16", "c"), rows=[iso])]))
-    assert "| 0.1300 | 7.69 | 3.10x (2.90-3.20 in 3 rounds) |" in es.speed(tmp_path)
+    (res / "speed.json").write_text(json.dumps([dict(provenance=cpu("AVX512 + avx512_bf16", "c"), rows=[iso]),
+                                                dict(provenance=prov("g"), rows=[row(1, 0.01)])]))
+    table = es.speed(tmp_path)
+    assert "| 0.1300 | 7.69 | 3.10x (2.90-3.20 in 3 rounds) |" in table
+    assert "timed in rounds, each setting in its own process" in table.split("**GPU X**")[0]
+    gpu = table.split("**GPU X**")[1]
+    assert "all settings timed in one process)" in gpu and "rounds" not in gpu and "upper estimates" not in gpu
 
 
 @pytest.mark.parametrize("how, rounds", [(["--rounds", "1"], 1), (["--no-isolate"], 0)])

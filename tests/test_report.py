@@ -77,9 +77,13 @@ def test_best_f():
     base = [fake(seed=s, acc=a) for s, a in BASE.items()]
     rr = [fake("rr+ra", seed=s, acc=tuple(v + g for v in a), f=f) for f, g in ((5.0, 0.01), (10.0, 0.03), (20.0, 0.02))
           for s, a in BASE.items()]
-    assert R.best_f(R.table1_frame(base + rr), "first20") == "f = 10"
+    assert R.best_f(R.table1_frame(base + rr), "first20") == "f = 10 (+3.00 points)"
     same = [fake("rr+ra", seed=s, acc=a, f=f) for f in (5.0, 10.0) for s, a in BASE.items()]
     assert R.best_f(R.table1_frame(base + same), "overall") == "no single f (2 values tie at +0.00 points)"
+    # every f loses (the book's proxy at the short budget): the largest change is no gain
+    worse = [fake("rr+ra", seed=s, acc=tuple(v - g for v in a), f=f) for f, g in ((5.0, 0.02), (20.0, 0.01))
+             for s, a in BASE.items()]
+    assert R.best_f(R.table1_frame(base + worse), "overall") == "none, every f loses (least: f = 20, -1.00 points)"
 
 
 def test_table1_pairs_by_seed_not_by_position():
@@ -93,15 +97,27 @@ def test_table1_pairs_by_seed_not_by_position():
     assert row["first50_abs"] == pytest.approx(0.0) and row["overall_abs"] == pytest.approx(0.0)
 
 
-def test_paired_stats_matches_scipy_and_bootstrap_is_reproducible():
+def test_paired_stats_matches_scipy_and_its_ci_agrees_with_its_p():
     from scipy import stats
     t = {0: 1.0, 1: 3.0, 2: 2.5, 3: 4.0}
     b = {0: 0.5, 1: 1.0, 2: 2.0, 3: 2.0}
-    st = R.paired_stats(t, b, n_boot=2000, rng_seed=1)
+    st = R.paired_stats(t, b)
     assert st["mean_diff"] == pytest.approx(np.mean([0.5, 2.0, 0.5, 2.0]))
-    assert st["p"] == pytest.approx(stats.ttest_rel([1, 3, 2.5, 4], [0.5, 1, 2, 2]).pvalue)
-    assert 0.5 <= st["ci_low"] <= st["mean_diff"] <= st["ci_high"] <= 2.0
-    assert R.paired_stats(t, b, n_boot=2000, rng_seed=1) == st
+    res = stats.ttest_rel([1, 3, 2.5, 4], [0.5, 1, 2, 2])
+    assert st["p"] == pytest.approx(res.pvalue)
+    ci = res.confidence_interval(0.95)
+    assert (st["ci_low"], st["ci_high"]) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    # by hand: d = 0.5, 2, 0.5, 2; mean 1.25, sd sqrt(0.75), t(0.975, 3) = 3.182446
+    assert st["ci_high"] - 1.25 == pytest.approx(3.182446 * math.sqrt(0.75) / 2, rel=1e-6)
+
+
+def test_three_seed_ci_is_not_the_range_of_the_differences():
+    """The case the book met (page 06, f = 50): differences +0.12, +0.08, +0.36. A percentile bootstrap
+    gives their range [+0.08, +0.36], excluding 0 at p = 0.17; the t interval includes 0, as p says."""
+    st = R.paired_stats({0: 10.12, 1: 20.08, 2: 30.36}, {0: 10.0, 1: 20.0, 2: 30.0})
+    assert st["p"] == pytest.approx(0.166, abs=2e-3)
+    assert st["ci_low"] < 0 < st["ci_high"]
+    assert st["ci_low"] == pytest.approx(0.18667 - 4.302653 * np.std([0.12, 0.08, 0.36], ddof=1) / math.sqrt(3), abs=1e-4)
     one = R.paired_stats({0: 2.0}, {0: 1.0})
     assert one["n"] == 1 and one["mean_diff"] == 1.0 and math.isnan(one["p"]) and math.isnan(one["ci_low"])
 
