@@ -105,8 +105,8 @@ for m in R.METRICS:
 # {glue:text}`f20_first50_abs:+.2f` points (p = {glue:text}`f20_first50_p:s`) and the overall accuracy
 # by {glue:text}`f20_overall_abs:+.2f` points (p = {glue:text}`f20_overall_p:s`), against a baseline of
 # {glue:text}`base_first20:.1f` / {glue:text}`base_first50:.1f` / {glue:text}`base_overall:.1f` %.
-# Largest mean change of the code variant, before any test: {glue:text}`best_first20:s` (first 20 %),
-# {glue:text}`best_first50:s` (first 50 %), {glue:text}`best_overall:s` (overall). The paper variant at
+# Largest mean change of the code variant, before any test: first 20 %, {glue:text}`best_first20:s`;
+# first 50 %, {glue:text}`best_first50:s`; overall, {glue:text}`best_overall:s`. The paper variant at
 # $f = 20$ changes the three by {glue:text}`paperv_first20_abs:+.2f`,
 # {glue:text}`paperv_first50_abs:+.2f` and {glue:text}`paperv_overall_abs:+.2f` points.
 #
