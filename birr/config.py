@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 METHODS = ("bir+si", "bir", "finetune", "rr+ra")
 BUDGETS = ("smoke", "short", "full")
 RR_VARIANTS = ("code", "paper")
+IMPORTED_ENCODER = re.compile(r"ref-[0-9a-f]{10}")   # Config.encoder: "ref-" + 10 hex digits of the file's sha1
 
 
 @dataclass
@@ -139,7 +140,7 @@ def validate(cfg: Config) -> None:
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise ValueError(f"config.{name}={getattr(cfg, name)} must be > 0")
-    if cfg.encoder is not None and not re.fullmatch(r"ref-[0-9a-f]{10}", cfg.encoder):
+    if cfg.encoder is not None and not IMPORTED_ENCODER.fullmatch(cfg.encoder):
         raise ValueError(f"config.encoder={cfg.encoder!r} must be None or an imported encoder's name, 'ref-' and 10 hex digits")
     for f in fields(cfg):   # nan passes every comparison below, and inf is no setting
         v = getattr(cfg, f.name)

@@ -39,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from birr.config import IMPORTED_ENCODER
 from birr.data import CIFAR10_STATS, Benchmark, cache_dir, load
 
 FORMAT = 1                                               # artefact layout version; bump when the saved dict changes
@@ -302,9 +303,6 @@ def for_config(cfg, device: str = "cpu", progress: bool = True) -> tuple[ConvEnc
 # and runs with `--set encoder=ref-<sha>` (Config.encoder), for features from the very weights the
 # paper's numbers came from.
 
-IMPORTED_NAME = re.compile(r"ref-[0-9a-f]{10}")   # "ref-" + the first 10 hex digits of the file's sha1
-
-
 def _birr_key(ref_key: str) -> str | None:
     """The reference's `convLayer{i}.conv.*` / `convLayer{i}.bn.*` (spec §3) -> this stack's
     `layers.{n}.*`: layer i's conv is module 3(i-1), its BN module 3(i-1)+1 (ReLU has no state); L5 is
@@ -367,7 +365,9 @@ def import_reference(path: str | Path, out_dir: str | Path | None = None) -> Pat
     mean, std = CIFAR10_STATS
     _save_atomic(dict(
         format=FORMAT, stamp=name, dataset="cifar10", mean=list(mean), std=list(std),  # spec §3: CIFAR-10 statistics
-        recipe=dict(source="reference checkpoint", file=path.name, file_sha1=sha1),
+        # dataset / epochs as in a pretrain() recipe (birr.viz names the encoder by them); the
+        # epochs that made the shipped file are unknown (spec §3: not the documented 100 at batch 256)
+        recipe=dict(source="reference checkpoint", file=path.name, file_sha1=sha1, dataset="cifar10", epochs=None),
         test_acc=None, train_seconds=None, history=[], torch=str(torch.__version__), device="cpu",
         state_dict={k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()},
     ), out)
@@ -376,7 +376,7 @@ def import_reference(path: str | Path, out_dir: str | Path | None = None) -> Pat
 
 def load_imported(name: str, device: str = "cpu", out_dir: str | Path | None = None) -> tuple[ConvEncoder, dict]:
     """The encoder import_reference() wrote under `name` ("ref-<10 hex>"), frozen, with its metadata."""
-    if not IMPORTED_NAME.fullmatch(str(name)):
+    if not IMPORTED_ENCODER.fullmatch(str(name)):
         raise ValueError(f"encoder={name!r} is not an imported encoder's name; expected 'ref-' and 10 hex digits")
     path = Path(out_dir if out_dir is not None else ARTEFACTS) / f"encoder-{name}.pt"
     if not path.is_file():

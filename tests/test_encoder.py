@@ -222,7 +222,7 @@ def test_import_reference_checkpoint_gives_the_same_encoder(tmp_path):
         assert torch.equal(loaded(x), enc(x))   # same weights, same BN running statistics, eval mode
     assert loaded.frozen and not loaded.training
     assert int(loaded.layers[1].num_batches_tracked) == 39000
-    assert meta["recipe"] == dict(source="reference checkpoint", file="C3-5x16-bn", file_sha1=sha1)
+    assert meta["recipe"] == dict(source="reference checkpoint", file="C3-5x16-bn", file_sha1=sha1, dataset="cifar10", epochs=None)
     assert meta["mean"] == [0.4914, 0.4822, 0.4465]   # pre-trained under CIFAR-10 statistics (spec §3)
     # a bare state dict is read too, and gives the same weights
     torch.save(ref, tmp_path / "bare")
