@@ -93,3 +93,10 @@ def test_label_gates_are_the_one_hot_products_bit_for_bit(bf16):
     assert torch.equal(rows, products) and torch.equal(rows, by_hand)
     gate = BIR.class_gate(m.gate_fromZ, None, y, torch.float32)
     assert torch.equal(gate[0], m.gate_fromZ[0, y[0]])                 # M's rows of the labels
+
+
+def test_reparameterize_known_answer():
+    """z = mu + eps * exp(logvar / 2) (spec §5): logvar = log 4 is a standard deviation of 2."""
+    import math
+    z = BIR.reparameterize(torch.tensor([1.0, -1.0]), torch.full((2,), math.log(4.0)), torch.tensor([1.0, 0.5]))
+    torch.testing.assert_close(z, torch.tensor([3.0, 0.0]))

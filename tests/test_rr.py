@@ -91,6 +91,18 @@ def test_paper_variant_every_competitor_and_real_means():
     assert ra.item() == pytest.approx(0.25)
 
 
+def test_paper_variant_without_f_repels_the_runner_up_only():
+    # same means as above; without f each sample's one competitor is its runner-up (no ties here)
+    logits = torch.tensor([[[0.5, 0.3, 0.2], [0.9, 0.07, 0.03]]]).log()
+    means = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]]])
+    xr = torch.tensor([[[0.0, 0.0], [1.0, 1.0]]])
+    rr, ra, st = L.rr_ra_paper(xr, logits, means, torch.tensor([1.0]), torch.tensor([False]))
+    # pairs (s0, c1): 1/2*(4+0)/2 = 1 -> 1/1 ; (s1, c1): 1/2*(1+1)/2 = 0.5 -> 1/0.5 = 2 ; mean 1.5
+    assert st["n_kept"].item() == 2
+    assert rr.item() == pytest.approx(1.5)
+    assert ra.item() == pytest.approx(0.25)       # both labelled class 0: 0 and 0.5
+
+
 def test_variants_agree_where_definitions_coincide():
     # one competitor per sample (runner-up only passes f), teacher = own classifier, and the replayed
     # inputs' class means equal the real class means: the two definitions give the same numbers

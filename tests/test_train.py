@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import birr
 from birr import losses as L
@@ -137,8 +138,27 @@ def test_rr_ra_only_on_replay_batches_and_logged(results, monkeypatch):
     assert len(st) == 1 and st[0]["task"] == 2 and st[0]["n_competitive"] > 0
     assert sum(p[2] for p in st[0]["pairs"]) == st[0]["n_kept"]
     assert all(a < 2 and b < 2 and a != b for a, b, _ in st[0]["pairs"])   # old classes only
-    assert max(r["loss_traces"][1]["rr"]) > 0 and max(r["loss_traces"][1]["ra"]) > 0
+    # RA acts on every sample of a batch with a competitor; RR only on kept pairs, which a smoke
+    # teacher may not produce at the 4 logged iterations (the step's numbers: test_step_reference.py)
+    assert max(r["loss_traces"][1]["ra"]) > 0
+    assert max(r["loss_traces"][1]["rr"]) == 0 or st[0]["n_kept"] > 0
     assert r["loss_traces"][0]["rr"] == [0.0] * 4
+
+
+def test_paper_class_means_are_each_class_own_training_mean(results):
+    """x-hat of the paper variant (SEED §3.3): the mean encoder feature of each class's real training
+    images, class by class in the run's own label order."""
+    cfg = tiny("rr+ra", rr_variant="paper", seed=1)
+    data = T.TaskData(cfg, [0, 1], torch.device("cpu"))
+    for t in (1, 2):
+        means = data.class_means(t)                                           # (K, cpt, D)
+        for k in range(2):
+            for j in range(data.cpt):
+                c = (t - 1) * data.cpt + j
+                rows = data.train_x[data.train_y[k] == c]
+                assert len(rows) > 0
+                torch.testing.assert_close(means[k, j], rows.sum(0) / len(rows))
+        assert not torch.allclose(means[0, 0], means[0, 1])                   # classes differ
 
 
 def test_paper_variant_runs_and_logs(results):
@@ -652,3 +672,18 @@ def test_atomic_writes_leave_nothing_when_they_fail(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk gone"):
         T.atomic_write_json(tmp_path / "r.json", {"x": 1})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_all_classes_and_seen_classes_by_hand():
+    """Spec §7: the final accuracy takes the argmax over ALL classes; the during-training one
+    (n_seen) only over the classes seen so far. Logits here: the label's one-hot plus 5 on class 3."""
+    from types import SimpleNamespace
+    labels = torch.tensor([[0, 0, 1, 1, 2, 2, 3, 3]])                         # (K=1, N)
+    data = SimpleNamespace(test_x=F.one_hot(labels[0], 4).float(), test_y=labels, n_classes=4, n_tasks=2, cpt=2)
+    model = SimpleNamespace(K=1, classify=lambda x: x + torch.tensor([0.0, 0.0, 0.0, 5.0]))
+    per_task, per_class, per_task_seen = T.evaluate(model, data, n_seen=2)
+    # all classes: class 3 wins everywhere, right only for label 3
+    assert per_class.tolist() == [[0.0, 0.0, 0.0, 1.0]] and per_task.tolist() == [[0.0, 0.5]]
+    # first two classes only: labels 0 and 1 are right; labels 2 and 3 cannot be
+    assert per_task_seen.tolist() == [[1.0, 0.0]]
+    assert T.evaluate(model, data)[2] is None
