@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from birr.config import IMPORTED_ENCODER
+from birr.config import IMPORTED_ENCODER, Config
 from birr.data import CIFAR10_STATS, Benchmark, cache_dir, load
 
 FORMAT = 1                                               # artefact layout version; bump when the saved dict changes
@@ -285,7 +285,7 @@ def get_encoder(dataset: str, epochs: int, seed: int = 0, batch: int = 256, lr: 
     return load_encoder(path, device)
 
 
-def for_config(cfg, device: str = "cpu", progress: bool = True) -> tuple[ConvEncoder, dict]:
+def for_config(cfg: Config, device: str = "cpu", progress: bool = True) -> tuple[ConvEncoder, dict]:
     """The frozen encoder a run's Config names: an imported one (`cfg.encoder`, e.g. the reference's
     shipped checkpoint, import_reference below) or else the one pre-trained by recipe
     (`cfg.encoder_data`, `cfg.encoder_epochs`; get_encoder)."""
