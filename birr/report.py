@@ -77,12 +77,12 @@ def dataset_label(results=None, *, dataset: str | None = None, budget: str | Non
 
 def data_caveat(dataset: str) -> str:
     """The one sentence a page's numbers need about what they can show, by the data that made them."""
+    two_classes = ("the \"first 20 %\" is one task of two classes, so it is noisy, and a change there says "
+                   "little about CIFAR-100.")
     caveats = {
         "synthetic": "On this synthetic smoke data the numbers only show that the pipeline runs.",
-        "cifar10-jpg": ("On the CIFAR-10 proxy the \"first 20 %\" is one task of two classes, so it is noisy, "
-                        "and a change there says little about CIFAR-100."),
-        "cifar10": ("On CIFAR-10 the \"first 20 %\" is one task of two classes, so it is noisy, and a "
-                    "change there says little about CIFAR-100."),
+        "cifar10-jpg": "On the CIFAR-10 proxy " + two_classes,
+        "cifar10": "On CIFAR-10 " + two_classes,
         "cifar100": "These are the paper's benchmark and task split; the paper's own numbers are printed beside them.",
     }
     if dataset not in caveats:
