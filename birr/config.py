@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import re
 import types
 import typing
@@ -61,7 +62,7 @@ class Config:
     rr_variant: str = "code"          # "code": the fork's implementation (spec §8); "paper": SEED §3.2-3.3
     # --- evaluation, spec §7 -------------------------------------------------------------------
     eval_every: int = 0               # also evaluate every N iterations (0 = only after each task)
-    log_every: int = 50               # record the loss terms every N iterations
+    log_every: int = 50               # record the loss terms every N iterations (a shorter task: its last)
     bf16: bool = False                # bf16 autocast of the matmuls (issue 7; validated in benchmarks/)
     # --- bookkeeping: not part of the stamp ----------------------------------------------------
     budget: str = "full"              # which preset budget produced this config (smoke / short / full)
@@ -220,10 +221,28 @@ def preset(method: str = "bir+si", *, budget: str = "full", dataset: str | None 
     return Config(**d)
 
 
+def _sweep(name: str, values, kind: type, example: str) -> tuple:
+    """`values` as a tuple of distinct numbers of `kind`, or a one-line error naming what was passed
+    (seeds=3 would otherwise fail deep inside with "'int' object is not iterable")."""
+    try:
+        out = tuple(values)
+    except TypeError:
+        raise TypeError(f"{name}={values!r} is not allowed; expected a list such as {example}") from None
+    abstract = numbers.Real if kind is float else numbers.Integral   # numpy's numbers count too
+    if not out or any(isinstance(v, bool) or not isinstance(v, abstract) for v in out):
+        raise TypeError(f"{name}={values!r} is not allowed; expected a non-empty list of "
+                        f"{'numbers' if kind is float else 'integers'}, such as {example}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name}={values!r} repeats a value; give each once, such as {example}")
+    return tuple(kind(v) for v in out)
+
+
 def table1_configs(*, budget: str = "full", dataset: str | None = None, seeds=(0, 1, 2, 3, 4),
                    factors=(5, 10, 20, 50, 100), variant: str = "code", **overrides) -> list[Config]:
     """The runs behind Table 1: the baseline and RR+RA at each f, same seeds (paired), batch 512 and
     lambda = 1e-6 (SEED Table 1 / Fig. 3, spec §9.1 item 10)."""
+    seeds = _sweep("seeds", seeds, int, "(0, 1, 2)")
+    factors = _sweep("factors", factors, float, "(5, 10, 20)")
     big = dict(batch=512, batch_replay=512) if budget == "full" else {}
     big.update(overrides)
     out = [preset("bir+si", budget=budget, dataset=dataset, seed=s, **big) for s in seeds]
@@ -245,8 +264,10 @@ def fig3_configs(*, budget: str = "full", dataset: str | None = None, seeds=(0, 
     big.update(overrides)
     if budget not in FIG3_ITERS:
         raise ValueError(f"budget={budget!r} is not allowed; choose one of {BUDGETS}")
+    seeds = _sweep("seeds", seeds, int, "(0, 1, 2)")
+    iters_grid = _sweep("iters_grid", FIG3_ITERS[budget] if iters_grid is None else iters_grid, int, "(60, 150, 300)")
     out = []
-    for iters in iters_grid or FIG3_ITERS[budget]:
+    for iters in iters_grid:
         for s in seeds:
             out.append(preset("bir+si", budget=budget, dataset=dataset, seed=s, iters=iters, **big))
             out.append(preset("rr+ra", budget=budget, dataset=dataset, seed=s, iters=iters, rep_f=float(f), **big))
@@ -257,7 +278,7 @@ def table1_page_configs(*, budget: str = "full", dataset: str | None = None, see
                         **overrides) -> list[Config]:
     """The runs the Table 1 page shows: baseline and the code variant at every f, then the paper
     variant at f = 20 (its baseline is the same runs)."""
-    seeds = tuple(seeds)
+    seeds = _sweep("seeds", seeds, int, "(0, 1, 2)")
     code = table1_configs(budget=budget, dataset=dataset, seeds=seeds, **overrides)
     paper = table1_configs(budget=budget, dataset=dataset, seeds=seeds, factors=(20,), variant="paper", **overrides)
     return code + paper[len(seeds):]
@@ -270,7 +291,7 @@ def book_configs(*, budget: str = "short", dataset: str | None = None, seeds=(0,
     stack per shape in this order: Table 1's runs first (the book's headline, and the largest stack, so
     a time-limited machine spends its first minutes on what matters most), then fine-tuning, then the
     shorter Fig. 3 runs."""
-    seeds = tuple(seeds)
+    seeds = _sweep("seeds", seeds, int, "(0, 1, 2)")
     kw = dict(budget=budget, dataset=dataset, **overrides)
     cfgs = table1_page_configs(seeds=seeds, **kw)
     cfgs += [preset("finetune", seed=s, **kw) for s in seeds]

@@ -154,7 +154,7 @@ def _verify(path, algorithm, expected):
     got = _digest(path, algorithm)
     if got != expected:
         raise ValueError(f"checksum mismatch for {path}: expected {algorithm} {expected}, got {got}; "
-                         f"delete the file and fetch it again (or pass verify=False)")
+                         f"delete the file and fetch it again (Python: birr.data.load(..., verify=False) skips the check)")
     return got
 
 
@@ -167,7 +167,8 @@ def _download(url, dest):
             shutil.copyfileobj(response, f)
         os.replace(tmp, dest)
     except OSError as e:  # URLError is an OSError
-        raise ConnectionError(f"could not download {url} to {dest} ({e}); fetch it by hand and pass download=False") from e
+        raise ConnectionError(f"could not download {url} to {dest} ({e}); fetch it by hand and put it at {dest}, "
+                              f"where birr looks before it downloads") from e
     finally:
         Path(tmp).unlink(missing_ok=True)
 

@@ -47,9 +47,13 @@ def summarise(acc_matrix, per_class_acc) -> dict:
 
 
 def mean_sem(values) -> tuple[float, float]:
-    """Mean and standard error of the mean (n-1 in the variance); SEM is nan for one value."""
-    values = list(values)
+    """Mean and standard error of the mean (n-1 in the variance); SEM is nan for one value, and both
+    are nan for none (a table row with no runs shows blanks instead of failing). The one copy: the
+    book's tables use it through birr.report."""
+    values = [float(v) for v in values]
     n = len(values)
+    if n == 0:
+        return float("nan"), float("nan")
     m = sum(values) / n
     if n < 2:
         return m, float("nan")

@@ -22,6 +22,8 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
+from birr.metrics import mean_sem  # the book's mean ± SEM (R.mean_sem in the notebooks)
+
 # -----------------------------------------------------------------------------
 # 1. what a page was computed on, and the paper's numbers
 
@@ -205,14 +207,6 @@ def paired_stats(treated: dict[int, float], base: dict[int, float]) -> dict:
         half = float(stats.t.ppf(0.975, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
         ci_low, ci_high = mean_diff - half, mean_diff + half
     return dict(n=n, mean_diff=mean_diff, rel=rel, p=p, ci_low=ci_low, ci_high=ci_high)
-
-
-def mean_sem(values) -> tuple[float, float]:
-    """Mean and standard error (n - 1 in the variance); the SEM is nan for a single value."""
-    v = np.asarray(list(values), dtype=float)
-    if v.size == 0:
-        return float("nan"), float("nan")
-    return float(v.mean()), (float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan"))
 
 
 def table1_frame(results, metrics=METRICS) -> pd.DataFrame:

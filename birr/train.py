@@ -712,7 +712,8 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
         if n_t < B:
             raise ValueError(f"task {t} has {n_t} training images, fewer than batch={B}")
         stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}  # spec §6 step 1
-        n_logs = cfg.iters // cfg.log_every
+        every = min(cfg.log_every, cfg.iters)   # a task shorter than log_every still logs its last iteration
+        n_logs = cfg.iters // every
         logbuf = torch.zeros(n_logs, K, len(TERMS), device=device)
         rr_log = stack.new_rr_log(t)
         order, pos = None, n_t
@@ -727,7 +728,7 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
             pos += B
             x = d.train_x[idx]                                                  # (K,B,D)
             y = d.train_y.gather(1, idx)                                        # (K,B)
-            log = logbuf[it // cfg.log_every - 1] if it % cfg.log_every == 0 else None
+            log = logbuf[it // every - 1] if it % every == 0 else None
             stack.step(t, x, y, gens, log, rr_log)
             if cfg.eval_every and it % cfg.eval_every == 0 and it != cfg.iters:
                 pt, _, _ = evaluate(stack.model, d)
@@ -745,7 +746,7 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
             r["acc_matrix_seen"].append([v if i < t else None for i, v in enumerate(per_task_seen[k].tolist())])
             r["per_class_acc_after_task"].append(per_class[k].tolist())
             r["curves"].append(dict(task=t, iter=cfg.iters, per_task=per_task[k].tolist()))
-            r["loss_traces"].append(dict(task=t, iters=[(j + 1) * cfg.log_every for j in range(n_logs)],
+            r["loss_traces"].append(dict(task=t, iters=[(j + 1) * every for j in range(n_logs)],
                                          **{name: logs[:, k, j].tolist() for j, name in enumerate(TERMS)}))
             if rr_log is not None and (cfgs[k].rr or cfgs[k].ra):
                 pairs = rr_log["pairs"][k].nonzero().tolist()

@@ -1,6 +1,7 @@
 """Config, presets and stamps (style.md 1-2)."""
 import pytest
 
+import birr.config
 from birr.config import Config, preset, table1_configs
 
 
@@ -90,3 +91,28 @@ def test_fig3_configs_names_a_bad_budget():
     from birr.config import fig3_configs
     with pytest.raises(ValueError, match=r"budget='x' is not allowed; choose one of \('smoke', 'short', 'full'\)"):
         fig3_configs(budget="x")
+
+
+@pytest.mark.parametrize("call, error, needle", [
+    (lambda: table1_configs(seeds=3), TypeError, r"seeds=3 is not allowed; expected a list such as \(0, 1, 2\)"),
+    (lambda: table1_configs(seeds=()), TypeError, r"seeds=\(\) is not allowed; expected a non-empty list of integers"),
+    (lambda: table1_configs(seeds=(0, 0.5)), TypeError, r"seeds=\(0, 0.5\) is not allowed"),
+    (lambda: table1_configs(seeds=(1, 1)), ValueError, r"seeds=\(1, 1\) repeats a value"),
+    (lambda: table1_configs(factors=20), TypeError, r"factors=20 is not allowed; expected a list such as \(5, 10, 20\)"),
+    (lambda: table1_configs(factors=("20",)), TypeError, r"factors=\('20',\) is not allowed; expected a non-empty list of numbers"),
+    (lambda: birr.config.fig3_configs(iters_grid=100), TypeError, r"iters_grid=100 is not allowed"),
+    (lambda: birr.config.book_configs(seeds=range(0)), TypeError, r"seeds=range\(0, 0\) is not allowed"),
+])
+def test_sweeps_name_a_bad_list_in_one_line(call, error, needle):
+    """table1_configs(seeds=3) ended in Python's "'int' object is not iterable"."""
+    with pytest.raises(error, match=needle) as e:
+        call()
+    assert "\n" not in str(e.value)
+
+
+def test_sweeps_take_numpy_and_range_and_give_plain_numbers():
+    import numpy as np
+    cfgs = table1_configs(budget="smoke", seeds=np.arange(2), factors=range(5, 7))
+    assert [(c.method, c.seed, c.rep_f) for c in cfgs] == [
+        ("bir+si", 0, None), ("bir+si", 1, None), ("rr+ra", 0, 5.0), ("rr+ra", 1, 5.0), ("rr+ra", 0, 6.0), ("rr+ra", 1, 6.0)]
+    assert all(type(c.seed) is int for c in cfgs)

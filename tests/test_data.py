@@ -193,6 +193,26 @@ def test_missing_archive_says_where_and_how(tmp_path):
     assert "\n" not in str(e.value) and not root.exists()
 
 
+def test_unreachable_download_leaves_nothing_and_its_advice_works(tiny_cifar100, tmp_path, monkeypatch):
+    """No network (as on every machine here): one line naming the URL and where to put the archive by
+    hand; no partial file. Following the advice works without any download flag (the CLI has none)."""
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    root = tmp_path / "fresh"
+    with pytest.raises(ConnectionError, match="could not download https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz") as e:
+        data.load("cifar100", root=root)                       # download=True is the default
+    dest = root / "cifar-100-python.tar.gz"
+    assert "\n" not in str(e.value) and f"put it at {dest}" in str(e.value)
+    assert list(root.iterdir()) == []                          # the .part file was removed
+    dest.write_bytes(tiny_cifar100.archive.read_bytes())       # "fetch it by hand and put it at ..."
+    bm = data.load("cifar100", root=root, verify=False)        # still download=True: no network needed
+    assert len(bm.train) == 200 and (root / "cifar-100-python").is_dir()
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "incomplete"])
 def test_broken_archive_leaves_nothing_behind(damage, tiny_cifar100):
     archive = tiny_cifar100.archive

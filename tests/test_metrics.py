@@ -36,3 +36,14 @@ def test_one_task_has_no_forgetting_and_mean_sem():
     assert m == pytest.approx(7 / 3)
     assert sem == pytest.approx(math.sqrt((16 / 9 + 1 / 9 + 25 / 9) / 2 / 3))
     assert math.isnan(M.mean_sem([5.0])[1])
+
+
+def test_mean_sem_of_nothing_is_blank_and_the_book_uses_this_copy():
+    import numpy as np
+    import pandas as pd
+    from birr import report as R
+    assert all(math.isnan(v) for v in M.mean_sem([]))              # an empty table row: blanks, no error
+    assert R.mean_sem is M.mean_sem                                  # one implementation (was two)
+    m, sem = M.mean_sem(pd.Series([1.0, 2.0, 4.0, np.nan]).dropna())  # chapter 10 passes Series
+    assert (m, sem) == M.mean_sem([1.0, 2.0, 4.0]) and isinstance(m, float)
+    assert R.format_mean_sem(*M.mean_sem([70.0, 72.0])) == "71.0 ± 1.0"

@@ -43,6 +43,17 @@ def test_results_file_has_everything(results):
     assert not list(results.rglob(".*tmp*"))               # atomic writes leave no temp files
 
 
+def test_a_task_shorter_than_log_every_logs_its_last_iteration_and_logging_never_changes_training(results):
+    """Config(iters=7, log_every=50) used to record no loss trace at all, silently."""
+    sparse = birr.run(tiny(iters=7, log_every=50), results_dir=results, progress=False)
+    dense = birr.run(tiny(iters=7, log_every=1), results_dir=results, progress=False)
+    assert [tr["iters"] for tr in sparse["loss_traces"]] == [[7], [7]]
+    assert [tr["iters"] for tr in dense["loss_traces"]] == [list(range(1, 8))] * 2
+    for s, d in zip(sparse["loss_traces"], dense["loss_traces"]):
+        assert s["total"] == d["total"][-1:] and s["rr"] == d["rr"][-1:]
+    assert sparse["acc_matrix"] == dense["acc_matrix"]      # the loss terms are read, never fed back
+
+
 def test_determinism_same_seed_same_numbers(results):
     a = birr.run(tiny(), results_dir=results, progress=False)
     b = birr.run(tiny(), results_dir=results, progress=False, force=True)
