@@ -97,6 +97,41 @@ def test_killed_run_resumes_and_matches_uninterrupted(results, tmp_path, monkeyp
     assert not list((results / "ckpt").glob("*.pt"))        # removed once the results are written
 
 
+def test_sigkilled_cli_run_resumes_from_its_last_task(tmp_path):
+    """The brief's standard, with a real SIGKILL (no Python cleanup at all, unlike the KeyboardInterrupt
+    above): `python -m birr train` killed during task 2 leaves task 1's checkpoint and no results file;
+    the same command again resumes after task 1 and writes results equal to an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    argv = [sys.executable, "-m", "birr", "train", "--method", "rr+ra", "--set", "rep_f=5", "--set", "iters=400",
+            "--set", "device=cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    proc = subprocess.Popen(argv + ["--results-dir", str(killed), "--quiet"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not list((killed / "ckpt").glob("*.pt")):          # task 1 done: its state is on disk
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "runs").exists(), "the run finished before it was killed: make task 2 longer"
+    again = subprocess.run(argv + ["--results-dir", str(killed)], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "resuming 1 run(s) after task 1" in again.stdout, again.stdout + again.stderr
+    subprocess.run(argv + ["--results-dir", str(clean), "--quiet", "--no-checkpoint"], env=env, check=True,
+                   capture_output=True, timeout=300)
+    (a,), (b,) = (list((d / "runs").glob("*.json")) for d in (killed, clean))
+    ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
+    for key in ("acc_matrix", "per_class_acc", "loss_traces", "rr_stats", "metrics"):
+        assert ra[key] == rb[key], key
+    assert not list((killed / "ckpt").glob("*")) and not list(killed.rglob(".*tmp*"))
+
+
 def test_without_checkpoints_no_state_is_written_and_results_are_the_same(results, tmp_path, monkeypatch):
     cfg = tiny("rr+ra", rep_f=5.0)
     saved = []
