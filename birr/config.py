@@ -172,7 +172,7 @@ def validate(cfg: Config) -> None:
 DATASET_DEFAULTS = {
     "cifar100": dict(n_tasks=10, encoder_data="cifar10"),       # spec §1-§3
     "cifar10": dict(n_tasks=5, encoder_data="cifar10"),         # proxy: 5 tasks x 2 classes
-    "cifar10-jpg": dict(n_tasks=5, encoder_data="cifar10-jpg"),  # offline proxy (data/README)
+    "cifar10-jpg": dict(n_tasks=5, encoder_data="cifar10-jpg"),  # offline proxy (README.md, "Data")
     "synthetic": dict(n_tasks=2, encoder_data="synthetic"),     # tests and smoke runs only
 }
 
@@ -239,8 +239,9 @@ def _sweep(name: str, values, kind: type, example: str) -> tuple:
 
 def table1_configs(*, budget: str = "full", dataset: str | None = None, seeds=(0, 1, 2, 3, 4),
                    factors=(5, 10, 20, 50, 100), variant: str = "code", **overrides) -> list[Config]:
-    """The runs behind Table 1: the baseline and RR+RA at each f, same seeds (paired), batch 512 and
-    lambda = 1e-6 (SEED Table 1 / Fig. 3, spec §9.1 item 10)."""
+    """The runs behind Table 1: the baseline and RR+RA at each f, same seeds (paired), lambda = 1e-6,
+    and at the full budget batch 512 (SEED Table 1 / Fig. 3, spec §9.1 item 10; the smaller budgets
+    keep their own batch)."""
     seeds = _sweep("seeds", seeds, int, "(0, 1, 2)")
     factors = _sweep("factors", factors, float, "(5, 10, 20)")
     big = dict(batch=512, batch_replay=512) if budget == "full" else {}
@@ -285,7 +286,8 @@ def table1_page_configs(*, budget: str = "full", dataset: str | None = None, see
 
 
 def book_configs(*, budget: str = "short", dataset: str | None = None, seeds=(0, 1, 2), **overrides) -> list[Config]:
-    """Every run the book's chapters read, in one list (style.md 11: one list of the paper's commands):
+    """Every run the book's chapters read, in one list (style.md 11: one list of the paper's commands),
+    but for the errata chapter's one lr = 1e-4 run (`python -m birr book` leaves it to that chapter):
     baseline and fine-tuning (chapter 4), Table 1 with the code variant at every f and the paper variant
     at f = 20 (chapter 6), the Fig. 3 sweep (chapter 7). `python -m birr book` trains them stacked, one
     stack per shape in this order: Table 1's runs first (the book's headline, and the largest stack, so

@@ -79,7 +79,8 @@ class ConvEncoder(nn.Module):
     "reducing" layers (stride 2, channels doubling after the first). L1-L4 are conv -> BN -> ReLU.
     L5 is the bare conv (`no_fnl=True` in the reference: no BN, no ReLU), so the 1024 features are
     real-valued and unbounded: these are what internal replay reconstructs.
-    Parameters: 392,608 in the convs + 480 BN affine (+ 960 BN running statistics, not trained).
+    Parameters: 392,608 in the convs + 480 BN affine (+ 480 BN running statistics and 4 batch
+    counters, not trained).
     """
 
     channels = (3, 16, 32, 64, 128, 256)

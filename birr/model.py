@@ -3,11 +3,11 @@
 Read top to bottom: a stacked linear layer -> the model (encoder fcE, split layer toZ, classifier head,
 gated decoder, GMM prior) -> sampling for replay.
 
-Every parameter carries a leading *run* dimension K. One `BIR(K=1)` is one run; `BIR(K=30)` is thirty
-independent runs (different seeds or RR settings) trained in one process with batched matmuls (issue 7).
+Every parameter carries a leading *run* dimension K = len(seeds). `BIR([seed])` is one run; `BIR(seeds)`
+with thirty seeds is thirty independent runs (different seeds or RR settings) trained in one process with batched matmuls (issue 7).
 Each run's slice is initialised from its own seed, sees only its own data and its own loss, and Adam and
 SI are elementwise, so a run trained inside a stack matches the same run trained alone up to
-floating-point rounding (tests/test_batched.py).
+floating-point rounding (tests/test_train.py::test_stacked_runs_match_runs_trained_alone).
 
 Shapes use the paper's letters: K runs, B samples, D = 1024 encoder features, H = fc_units (2000),
 Z = z_dim (100), C = n_classes (100).

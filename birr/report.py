@@ -9,9 +9,10 @@ results (tests/test_report.py). Read top to bottom:
 4. figures (each helper returns a matplotlib Figure; chapters glue it);
 5. small helpers for the data, encoder and status pages.
 
-A results dict is what `birr.run` returns (birr/train.py). Its `metrics` are fractions in [0, 1];
-every table here reports percent. Numbers computed on the CIFAR-10 proxy or on synthetic data are
-never CIFAR-100 numbers: every table that sits next to the paper's says which data it came from.
+A results dict is what `birr.run` returns (birr/train.py). Its `metrics` are fractions (accuracies
+in [0, 1]; forgetting and bwt are differences of them, bwt mostly negative); every table here reports
+percent. Numbers computed on the CIFAR-10 proxy or on synthetic data are never CIFAR-100 numbers:
+every table that sits next to the paper's says which data it came from.
 """
 from __future__ import annotations
 
@@ -387,14 +388,18 @@ def busiest_classes(frame: pd.DataFrame, k: int) -> pd.DataFrame:
 
 def pair_counts(r: dict, tasks=None) -> pd.DataFrame:
     """Counts of (label, competitor) pairs that entered RR, summed over the logged tasks (or `tasks`),
-    as a C_seen x C_seen frame: rows = label (the sample's class), columns = competitor, class names."""
+    as a C_seen x C_seen frame: rows = label (the sample's class), columns = competitor, class names.
+    C_seen: the code variant's labels and competitors are the teacher's, over the classes of tasks
+    1 .. T-1 (spec §8.3); the paper variant's are the current model's, over every class seen so far,
+    the last task's included (spec §9.1 item 7)."""
     names = r["class_names"]
     counts = np.zeros((len(names), len(names)), dtype=np.int64)
     for st in r.get("rr_stats", []):
         if tasks is None or st["task"] in tasks:
             for a, b, n in st["pairs"]:
                 counts[a, b] += n
-    seen = max(1, (r["n_tasks"] - 1) * r["classes_per_task"])   # replay covers tasks 1 .. T-1
+    paper = r.get("config", {}).get("rr_variant") == "paper"
+    seen = max(1, (r["n_tasks"] - (0 if paper else 1)) * r["classes_per_task"])
     frame = pd.DataFrame(counts[:seen, :seen], index=names[:seen], columns=names[:seen])
     frame.index.name, frame.columns.name = "label", "competitor"
     return frame

@@ -14,7 +14,7 @@ replay and the exaggeration measure -> figure helpers.
 
 Budgets (DECODER_BUDGETS below), measured on this repo's 2-core CPU, one thread (OMP_NUM_THREADS=1),
 while other jobs shared the machine (torch 2.14.1):
-- smoke: synthetic, 1 epoch of 400 images (6 steps of 64), ~1-2 s; it learns nothing (grey pictures).
+- smoke: synthetic, 1 epoch of 400 images (6 steps of 64), a few seconds; it learns nothing (grey pictures).
 - short: cifar10-jpg with the 5-epoch encoder, one pass over all 50,000 training images in steps of 64:
   ~0.26 s a step, 208 s of training (245 s with loading and the test PSNR). Test PSNR 18.96 dB, against
   12.13 dB for the mean training image (artefacts/decoder-1585fe70ea.pt, 2.8 MB). Batch 64 at lr 1e-3
@@ -44,7 +44,7 @@ ARTEFACTS = benc.ARTEFACTS       # committed, next to the encoder artefacts
 # invert the features of plain images, which is what replay imitates), so one step is only the
 # decoder's forward and backward (~9 M multiply-accumulates per image forward).
 DECODER_BUDGETS = {
-    "smoke": dict(epochs=1, n_train_per_class=None),   # synthetic: 400 images, 6 steps, ~1 s; learns nothing
+    "smoke": dict(epochs=1, n_train_per_class=None),   # synthetic: 400 images, 6 steps, seconds; learns nothing
     "short": dict(epochs=1, n_train_per_class=None),   # cifar10-jpg: one pass over 50,000 images, ~3.5 min, 19.0 dB
     "full": dict(epochs=30, n_train_per_class=None),   # 30 passes: ~1.7 h on one CPU thread, meant for a GPU
 }

@@ -179,6 +179,11 @@ def test_competition_pairs_and_magnitudes():
     assert list(R.busiest_classes(pc, 2).index) == ["class2", "class3"]   # 55 + 0 each, vs 25 + 10 for 0, 1
     assert pc.shape == (4, 4)                     # replay covers tasks 1-2: 4 classes
     assert pc.loc["class0", "class1"] == 25 and pc.loc["class3", "class2"] == 55
+    # the paper variant's classifier is the current model's: task 3's classes (4, 5) can be labels and
+    # competitors, and no logged pair may be lost (a stored short run lost 8 % of its pairs that way)
+    st_paper = st + [dict(task=3, n_replayed=100, n_competitive=7, n_kept=7, n_applied=9, pairs=[[5, 0, 7]])]
+    pp = R.pair_counts(fake("rr+ra", seed=0, f=5.0, variant="paper", rr_stats=st_paper))
+    assert pp.shape == (6, 6) and pp.loc["class5", "class0"] == 7 and pp.to_numpy().sum() == 90 + 7
     # seed 1 names label c "class{c+1}": pairs are matched by name, so 0 -> 1 of seed 1 is class1 -> class2
     top = R.top_pairs([r0, r1], k=3)
     assert list(zip(top["label"], top["competitor"], top["count"])) == [
