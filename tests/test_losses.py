@@ -55,6 +55,10 @@ def test_kl_replay_is_the_mixture_and_clamps():
     w0 = torch.tensor([[[0.0, 1.0]]])
     v = L.kl_replay(z, mu, lv, means_far, lvs, w0, divisor=1.0).item()
     assert v == pytest.approx(-(math.log(1e-40) + 0.0), rel=1e-3)
+    # z away from both modes: the max over modes (-0.5, not 0) must be added back after the log
+    z3 = torch.tensor([[[3.0]]])
+    logp3 = math.log(0.25 * math.exp(-4.5) + 0.75 * math.exp(-0.5))      # modes at 0 and 2: -9/2, -1/2
+    assert L.kl_replay(z3, mu, lv, means, lvs, w, divisor=1.0).item() == pytest.approx(-4.5 - logp3, rel=1e-6)
 
 
 def test_classification_only_active_classes():
