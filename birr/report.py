@@ -281,6 +281,33 @@ def best_f(frame: pd.DataFrame, metric: str, variant: str = "code") -> str:
     return f"{name} ({gains.max():+.2f} points)"
 
 
+def two_se(diffs) -> tuple[float, float, str]:
+    """Mean and SEM of paired differences, and where the mean stands: "noise" (fewer than two values,
+    or no spread: nothing can be said), "within" (|mean| < 2 SEM), "above" or "below" (beyond two SEMs,
+    positive or negative). The book's rule for calling a lead (chapter 10), not a significance test:
+    with 3 seeds, 2 SEM is well short of a 95 % t interval (4.3 SEM)."""
+    mean, sem = mean_sem(diffs)
+    if not math.isfinite(sem) or sem == 0:
+        return mean, sem, "noise"
+    return mean, sem, "within" if abs(mean) < 2 * sem else ("above" if mean > 0 else "below")
+
+
+def paired_summary(frame: pd.DataFrame, what: str, *, a: str = "baseline", b: str = "RR+RA",
+                   extra=("real data",), by: str = "scope", digits: int = 3) -> pd.DataFrame:
+    """Chapter 10's tables: for each `by` group (in order of first appearance), "mean ± SEM" over seeds
+    of column `what` for methods a, b and `extra`, of the paired difference b - a (seeds that have
+    both), and the number of such seeds. `frame` has one row per (by, seed, method)."""
+    wide = frame.pivot_table(index=[by, "seed"], columns="method", values=what)
+    wide["difference"] = wide[b] - wide[a]
+    out = {}
+    for key, g in wide.groupby(level=by, sort=False):
+        out[key] = {col: format_mean_sem(*mean_sem(g[col].dropna() if col in g else []), digits=digits)
+                    for col in (a, b, "difference", *extra)}
+        out[key]["seeds"] = int(g["difference"].notna().sum())
+    order = [k for k in frame[by].unique() if k in out]
+    return pd.DataFrame(out).T.loc[order]
+
+
 def format_mean_sem(mean, sem, digits: int = 1) -> str:
     """ "m ± s" (just "m" when the SEM is nan, i.e. one seed; "–" when there is no value)."""
     if math.isnan(mean):

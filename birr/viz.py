@@ -353,6 +353,24 @@ def weighted_ratio(ex: pd.DataFrame, weights: pd.DataFrame) -> dict:
     return dict(distance=float(np.average(m["distance"], weights=w)), spread=float(np.average(m["spread"], weights=w)),
                 ratio=float(np.average(m["ratio"], weights=w)), n_pairs=int(len(m)))
 
+CONTROL = "all replayed pairs (control)"
+
+
+def pair_scopes(result: dict) -> dict[str, pd.DataFrame]:
+    """The weightings chapter 10 measures exaggeration under, each a frame of unordered pairs (a, b,
+    count) from one code-variant RR run: "task t", the pairs logged while learning task t; "all tasks",
+    summed over tasks; and CONTROL, every pair of classes that was ever replayed (tasks 1 .. T-1),
+    count 1 each, whether or not it competed."""
+    n_old = (result["n_tasks"] - 1) * result["classes_per_task"]
+    w = logged_pairs(result)
+    scopes = {f"task {t}": w[w.task == t].groupby(["a", "b"], as_index=False)["count"].sum()
+              for t in sorted(w.task.unique())}
+    scopes["all tasks"] = w.groupby(["a", "b"], as_index=False)["count"].sum()
+    pairs = [(a, b) for a in range(n_old) for b in range(a + 1, n_old)]
+    scopes[CONTROL] = pd.DataFrame(dict(a=[a for a, _ in pairs], b=[b for _, b in pairs], count=[1] * len(pairs)),
+                                   columns=["a", "b", "count"])
+    return scopes
+
 # -----------------------------------------------------------------------------
 # figure helpers (each returns or fills matplotlib axes; chapters glue the figures)
 

@@ -41,7 +41,6 @@ device = "auto"
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
@@ -187,12 +186,8 @@ rows = []
 for s, cb, cr in zip(seeds, base_cfgs, rr_cfgs):
     rr_res = res[cr.stamp]
     n_old_s = (rr_res["n_tasks"] - 1) * rr_res["classes_per_task"]          # classes that were ever replayed
-    all_pairs = [(a, b) for a in range(n_old_s) for b in range(a + 1, n_old_s)]
-    w = viz.logged_pairs(rr_res)
-    scopes = {f"task {t}": w[w.task == t].groupby(["a", "b"], as_index=False)["count"].sum() for t in sorted(w.task.unique())}
-    scopes["all tasks"] = w.groupby(["a", "b"], as_index=False)["count"].sum()
-    scopes["all replayed pairs (control)"] = pd.DataFrame(dict(a=[p[0] for p in all_pairs], b=[p[1] for p in all_pairs],
-                                                               count=1))
+    scopes = viz.pair_scopes(rr_res)                                         # per task, all tasks, control
+    all_pairs = list(scopes[viz.CONTROL][["a", "b"]].itertuples(index=False, name=None))
     bench_s = birr.data.load(dataset, seed=s)                                # this seed's class order
     real_x, _ = birr.encoder.features(encoder, bench_s, device=dev)          # cached
     keep = bench_s.train.labels < n_old_s
@@ -207,20 +202,7 @@ measure = pd.DataFrame(rows)
 glue("n_measure", n_measure, display=False)
 
 
-def summary(frame: pd.DataFrame, what: str) -> pd.DataFrame:
-    """Mean ± SEM over seeds of `what` per scope and method, and of the paired difference RR+RA - baseline."""
-    wide = frame.pivot_table(index=["scope", "seed"], columns="method", values=what)
-    wide["difference"] = wide["RR+RA"] - wide["baseline"]
-    out = {}
-    for scope, g in wide.groupby(level="scope", sort=False):
-        out[scope] = {col: R.format_mean_sem(*R.mean_sem(g[col].dropna()), digits=3)
-                      for col in ("baseline", "RR+RA", "difference", "real data")}
-        out[scope]["seeds"] = int(g["difference"].notna().sum())
-    order = [s for s in measure["scope"].unique()]
-    return pd.DataFrame(out).T.loc[[s for s in order if s in out]]
-
-
-ratio_table = summary(measure, "ratio")
+ratio_table = R.paired_summary(measure, "ratio")   # mean ± SEM over seeds; difference paired by seed
 ratio_table
 
 # %% [markdown]
@@ -231,9 +213,9 @@ ratio_table
 
 # %%
 overall = measure[measure.scope == "all tasks"]
-parts = pd.concat({"distance d": summary(overall, "distance").loc["all tasks"],
-                   "spread s": summary(overall, "spread").loc["all tasks"],
-                   "ratio ρ": summary(overall, "ratio").loc["all tasks"]}, axis=1).T
+parts = pd.concat({"distance d": R.paired_summary(overall, "distance").loc["all tasks"],
+                   "spread s": R.paired_summary(overall, "spread").loc["all tasks"],
+                   "ratio ρ": R.paired_summary(overall, "ratio").loc["all tasks"]}, axis=1).T
 parts
 
 
@@ -245,7 +227,7 @@ def mean_sem_of(frame, method, what, scope="all tasks"):
 
 wide = overall.pivot_table(index="seed", columns="method", values="ratio").dropna()
 diff = wide["RR+RA"] - wide["baseline"] if len(wide) else pd.Series(dtype=float)
-d_mean, d_sem = R.mean_sem(diff)
+d_mean, d_sem, where = R.two_se(diff)
 for method, key in (("baseline", "base"), ("RR+RA", "rr"), ("real data", "real")):
     for what in ("ratio", "distance", "spread"):
         m, _ = mean_sem_of(measure, method, what)
@@ -253,21 +235,18 @@ for method, key in (("baseline", "base"), ("RR+RA", "rr"), ("real data", "real")
 glue("ratio_diff", d_mean, display=False)
 glue("ratio_diff_sem", d_sem, display=False)
 glue("ratio_diff_pct", float(100 * d_mean / wide["baseline"].mean()) if len(wide) else float("nan"), display=False)
-if not np.isfinite(d_sem) or d_sem == 0:
-    verdict = f"cannot be told from noise with {len(diff)} seed(s)"
-elif abs(d_mean) < 2 * d_sem:
-    verdict = "is within two standard errors of zero: no clear exaggeration"
-else:
-    verdict = ("is positive by more than two standard errors: RR + RA's competing memories are further apart"
-               if d_mean > 0 else "is negative by more than two standard errors: RR + RA's competing memories are closer")
+verdict = {"noise": f"cannot be told from noise with {len(diff)} seed(s)",
+           "within": "is within two standard errors of zero: no clear exaggeration",
+           "above": "is positive by more than two standard errors: RR + RA's competing memories are further apart",
+           "below": "is negative by more than two standard errors: RR + RA's competing memories are closer"}[where]
 glue("verdict", verdict, display=False)
 beyond = []
 for scope in measure["scope"].unique():
     if scope == "all tasks":
         continue
     w = measure[measure.scope == scope].pivot_table(index="seed", columns="method", values="ratio").dropna()
-    m, se = R.mean_sem(w["RR+RA"] - w["baseline"]) if len(w) else (float("nan"), float("nan"))
-    if np.isfinite(se) and se > 0 and abs(m) >= 2 * se:
+    m, se, where = R.two_se(w["RR+RA"] - w["baseline"] if len(w) else [])
+    if where in ("above", "below"):
         beyond.append(f"{scope} ({m:+.3f} ± {se:.3f}: RR + RA's memories {'further apart' if m > 0 else 'closer'})")
 glue("scope_note", ("One scope at a time, the difference exceeds two standard errors in " + "; ".join(beyond)
                     + ". With this many rows and few seeds such a row can arise by chance: a lead to test with more "
@@ -283,7 +262,7 @@ else:
     real_note = (f"in units of their own spread the generator's classes are {'further apart' if rb > rr_ else 'closer'} "
                  f"than the real ones (spread of replay {sb:.2f} against {sr:.2f})")
 glue("real_note", real_note, display=False)
-glue("ratio_real_control", mean_sem_of(measure, "real data", "ratio", scope="all replayed pairs (control)")[0], display=False)
+glue("ratio_real_control", mean_sem_of(measure, "real data", "ratio", scope=viz.CONTROL)[0], display=False)
 
 # %% [markdown]
 # Over all tasks, weighted by how often each pair competed, the separation ratio is

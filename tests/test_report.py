@@ -3,6 +3,7 @@ import math
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -286,3 +287,31 @@ def test_finished_loads_stored_runs_and_trains_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(T, "_train_stack", lambda *a, **k: pytest.fail("finished() must not train"))
     got = R.finished(cfgs, results_dir=tmp_path)
     assert [r["stamp"] for r in got] == [done["stamp"]]
+
+
+def test_two_se_says_where_a_paired_mean_stands():
+    """Mean, SEM (n - 1) and whether the mean lies beyond two SEMs (chapter 10's rule for a lead)."""
+    m, se, where = R.two_se([1.0, 1.2, 0.8])
+    assert m == pytest.approx(1.0) and se == pytest.approx(math.sqrt(0.08 / 2 / 3)) and where == "above"
+    assert R.two_se([-1.0, -1.2, -0.8])[2] == "below"
+    assert R.two_se([0.0, 2.0, 4.0])[2] == "within"         # mean 2 < 2 x 1.1547
+    assert R.two_se([0.5])[2] == R.two_se([0.3, 0.3])[2] == "noise"   # one seed; no spread
+    m, se, where = R.two_se([])
+    assert math.isnan(m) and math.isnan(se) and where == "noise"
+
+
+def test_paired_summary_pairs_by_seed_and_keeps_the_scope_order():
+    rows = []
+    for scope, base, rr, real in (("task 2", (1.0, 2.0), (1.5, 2.1), (3.0, 3.0)),
+                                  ("all tasks", (1.0, 1.0), (2.0, None), (4.0, 5.0))):
+        for seed in (0, 1):
+            for method, v in (("baseline", base[seed]), ("RR+RA", rr[seed]), ("real data", real[seed])):
+                if v is not None:
+                    rows.append(dict(scope=scope, seed=seed, method=method, ratio=v))
+    t = R.paired_summary(pd.DataFrame(rows), "ratio")
+    assert list(t.index) == ["task 2", "all tasks"]         # first appearance, not alphabetical
+    assert t.loc["task 2"].to_dict() == {"baseline": "1.500 ± 0.500", "RR+RA": "1.800 ± 0.300",
+                                         "difference": "0.300 ± 0.200", "real data": "3.000 ± 0.000", "seeds": 2}
+    # seed 1 has no RR+RA value here: the difference has one seed, so no SEM
+    assert t.loc["all tasks", "difference"] == "1.000" and t.loc["all tasks", "seeds"] == 1
+    assert t.loc["all tasks", "baseline"] == "1.000 ± 0.000" and t.loc["all tasks", "RR+RA"] == "2.000"

@@ -122,6 +122,23 @@ def test_logged_pairs_and_weighted_ratio():
     assert w["ratio"] == pytest.approx((3 * 1 + 1 * 4) / 4) and w["n_pairs"] == 2
 
 
+def test_pair_scopes_per_task_all_tasks_and_control():
+    """Chapter 10's weightings: pairs are unordered (a < b), summed per task and over tasks; the control
+    is every pair of the (3 - 1) x 2 = 4 classes ever replayed, count 1 each."""
+    result = dict(n_tasks=3, classes_per_task=2,
+                  rr_stats=[dict(task=2, pairs=[[0, 1, 3], [1, 0, 2]]),
+                            dict(task=3, pairs=[[0, 1, 1], [2, 3, 4], [3, 0, 5]])])
+    sc = viz.pair_scopes(result)
+    assert list(sc) == ["task 2", "task 3", "all tasks", viz.CONTROL]
+    rec = {k: sorted(map(tuple, v[["a", "b", "count"]].to_numpy().tolist())) for k, v in sc.items()}
+    assert rec["task 2"] == [(0, 1, 5)]
+    assert rec["task 3"] == [(0, 1, 1), (0, 3, 5), (2, 3, 4)]
+    assert rec["all tasks"] == [(0, 1, 6), (0, 3, 5), (2, 3, 4)]
+    assert rec[viz.CONTROL] == [(0, 1, 1), (0, 2, 1), (0, 3, 1), (1, 2, 1), (1, 3, 1), (2, 3, 1)]
+    nothing = viz.pair_scopes(dict(n_tasks=1, classes_per_task=2, rr_stats=[]))
+    assert list(nothing) == ["all tasks", viz.CONTROL] and all(len(v) == 0 for v in nothing.values())
+
+
 def test_replay_features_seeded_and_paired():
     m = BIR([0], n_classes=4, fc_units=16, z_dim=8).eval()
     x, y = viz.replay_features(m, [1, 3], n_per_class=5, seed=7)
