@@ -18,17 +18,7 @@ import birr
 from birr import metrics as M
 from birr import train as T
 from birr.config import Config, book_configs, fig3_configs, preset, table1_configs, table1_page_configs
-
-
-def tiny(method="bir+si", **kw):
-    base = dict(budget="smoke", device="cpu", iters=20, log_every=5)
-    base.update(kw)
-    return birr.preset(method, **base)
-
-
-@pytest.fixture
-def results(tmp_path):
-    return tmp_path / "results"
+from test_train import results, tiny  # noqa: F401 - the tiny synthetic runs and their results fixture
 
 
 def _spy_steps(monkeypatch):
