@@ -16,8 +16,9 @@ def first_fraction(per_class_acc: list[float], fraction: float) -> float:
 
 
 def forgetting(acc_matrix: list[list[float | None]]) -> float:
-    """Average forgetting: for each task but the last, the best accuracy it ever had minus its final
-    accuracy (acc_matrix[t][i] = accuracy on task i after training task t, None if not yet seen)."""
+    """Average forgetting: for each task but the last, the best accuracy it had before the final model
+    minus its final accuracy, so negative when a task ends better than it ever was (acc_matrix[t][i] =
+    accuracy on task i after training task t, None if not yet seen)."""
     T = len(acc_matrix)
     if T < 2:
         return 0.0

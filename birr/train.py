@@ -171,7 +171,10 @@ def load_model(cfg: Config, results_dir=None, device="cpu") -> BIR | None:
 
 
 def _stack_key(cfg: Config) -> tuple:
-    return tuple((k, v) for k, v in dataclasses.asdict(cfg).items() if k not in PER_RUN + Config.NOT_STAMPED)
+    """What the runs of one stack share: everything but PER_RUN and the budget's name. device and
+    compile are not stamped (a stored result serves either) but a stack runs one way, cfgs[0]'s, so
+    runs that differ in them go to different stacks: each result's config says how it was trained."""
+    return tuple((k, v) for k, v in dataclasses.asdict(cfg).items() if k not in PER_RUN + ("budget",))
 
 
 # --- data on the device ------------------------------------------------------------------------

@@ -132,6 +132,23 @@ def test_sigkilled_cli_run_resumes_from_its_last_task(tmp_path):
     assert not list((killed / "ckpt").glob("*")) and not list(killed.rglob(".*tmp*"))
 
 
+def test_runs_that_differ_in_compile_or_device_are_not_stacked(results, monkeypatch):
+    """A stack runs as its first config says; compile and device are outside the stamp, so they were
+    outside the stack key too, and a compile=True run stacked behind a compile=False one was trained
+    eagerly while its stored config said compile=True (found by a mutation audit)."""
+    groups, compiled = [], []
+    real_train, real_compile = T._train_stack, T.compile_static
+    monkeypatch.setattr(T, "_train_stack", lambda group, *a, **k: groups.append([c.compile for c in group])
+                        or real_train(group, *a, **k))
+    monkeypatch.setattr(T, "compile_static", lambda fn, **kw: compiled.append(1) or real_compile(fn, **kw))
+    out = birr.run_many([tiny(iters=3, seed=0), tiny(iters=3, seed=1, compile=True)], results_dir=results,
+                        progress=False)
+    assert groups == [[False], [True]] and compiled                      # two stacks; the second compiled
+    assert [r["stacked_with"] for r in out] == [1, 1] and [r["config"]["compile"] for r in out] == [False, True]
+    assert T._stack_key(tiny(device="cpu")) != T._stack_key(tiny(device="auto"))
+    assert T._stack_key(tiny(seed=0, rep_f=5.0)) == T._stack_key(tiny(seed=3, rep_f=20.0))   # PER_RUN may differ
+
+
 def test_without_checkpoints_no_state_is_written_and_results_are_the_same(results, tmp_path, monkeypatch):
     cfg = tiny("rr+ra", rep_f=5.0)
     saved = []
