@@ -3,8 +3,8 @@
 Read top to bottom: a stacked linear layer -> the model (encoder fcE, split layer toZ, classifier head,
 gated decoder, GMM prior) -> sampling for replay.
 
-Every parameter carries a leading *run* dimension K = len(seeds). `BIR([seed])` is one run; `BIR(seeds)`
-with thirty seeds is thirty independent runs (different seeds or RR settings) trained in one process with batched matmuls (issue 7).
+Every parameter carries a leading *run* dimension K = len(seeds). `BIR([seed])` is one run; thirty seeds
+are thirty independent runs (seeds or RR settings) trained in one process with batched matmuls (issue 7).
 Each run's slice is initialised from its own seed, sees only its own data and its own loss, and Adam and
 SI are elementwise, so a run trained inside a stack matches the same run trained alone up to
 floating-point rounding (tests/test_train.py::test_stacked_runs_match_runs_trained_alone).

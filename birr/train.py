@@ -319,9 +319,9 @@ def compile_static(fn, graphs: int = 256, **kw):
     never builds: resume would no longer be bit for bit (tests/test_train.py).
 
     Why the room: dynamo keeps 8 graphs per function, then silently runs it eagerly (slower, and not
-    the resumed run's bits). A 10-task run's loss terms need 10 graphs (compiled on a CPU: one per task, as
-    its slices follow the classes seen so far), the training pass 2, and a process that trains several stacks in turn adds
-    that again per stack of new shapes; measured: with the default, the fifth of eight small stacks
+    the resumed run's bits). A 10-task run's loss terms need 10 graphs (compiled on a CPU: one per task,
+    as their slices follow the classes seen so far), the training pass 2, and a process that trains
+    several stacks in turn adds that again per stack of new shapes; measured: with the default, the fifth of eight small stacks
     trained one after another no longer compiled its training pass (2026-11-30)."""
     compiled = torch.compile(fn, dynamic=False, **kw)
     cfg = torch._dynamo.config

@@ -23,6 +23,7 @@ while other jobs shared the machine (torch 2.14.1):
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from pathlib import Path
@@ -366,9 +367,7 @@ def pair_scopes(result: dict) -> dict[str, pd.DataFrame]:
     scopes = {f"task {t}": w[w.task == t].groupby(["a", "b"], as_index=False)["count"].sum()
               for t in sorted(w.task.unique())}
     scopes["all tasks"] = w.groupby(["a", "b"], as_index=False)["count"].sum()
-    pairs = [(a, b) for a in range(n_old) for b in range(a + 1, n_old)]
-    scopes[CONTROL] = pd.DataFrame(dict(a=[a for a, _ in pairs], b=[b for _, b in pairs], count=[1] * len(pairs)),
-                                   columns=["a", "b", "count"])
+    scopes[CONTROL] = pd.DataFrame(list(itertools.combinations(range(n_old), 2)), columns=["a", "b"]).assign(count=1)
     return scopes
 
 # -----------------------------------------------------------------------------
