@@ -215,8 +215,6 @@ def preset(method: str = "bir+si", *, budget: str = "full", dataset: str | None 
     if d["dataset"] not in DATASET_DEFAULTS:
         raise ValueError(f"dataset={d['dataset']!r} is not allowed; choose one of {tuple(DATASET_DEFAULTS)}")
     d.update(DATASET_DEFAULTS[d["dataset"]])
-    if budget == "full" and d["dataset"] == "cifar10-jpg":
-        d["encoder_epochs"] = 100
     d.update(overrides)
     return Config(**d)
 
