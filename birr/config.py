@@ -45,7 +45,7 @@ class Config:
     # --- optimisation, spec §5-§6 --------------------------------------------------------------
     iters: int = 5000                 # iterations per task (--iters)
     batch: int = 256                  # current-task batch (--batch)
-    batch_replay: int = 256           # replay batch (= batch unless --batch-replay; SEED Fig. 3: 512)
+    batch_replay: int = 256           # replay batch (= batch unless --batch-replay; the paper's Fig. 3: 512)
     lr: float = 1e-4                  # Adam(0.9, 0.999), one optimiser for the whole run
     replay: str = "generative"        # "generative" (BI-R) or "none" (plain fine-tuning)
     temp: float = 2.0                 # distillation and soft-gate temperature (--temp)
@@ -59,7 +59,7 @@ class Config:
     lambda_rr: float = 1e-6           # --lamda-recon-rep (default 1e-6 since 2021-09-08, spec §8.1)
     lambda_ra: float = 1e-6           # --lamda-recon-atr
     rep_f: float | None = None        # f, the repulsion factor (--use-rep-f --rep-f); None = no factor
-    rr_variant: str = "code"          # "code": the fork's implementation (spec §8); "paper": SEED §3.2-3.3
+    rr_variant: str = "code"          # "code": the fork's implementation (spec §8); "paper": the paper's §3.2-3.3
     # --- evaluation, spec §7 -------------------------------------------------------------------
     eval_every: int = 0               # also evaluate every N iterations (0 = only after each task)
     log_every: int = 50               # record the loss terms every N iterations (a shorter task: its last)
@@ -238,7 +238,7 @@ def _sweep(name: str, values, kind: type, example: str) -> tuple:
 def table1_configs(*, budget: str = "full", dataset: str | None = None, seeds=(0, 1, 2, 3, 4),
                    factors=(5, 10, 20, 50, 100), variant: str = "code", **overrides) -> list[Config]:
     """The runs behind Table 1: the baseline and RR+RA at each f, same seeds (paired), lambda = 1e-6,
-    and at the full budget batch 512 (SEED Table 1 / Fig. 3, spec §9.1 item 10; the smaller budgets
+    and at the full budget batch 512 (the paper's Table 1 / Fig. 3, spec §9.1 item 10; the smaller budgets
     keep their own batch)."""
     seeds = _sweep("seeds", seeds, int, "(0, 1, 2)")
     factors = _sweep("factors", factors, float, "(5, 10, 20)")
@@ -251,14 +251,14 @@ def table1_configs(*, budget: str = "full", dataset: str | None = None, seeds=(0
     return out
 
 
-# iterations per task for the Fig. 3 sweep (SEED Fig. 3: final precision against iterations)
+# iterations per task for the Fig. 3 sweep (the paper's Fig. 3: final precision against iterations)
 FIG3_ITERS = {"smoke": (10, 20, 40), "short": (60, 150, 300), "full": (1000, 2500, 5000)}
 
 
 def fig3_configs(*, budget: str = "full", dataset: str | None = None, seeds=(0, 1, 2, 3, 4), f: float = 20.0,
                  iters_grid=None, **overrides) -> list[Config]:
     """Baseline and RR+RA (f, lambda = 1e-6) at each iterations-per-task setting, same seeds, batch 512
-    at the full budget (SEED Fig. 3 caption)."""
+    at the full budget (the paper's Fig. 3 caption)."""
     big = dict(batch=512, batch_replay=512) if budget == "full" else {}
     big.update(overrides)
     if budget not in FIG3_ITERS:

@@ -3,7 +3,7 @@ r"""Every loss term of BI-R (spec §5), SI (spec §6) and RR / RA (spec §8, pap
 Each function takes tensors with a leading run dimension K and returns one value per run, shape (K,),
 so K stacked runs never mix. Notation: B batch, D = 1024 features, Z latent size, C classes.
 
-The paper writes its losses with binary cross-entropy summed over features (SEED Eq. 2, 4, 5); the code
+The paper writes its losses with binary cross-entropy summed over features (its Eq. 2, 4, 5); the code
 it was run with uses half the squared error averaged over features, because the reconstructed objects
 are unbounded conv features (spec §9.1 items 1, 9). birr follows the code in both RR variants.
 """
@@ -27,7 +27,7 @@ def reconstruction_loss(x, x_recon):
     r"""$r_i = \tfrac12 \cdot \tfrac1D \sum_f (x_{i,f} - x'_{i,f})^2$, averaged over the batch (spec §5).
 
     The negative unit-variance Gaussian log-likelihood without its constant, *averaged* over features
-    (not summed, and not BCE as SEED Eq. 2 writes). x, x_recon: (K,B,D) -> (K,)."""
+    (not summed, and not BCE as the paper's Eq. 2 writes). x, x_recon: (K,B,D) -> (K,)."""
     return 0.5 * (x - x_recon).pow(2).mean(dim=(1, 2))
 
 
@@ -102,7 +102,7 @@ def si_penalty(params, omegas, anchors):
 # --- competing classes, paper §3.2 / Fig. 2 ----------------------------------------------------
 
 def competing_classes(p, f, validate: bool = True):
-    r"""The paper's competitor rule (SEED §3.2, Fig. 2): label = argmax p; threshold = p_max / f;
+    r"""The paper's competitor rule (its §3.2, Fig. 2): label = argmax p; threshold = p_max / f;
     competitors = the other classes with probability strictly above the threshold.
 
     p: (..., C) probabilities; f: a number >= 1 or a tensor broadcastable to p[..., 0] (values >= 1).
@@ -177,10 +177,10 @@ def rr_ra_code(x_replay, x_recon, teacher_logits, f, use_f):
     return rr, ra, stats
 
 
-# --- RR / RA as the paper is written, SEED §3.2-3.3 --------------------------------------------
+# --- RR / RA as the paper is written, its §3.2-3.3 ---------------------------------------------------
 
 def rr_ra_paper(x_recon, own_logits, class_means, f, use_f, validate: bool = True):
-    r"""RR and RA as SEED §3.2-3.3 describe them, with the two resolutions birr has to choose
+    r"""RR and RA as the paper's §3.2-3.3 describe them, with the two resolutions birr has to choose
     (errata page, spec §9.1):
 
     * competitors come from the model's *own* classifier (softmax over the classes seen so far, T = 1),
@@ -193,7 +193,7 @@ def rr_ra_paper(x_recon, own_logits, class_means, f, use_f, validate: bool = Tru
 
     $RR = \mathrm{mean}_{(i,c)\ \mathrm{competing}} \big[\tfrac12\tfrac1D\|\hat x_c - x'_i\|^2\big]^{-1}$,
     $RA = \mathrm{mean}_i\ \tfrac12\tfrac1D\|\hat x_{label_i} - x'_i\|^2$ (all replayed samples, independent
-    of f, as SEED §3.3 implies).
+    of f, as the paper's §3.3 implies).
 
     x_recon (K,B,D); own_logits (K,B,C_active) (detached here); class_means (K,C_active,D); f (K,);
     use_f (K,) bool. Returns rr (K,), ra (K,), stats.

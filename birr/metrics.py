@@ -1,6 +1,6 @@
 """What "precision" means and the numbers Table 1 reports (spec §7).
 
-Precision is top-1 accuracy (spec §7). SEED's Table 1 columns are the final model's mean accuracy over
+Precision is top-1 accuracy (spec §7). The paper's Table 1 columns are the final model's mean accuracy over
 the first 20 % and first 50 % of classes *in the permuted order*, and over all classes; every class has
 the same number of test images, so per-class and per-task means coincide (spec §7).
 """

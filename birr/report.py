@@ -98,7 +98,7 @@ METRIC_NAMES = {"first20": "first 20 %", "first50": "first 50 %", "overall": "ov
                 "forgetting": "forgetting", "bwt": "BWT", "task1": "task 1 (final)",
                 "average_task_acc": "mean over tasks"}
 
-# SEED Table 1 (paper text, CIFAR-100, 5 runs, 5000 iterations): "absolute change/relative change"
+# The paper's Table 1 (paper text, CIFAR-100, 5 runs, 5000 iterations): "absolute change/relative change"
 # over the baseline, in percentage points / percent, for each repulsion factor f.
 PAPER_TABLE1 = [
     dict(f=5, first20=(3.80, 12.5), first50=(4.06, 12.78), overall=(1.35, 3.87)),
@@ -107,7 +107,7 @@ PAPER_TABLE1 = [
     dict(f=50, first20=(4.90, 16.12), first50=(3.56, 11.21), overall=(1.26, 3.61)),
     dict(f=100, first20=(4.95, 16.28), first50=(4.18, 13.16), overall=(1.24, 3.56)),
 ]
-# SEED §4 Results text, f = 20 at 5000 iterations: the numbers that disagree with Table 1 (spec §9.2 item 1)
+# The paper's §4 Results text, f = 20 at 5000 iterations: the numbers that disagree with Table 1 (spec §9.2 item 1)
 PAPER_TEXT_F20 = dict(first50=(3.20, 15.30), first20=(4.30, 15.79))
 # BI-R + SI on class-IL CIFAR-100 as van de Ven et al. report it: about 34.8 % overall.
 # From memory, unverified (spec §9.2 item 2).
@@ -120,7 +120,7 @@ def implied_baseline(abs_change: float, rel_change: float) -> float:
 
 
 def paper_table1_frame() -> pd.DataFrame:
-    """SEED Table 1 as printed (CIFAR-100), with the baseline each cell implies (spec §9.2 item 2).
+    """The paper's Table 1 as printed (CIFAR-100), with the baseline each cell implies (spec §9.2 item 2).
     Index f; columns <metric>_abs (points), <metric>_rel (%), <metric>_implied_baseline (%)."""
     rows = []
     for row in PAPER_TABLE1:
@@ -351,6 +351,13 @@ def metric_summary(groups: dict[str, list[dict]], metrics=("overall", "first50",
     return pd.DataFrame(rows).set_index("group")
 
 
+def learned_accuracy(runs) -> list[float]:
+    """Accuracy (%) on each task right after learning it (the accuracy matrix's diagonal), mean over
+    runs: how well each task was learned, before any forgetting."""
+    diag = np.array([[r["acc_matrix"][t][t] for t in range(len(r["acc_matrix"]))] for r in runs], dtype=float)
+    return (100 * diag.mean(0)).tolist()
+
+
 def format_summary(summary: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     metrics = [c[:-5] for c in summary.columns if c.endswith("_mean")]
     out = pd.DataFrame(index=summary.index)
@@ -402,6 +409,19 @@ def competition_by_f(results) -> pd.DataFrame:
         "runs": g["stamp"].nunique(),
     })
     return out.reset_index()
+
+
+def applied_by_task(results) -> pd.DataFrame:
+    """The share of iterations (%) in which RR / RA were applied, per run (rows: variant, f, seed) and
+    task (columns, t >= 2): what `competition_by_f`'s mean over tasks hides. In the code variant a
+    batch with no competitive sample skips both terms (spec §8.3 item 4), so a task can have them in
+    almost every batch or in almost none."""
+    cf = competition_frame(results)
+    if cf.empty:
+        return pd.DataFrame()
+    out = cf.pivot_table(index=["variant", "f", "seed"], columns="task", values="applied_share", aggfunc="mean")
+    out.columns.name = "task"
+    return 100 * out
 
 
 def busiest_classes(frame: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -518,15 +538,20 @@ def example_samples(p, f: float) -> list[int]:
 
 def competitor_share_vs_f(p, factors) -> pd.DataFrame:
     """For probabilities p (N, C): share of samples with at least one competitor, and the mean number
-    of competitors per sample, at each f (paper rule, `birr.losses.competing_classes`)."""
+    of competitors per sample (over all N, those with none included) and per competitive sample (over
+    those with at least one; nan when there are none), at each f (paper rule,
+    `birr.losses.competing_classes`). The two means differ by the share: 1.0 per sample at a 33 %
+    share is 3 per competitive sample."""
     import torch
     from birr.losses import competing_classes
     p = torch.as_tensor(p)
     rows = []
     for f in factors:
         _, _, comp = competing_classes(p, float(f))
-        rows.append(dict(f=float(f), share_competitive=100 * comp.any(-1).float().mean().item(),
-                         competitors_per_sample=comp.sum(-1).float().mean().item()))
+        n, has = comp.sum(-1).float(), comp.any(-1)
+        rows.append(dict(f=float(f), share_competitive=100 * has.float().mean().item(),
+                         competitors_per_sample=n.mean().item(),
+                         competitors_per_competitive_sample=n[has].mean().item() if has.any() else float("nan")))
     return pd.DataFrame(rows)
 
 # -----------------------------------------------------------------------------
@@ -594,7 +619,7 @@ def plot_per_task(groups: dict[str, list[dict]], *, seen_only: bool = False):
 
 
 def plot_fig2(p, f: float, class_names=None, *, ax=None, title: str | None = None, max_bars: int = 12):
-    """SEED Fig. 2 redrawn for one probability vector p (C,): bars coloured by role (label, competitor,
+    """The paper's Fig. 2 redrawn for one probability vector p (C,): bars coloured by role (label, competitor,
     ignored) with the threshold p_max / f as a dashed line (rule: `birr.losses.competing_classes`).
     With more than `max_bars` classes only the `max_bars` most probable are drawn, most probable first;
     the rule is always applied to the whole vector."""
@@ -613,8 +638,9 @@ def plot_fig2(p, f: float, class_names=None, *, ax=None, title: str | None = Non
     x = np.arange(len(shown))
     ax.bar(x, p[shown], color=colours, edgecolor="black", linewidth=0.4)
     ax.axhline(float(threshold), ls="--", color="black", lw=1)
-    ax.text(len(shown) - 0.5, float(threshold), f" p_max/f = {float(threshold):.3g}", va="bottom", ha="right", fontsize=8,
-            bbox=dict(facecolor="white", alpha=0.8, lw=0, pad=1))
+    # the threshold's value right of the axes, level with its line, where no bar can hide under it
+    ax.text(1.01, float(threshold), f"p_max/f\n= {float(threshold):.3g}", transform=ax.get_yaxis_transform(),
+            va="center", ha="left", fontsize=8)
     many = len(shown) > 6
     ax.set_xticks(x, [names[i] for i in shown], rotation=60 if many else 0, ha="right" if many else "center",
                   fontsize=7 if many else 9)
@@ -735,7 +761,7 @@ def paired_points(results) -> list[dict]:
 
 
 def plot_fig3(results, *, title: str | None = None):
-    """SEED Fig. 3 redrawn: final test accuracy against iterations per task, (a) overall, (b) first
+    """The paper's Fig. 3 redrawn: final test accuracy against iterations per task, (a) overall, (b) first
     50 %, (c) first 20 %; one point per seed, lines through the means; RR+RA ("RR") and baseline ("BL")."""
     plt = _plt()
     df = fig3_frame(results)
@@ -885,15 +911,23 @@ def encoder_layer_frame() -> pd.DataFrame:
 
 
 def status_rows(results) -> pd.DataFrame:
-    """One row per distinct run (by stamp): what ran, on which data and device, at which commit, how long."""
+    """One row per distinct run (by stamp): what ran, on which data and device, at which commit, how long.
+
+    `git_sha` ends in "+" when the tree that trained the run had uncommitted changes. Runs of the same
+    shapes train together as one stacked model (`birr.run_many`), so a run has no wall time of its
+    own: `stacked` is how many runs trained together and `stack_seconds` the whole stack's wall time
+    (training and setup), the same on each of its rows. A result stores its share,
+    `wall_time_s` = stack time / K; a run stored before `stacked_with` existed trained alone."""
     rows, seen = [], set()
     for r in results:
         if r["stamp"] in seen:
             continue
         seen.add(r["stamp"])
         prov = r.get("provenance", {})
+        k = int(r.get("stacked_with", 1))
         rows.append(dict(stamp=r["stamp"], method=run_label(r), dataset=r["dataset"], budget=r["budget"], seed=r["seed"],
                          iters=r["config"].get("iters"), device=_device_of(r),
                          git_sha=str(prov.get("git_sha", "?"))[:12] + ("+" if prov.get("git_dirty") else ""),
-                         seconds=round(float(r.get("wall_time_s", float("nan"))), 1)))
-    return pd.DataFrame(rows, columns=["stamp", "method", "dataset", "budget", "seed", "iters", "device", "git_sha", "seconds"])
+                         stacked=k, stack_seconds=round(k * float(r.get("wall_time_s", float("nan"))), 1)))
+    return pd.DataFrame(rows, columns=["stamp", "method", "dataset", "budget", "seed", "iters", "device", "git_sha",
+                                       "stacked", "stack_seconds"])

@@ -214,7 +214,7 @@ class TaskData:
 
     def class_means(self, t: int) -> torch.Tensor:
         """(K, cpt, D) mean encoder feature of each of task t's classes over its real training images
-        (the paper's x-hat, SEED §3.3; used by rr_variant='paper')."""
+        (the paper's x-hat, its §3.3; used by rr_variant='paper')."""
         lo = (t - 1) * self.cpt
         out = []
         for y in self.train_y:

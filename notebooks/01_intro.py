@@ -43,7 +43,8 @@
 #
 # > The model used in this work is built upon the brain-inspired replay (BI-R) model proposed by van
 # > de Ven et al [1]. This combines a softmax classifier with a VAE to generate samples based on
-# > previously seen classes and replay them alongside the current inputs, as depicted in Fig. 1.
+# > previously seen classes and replay them alongside the current inputs, as depicted in Fig. 1
+# > [the paper's figure, not reproduced here].
 #
 # In BI-R the classifier and the VAE share one network: the encoder's hidden layers feed both the
 # softmax and the latent code, and the decoder is the "feedback" path back down. On CIFAR-100 the
@@ -51,8 +52,9 @@
 # CIFAR-10 and then frozen, and what is generated and replayed are its feature vectors, not pixels.
 # BI-R is usually combined with synaptic intelligence (SI), a penalty that protects weights that
 # mattered for earlier tasks; the "baseline" of this book is BI-R + SI with the reference settings
-# (at the `full` budget; the CPU-sized `short` budget scales width, iterations and learning rate, each
-# change stated where it is used and argued in the errata chapter). It does well on small benchmarks, much less so on CIFAR-100:
+# (at the `full` budget; the CPU-sized `short` budget scales width, iterations, batch sizes, learning
+# rate and the encoder's pre-training epochs, each change stated where it is used and argued in the
+# errata chapter). It does well on small benchmarks, much less so on CIFAR-100:
 #
 # > The current state-of-the-art generative model, on which this paper builds [1], is able to obtain
 # > close to storage based performance on a 10-class MNIST dataset, however, when applied to the more
@@ -99,12 +101,16 @@
 # > applied to batches of replayed samples, rather than new class batches.
 #
 # The paper reports its gains as the final test accuracy ("precision" in the paper) averaged over
-# all classes, over the first 50 % of classes seen and over the first 20 %: forgetting hurts the
-# earliest classes most, so that is where a cure should show. birr reports the same three numbers
+# all classes, over the first 50 % of classes seen and over the first 20 %: in the paper's setting
+# forgetting hurts the earliest classes most, so that is where a cure should show (the baseline chapter
+# checks whether it does on this build's data). birr reports the same three numbers
 # (`overall`, `first50`, `first20`). The paper's text and the authors' code differ in several places
 # (the loss is an inverse squared error on features in the code, the class means come from the replay
 # batch, only the runner-up class is ever repelled); birr implements both readings and the later
-# chapters say which one each number comes from.
+# chapters say which one each number comes from. Citations such as "spec §8" point to sections of
+# birr's behavioural specification, a section-by-section account of what the two reference codebases
+# compute and of every place where code and paper disagree, from which birr was written
+# ({doc}`/book/references`).
 #
 # ## The data of this build
 #

@@ -25,7 +25,7 @@
 # "Earlier-seen" refers to the order in which the classes arrive. The reference code draws that order
 # from the seed: it calls `np.random.seed(seed)`, draws one permutation of the class ids and relabels
 # every image as `new_label = permutation[original_label]`; task $t$ then holds new labels
-# $c\,(t-1), \dots, c\,t - 1$ for $c$ classes per task, and labels stay global (class-incremental: one
+# $m\,(t-1), \dots, m\,t - 1$ for $m$ classes per task, and labels stay global (class-incremental: one
 # head, no task id at test time; spec §2). The paper's "first 20 %" and "first 50 %" of classes are
 # therefore the first classes *in the permuted order*, and they are different classes for every seed.
 
@@ -141,7 +141,7 @@ glue("first50_names", ", ".join(bench.class_names[:n50]), display=False)
 # recomputed without the images (`birr.data.class_order(100, 0)`); names are the standard alphabetical
 # CIFAR-100 fine labels. This is the order behind the paper's numbers (if its runs used seed 0, which
 # the code suggests but does not prove; spec §9.1 item 12), **not** the order of the data above
-# unless this build ran on CIFAR-100. Each cell is "original id, name", listed by new label.
+# unless this build ran on CIFAR-100. Each cell is the original id and the name, listed by new label.
 
 # %%
 R.cifar100_order_frame(0)

@@ -39,6 +39,7 @@ device = "auto"
 # %%
 # %matplotlib inline
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from myst_nb import glue
 
@@ -95,8 +96,9 @@ layers
 #
 # Even at the `full` budget this is not the reference's encoder. Its continual runs load the
 # checkpoint it ships, `store/models/C3-5x16-bn`, whose batch-norm layers counted 39,000 training
-# batches where the documented recipe makes 19,500 (spec §3): those weights came from another run,
-# and no pre-training reproduces them. They are not in this repository; a reader who has them imports
+# batches where the documented recipe makes 19,500 (spec §3): they were most likely made by another
+# command (100 epochs at batch 128, or 200 at batch 256, give exactly 39,000), so pre-training by the
+# documented recipe does not reproduce them. They are not in this repository; a reader who has them imports
 # them with `python -m birr import-encoder` and trains with `--set encoder=ref-...` (README, "The
 # frozen encoder"), which checks every key and shape and records the file's hash with each result.
 #
@@ -121,6 +123,15 @@ else:
     enc_overlap = (f"The encoder was pre-trained on {meta['dataset']} and is used on {cfg.dataset}: as in the "
                    f"paper, it has not seen the continual benchmark's images or labels.")
 glue("enc_overlap", enc_overlap, display=False)
+if meta["dataset"] == cfg.dataset:
+    norm_note = (f"The continual data are normalised with their own statistics, as in the reference; here "
+                 f"the encoder was pre-trained on the same data ({meta['dataset']}), so those are also the "
+                 f"statistics it was trained under.")
+else:
+    norm_note = (f"As the reference does, the continual data ({cfg.dataset}) are normalised with their *own* "
+                 f"statistics, although the encoder was trained under those of {meta['dataset']} (spec §3: a "
+                 f"harmless mismatch, copied for fidelity).")
+glue("norm_note", norm_note, display=False)
 history = pd.DataFrame(meta["history"]).set_index("epoch")
 history.assign(train_acc=100 * history["train_acc"]).rename(
     columns={"loss": "train loss", "train_acc": "train accuracy (%)", "seconds": "seconds (cumulative)"}).round(3)
@@ -130,10 +141,8 @@ history.assign(train_acc=100 * history["train_acc"]).rename(
 #
 # The stack is frozen and in evaluation mode, and the continual run has no augmentation, so the
 # features of an image never change during training. birr computes them once per (encoder, dataset)
-# and caches them; training then only gathers rows of a feature matrix (spec §3, "consequence"). As
-# the reference does, the continual data are normalised with their *own* statistics, although the
-# encoder was trained under those of its pre-training data (spec §3: a harmless mismatch, copied for
-# fidelity).
+# and caches them; training then only gathers rows of a feature matrix (spec §3, "consequence").
+# {glue:text}`norm_note:s`
 
 # %%
 bench = birr.data.load(dataset, seed=seeds[0])
@@ -149,9 +158,10 @@ glue("chance", 100 / bench.n_classes, display=False)
 glue("bench_name", bench.name, display=False)
 
 fig, ax = plt.subplots(figsize=(5, 2.6))
-ax.hist(train_x.flatten()[:: max(1, train_x.numel() // 200_000)].numpy(), bins=80, color="tab:blue")
+counts, edges = np.histogram(train_x.numpy().ravel(), bins=80)   # every value of every image
+ax.stairs(counts, edges, fill=True, color="tab:blue")
 ax.set_xlabel("feature value")
-ax.set_ylabel("count (subsample)")
+ax.set_ylabel("count")
 ax.set_yscale("log")
 fig.tight_layout()
 glue("feature_hist", fig, display=False)
@@ -161,8 +171,8 @@ plt.close(fig)
 # ```{glue:figure} feature_hist
 # :name: fig-feature-hist
 #
-# Values of the encoder's 1,024 features over the {glue:text}`feat_n_train:,d` training images of
-# {glue:text}`bench_name:s` (a subsample, log scale).
+# Values of the encoder's {glue:text}`feat_dim:,d` features over all {glue:text}`feat_n_train:,d`
+# training images of {glue:text}`bench_name:s` (log scale).
 # ```
 #
 # The features range from {glue:text}`feat_min:.1f` to {glue:text}`feat_max:.1f`, and

@@ -54,6 +54,7 @@ device = "auto"
 # %%
 # %matplotlib inline
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from myst_nb import glue
 
@@ -66,7 +67,7 @@ label, threshold, competitors = competing_classes(p_example, 3.0)
 glue("fig2_label", int(label), display=False)
 glue("fig2_threshold", float(threshold), display=False)
 glue("fig2_competitors", ", ".join(str(c) for c in competitors.nonzero().flatten().tolist()), display=False)
-fig = R.plot_fig2(p_example, 3.0, title="SEED Fig. 2 redrawn: f = 3")
+fig = R.plot_fig2(p_example, 3.0, title="the paper's Fig. 2 redrawn: f = 3")
 glue("fig2", fig, display=False)
 plt.close(fig)
 print(f"label {int(label)}, threshold {float(threshold):.3f}, competitors {competitors.nonzero().flatten().tolist()}")
@@ -75,7 +76,7 @@ print(f"label {int(label)}, threshold {float(threshold):.3f}, competitors {compe
 # ```{glue:figure} fig2
 # :name: fig-fig2
 #
-# SEED Fig. 2 redrawn with `competing_classes`: label {glue:text}`fig2_label:d`, threshold
+# The paper's Fig. 2 redrawn with `competing_classes`: label {glue:text}`fig2_label:d`, threshold
 # {glue:text}`fig2_threshold:.1f` (= 0.6 / 3), competing class {glue:text}`fig2_competitors:s`.
 # ```
 #
@@ -135,7 +136,8 @@ plt.close(fig)
 #
 # How many of these {glue:text}`n_replay:d` replayed samples have a competitor, as $f$ changes (paper
 # rule, the model's own softmax): at $f = 20$, {glue:text}`replay_share_f20:.0f` % of them, with
-# {glue:text}`replay_comp_f20:.2f` competitors per sample on average; at $f = 5$,
+# {glue:text}`replay_comp_f20_c:.2f` competitors on average per sample that has any
+# ({glue:text}`replay_comp_f20:.2f` per sample when those with none count as zero); at $f = 5$,
 # {glue:text}`replay_share_f5:.0f` %.
 
 # %%
@@ -144,9 +146,12 @@ curve = R.competitor_share_vs_f(p, factors)
 glue("n_replay", len(classes), display=False)
 glue("replay_share_f20", float(curve.loc[curve["f"] == 20, "share_competitive"].iloc[0]), display=False)
 glue("replay_comp_f20", float(curve.loc[curve["f"] == 20, "competitors_per_sample"].iloc[0]), display=False)
+glue("replay_comp_f20_c", float(curve.loc[curve["f"] == 20, "competitors_per_competitive_sample"].iloc[0]),
+     display=False)
 glue("replay_share_f5", float(curve.loc[curve["f"] == 5, "share_competitive"].iloc[0]), display=False)
 curve.rename(columns={"share_competitive": "samples with a competitor (%)",
-                      "competitors_per_sample": "competitors per sample"}).round(2).set_index("f")
+                      "competitors_per_sample": "competitors per sample",
+                      "competitors_per_competitive_sample": "competitors per sample that has any"}).round(2).set_index("f")
 
 # %% [markdown]
 # ## Which classes competed during training
@@ -188,13 +193,21 @@ top.rename(columns={"share": "share of pairs (%)"}).round(1).rename_axis("rank")
 # so each panel holds only the pairs that could compete at that point.
 
 # %%
-logged = [st["task"] for st in r20["rr_stats"]]
-if logged:
-    fig, axes = plt.subplots(1, len(logged), figsize=(4.2 * len(logged), 4.2), squeeze=False)
-    for ax, t in zip(axes[0], logged):
-        R.plot_pair_counts(r20, ax=ax, tasks=[t], title=f"while learning task {t}")
-    fig.tight_layout()
-    plt.show()
+logged = [st["task"] for st in r20["rr_stats"]] or [2]    # an empty panel when nothing was logged
+fig, axes = plt.subplots(1, len(logged), figsize=(4.2 * len(logged), 4.2), squeeze=False)
+for ax, t in zip(axes[0], logged):
+    R.plot_pair_counts(r20, ax=ax, tasks=[t], title=f"while learning task {t}")
+fig.tight_layout()
+glue("pair_heatmap_by_task", fig, display=False)
+plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} pair_heatmap_by_task
+# :name: fig-pair-heatmap-by-task
+#
+# The pairs of the figure above, one panel per task (RR+RA, f = 20, first seed,
+# {glue:text}`data_label:s`).
+# ```
 
 # %% [markdown]
 # ## How much competition each f produces
@@ -222,7 +235,8 @@ by_f.style.format(precision=1).format("{:g}", subset=["f"]).format(
 # :name: fig-competition-vs-f
 #
 # Share of replayed samples with a competitor against f: points are runs (mean over tasks), the line
-# their mean; the dashed line is the final f = 20 model's own replay from above.
+# their mean; the dashed line is the final f = 20 model's own replay from above
+# ({glue:text}`data_label:s`).
 # ```
 #
 # From $f = $ {glue:text}`f_min:g` to $f = $ {glue:text}`f_max:g` the share of competitive samples goes
@@ -232,7 +246,25 @@ by_f.style.format(precision=1).format("{:g}", subset=["f"]).format(
 # reading the paper's finding that the best values of $f$ were 10 and 20
 # ({doc}`/book/executed/06_table1`).
 #
+# The "batches applied" column is a mean over tasks, and it hides how the skipping falls. Per task,
+# over the runs below, the share of iterations in which RR and RA ran at all was
+# {glue:text}`applied_ranges:s` (lowest to highest run); {glue:text}`applied_low:d` of the
+# {glue:text}`applied_cells:d` (run, task) cells are under 1 %:
+
+# %%
+applied = R.applied_by_task(results)
+cells = applied.to_numpy().ravel() if len(applied) else np.zeros(0)
+glue("applied_cells", int(cells.size), display=False)
+glue("applied_low", int((cells < 1).sum()), display=False)
+glue("applied_ranges", "; ".join(f"task {t}: {applied[t].min():.0f} to {applied[t].max():.0f} %"
+                                 for t in applied.columns) or "not logged", display=False)
+applied.round(0).rename(columns=lambda t: f"task {t} (% applied)")
+
+# %% [markdown]
 # ## Runs on this page
+#
+# Runs of the same shapes train together as one stacked model: `stacked` is how many, and
+# `stack_seconds` the whole stack's wall time (a "+" after the git sha: uncommitted changes).
 
 # %% tags=["hide-output"]
 R.status_rows(results).set_index("stamp")

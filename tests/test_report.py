@@ -157,9 +157,17 @@ def test_metric_summary_and_status_rows():
     assert summ.loc["BI-R + SI", "task1_mean"] == pytest.approx(20.0)
     assert summ.loc["BI-R + SI", "forgetting_mean"] == pytest.approx(50.0)
     assert R.format_summary(summ).loc["BI-R + SI", "overall"] == "35.0 ± 0.6"
+    # fake's matrix: 0.9 on the diagonal, except the last row's 0.2 + 0.1 i
+    assert R.learned_accuracy(runs) == pytest.approx([90.0, 90.0, 40.0])
+    assert R.learned_accuracy([dict(acc_matrix=[[0.5], [0.2, 0.7]]), dict(acc_matrix=[[0.7], [0.1, 0.9]])]) == pytest.approx([60.0, 80.0])
     rows = R.status_rows(runs + runs[:1])
     assert len(rows) == 3 and list(rows["git_sha"].unique()) == ["0123456789ab"]
-    assert rows["seconds"].tolist() == [12.3] * 3
+    assert rows["stacked"].tolist() == [1] * 3 and rows["stack_seconds"].tolist() == [12.3] * 3
+    # a stack of 3 stores each run's share (wall / K): the table shows the stack's whole time, and K
+    stacked = [dict(r, stacked_with=3, wall_time_s=10.0, provenance=dict(r["provenance"], git_dirty=True)) for r in runs]
+    rows = R.status_rows(stacked)
+    assert rows["stacked"].tolist() == [3] * 3 and rows["stack_seconds"].tolist() == [30.0] * 3
+    assert list(rows["git_sha"].unique()) == ["0123456789ab+"]
 
 
 def test_competition_pairs_and_magnitudes():
@@ -171,6 +179,10 @@ def test_competition_pairs_and_magnitudes():
               dict(task=2, iters=[5, 10], rr=[2.0, 4.0], ra=[0.5, 0.5], recon_r=[1e-6, 1e-6])]
     r0 = fake("rr+ra", seed=0, f=5.0, rr_stats=st, loss_traces=traces)
     r1 = fake("rr+ra", seed=1, f=5.0, rr_stats=st, loss_traces=traces)
+    applied = R.applied_by_task([r0, r1])          # batch_replay 10: 100 replayed = 10 iterations
+    assert list(applied.columns) == [2, 3] and applied.index.tolist() == [("code", 5.0, 0), ("code", 5.0, 1)]
+    assert applied[2].tolist() == [90.0, 90.0] and applied[3].tolist() == [100.0, 100.0]
+    assert R.applied_by_task([fake(seed=0)]).empty
     cf = R.competition_frame([r0, fake(seed=0)])
     assert len(cf) == 2 and cf["share_competitive"].tolist() == [0.4, 0.6]
     assert cf["pairs_per_competitive"].tolist() == [0.75, 1.0] and cf["applied_share"].tolist() == [0.9, 1.0]
@@ -231,6 +243,10 @@ def test_replay_probabilities_and_share_vs_f():
     share = R.competitor_share_vs_f(torch.tensor([[0.6, 0.25, 0.1, 0.05]]), [1, 3, 20])
     assert share["competitors_per_sample"].tolist() == [0.0, 1.0, 3.0]
     assert share["share_competitive"].tolist() == [0.0, 100.0, 100.0]
+    # per sample counts the samples with none; per competitive sample does not
+    two = R.competitor_share_vs_f(torch.tensor([[0.6, 0.25, 0.1, 0.05], [0.97, 0.01, 0.01, 0.01]]), [1, 20])
+    assert two["competitors_per_sample"].tolist() == [0.0, 1.5]
+    assert np.isnan(two["competitors_per_competitive_sample"][0]) and two["competitors_per_competitive_sample"][1] == 3.0
     p = torch.tensor([[0.6, 0.25, 0.1, 0.05], [0.97, 0.01, 0.01, 0.01], [0.4, 0.3, 0.2, 0.1]])
     assert R.example_samples(p, 3.0) == [2, 0, 1]          # most (two), exactly one, none
     assert R.format_p(float("nan")) == "–" and R.format_p(0.0004) == "< 0.001" and R.format_p(0.0134) == "0.013"
