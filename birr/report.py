@@ -648,11 +648,15 @@ def plot_fig2(p, f: float, class_names=None, *, ax=None, title: str | None = Non
         ax.set_xlabel(f"the {len(shown)} most probable of {len(p)} classes ({int(comp.sum())} competitors in all)",
                       fontsize=7)
     ax.set_ylabel("softmax probability")
-    ax.set_ylim(0, max(1.0, float(p.max()) * 1.1))
+    top = max(1.0, float(p.max()))
+    ax.set_ylim(0, 1.45 * top)                  # headroom: the legend sits above the tallest possible bar
+    ax.set_yticks(np.linspace(0, 1, 6) if top <= 1.0 else ax.get_yticks())
     from matplotlib.patches import Patch
     ax.legend(handles=[Patch(color="tab:red", label="label (argmax)"), Patch(color="tab:orange", label="competitor"),
                        Patch(color="lightgray", label="ignored")], fontsize=7, loc="upper right")
     ax.set_title(title or f"f = {f:g}", fontsize=10)
+    if fig is not None:
+        fig.tight_layout()                      # keeps the threshold's label, right of the axes, in the figure
     return fig or ax.figure
 
 
