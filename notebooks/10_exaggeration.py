@@ -22,7 +22,7 @@
 # > similarities between samples of competing and non-competing classes, resulting in a reduction of CF
 # > amongst earlier-learnt classes.
 #
-# Its motivation is a finding about the brain, from the studies the paper cites:
+# Its motivation is what the paper concludes from studies of human memory:
 #
 # > This suggests that the brain adaptively targets and accentuates small differences in important
 # > discriminating features of similar memories to reduce interference.
@@ -277,25 +277,27 @@ for what in ("distance", "spread"):
     elif where == "within":
         still.append(f"the {what} ({m:+.3f} ± {se:.3f})")
 if moved:
-    component_note = ("Of its two components, " + " and ".join(moved) + " " + ("moves" if len(moved) == 1 else "move")
+    component_note = ("Of ρ's two components, " + " and ".join(moved) + " " + ("moves" if len(moved) == 1 else "move")
                       + " by more than two standard errors" + (f"; {' and '.join(still)} does not." if still else "."))
 elif still:
-    component_note = f"Neither of its components, {' nor '.join(still)}, moves by more than two standard errors."
+    component_note = f"Neither of ρ's components, {' nor '.join(still)}, moves by more than two standard errors."
 else:
-    component_note = f"Its two components cannot be told from noise with {len(seeds)} seed(s) either."
+    component_note = f"ρ's two components cannot be told from noise with {len(seeds)} seed(s) either."
 glue("component_note", component_note, display=False)
 (rb, _), (rr_, _) = mean_sem_of(measure, "baseline", "ratio"), mean_sem_of(measure, "real data", "ratio")
 (rr_rr, _) = mean_sem_of(measure, "RR+RA", "ratio")
 (db, _), (dr, _) = mean_sem_of(measure, "baseline", "distance"), mean_sem_of(measure, "real data", "distance")
 (sb, _), (sr, _) = mean_sem_of(measure, "baseline", "spread"), mean_sem_of(measure, "real data", "spread")
 times = lambda a, b: max(a, b) / min(a, b)
+from_means = (db / sb) / (dr / sr)        # the same comparison made from the mean distances and spreads
 real_note = (f"the baseline's replayed class means lie {times(db, dr):.1f} times {'further apart' if db > dr else 'closer'} "
-             f"than the real ones (distance {db:.2f}), and each replayed class has {times(sb, sr):.1f} times "
-             f"{'less' if sb < sr else 'more'} spread than the real class (spread {sb:.2f}), so in units of their own "
+             f"than the real ones (distance {db:.2f}), and the spread of each replayed class is {times(sb, sr):.1f} times "
+             f"{'smaller' if sb < sr else 'larger'} than the real class's (spread {sb:.2f}), so in units of their own "
              f"spread the generator's classes are already {times(rb, rr_):.1f} times "
              f"{'further apart' if rb > rr_ else 'closer'} than the real ones"
              + (", with or without RR + RA" if (rr_rr > rr_) == (rb > rr_) else "")
-             + " (ρ is a mean over pairs and seeds, so this is near, not equal to, what the two factors combine to)")
+             + f" (the two factors together give {from_means if rb > rr_ else 1 / from_means:.1f}; ρ is averaged pair by "
+             "pair and seed by seed, hence the difference)")
 glue("real_note", real_note, display=False)
 glue("ratio_real_control", mean_sem_of(measure, "real data", "ratio", scope=viz.CONTROL)[0], display=False)
 
