@@ -127,7 +127,9 @@ for m in R.METRICS:
 glue("paper_f20_first20", R.PAPER_TABLE1[2]["first20"][0], display=False)
 glue("paper_f20_first50", R.PAPER_TABLE1[2]["first50"][0], display=False)
 glue("paper_f20_overall", R.PAPER_TABLE1[2]["overall"][0], display=False)
-R.format_paper_table1(paper).style.set_caption("SEED Table 1: CIFAR-100 (the paper's numbers, not birr's)")
+glue("paper_text_first50", R.PAPER_TEXT_F20["first50"][0], display=False)
+glue("paper_text_first20", R.PAPER_TEXT_F20["first20"][0], display=False)
+R.format_paper_table1(paper).style.set_caption("The paper's Table 1: CIFAR-100 (the paper's numbers, not birr's)")
 
 # %% [markdown]
 # The implied CIFAR-100 baselines are {glue:text}`paper_base_first20:.1f` % (first 20 %),
@@ -136,14 +138,16 @@ R.format_paper_table1(paper).style.set_caption("SEED Table 1: CIFAR-100 (the pap
 # +{glue:text}`paper_f20_first50:.2f` and +{glue:text}`paper_f20_overall:.2f` points. The paper gives no
 # spread over its 5 runs and no test, so whether those gains exceed seed-to-seed variation cannot be
 # read from it; the CI and p columns of our table are there for that reason. Note also that the Results
-# text quotes different absolute gains for $f = 20$ than the table (3.20 and 4.30 instead of 4.86 and
-# 4.80; {doc}`/book/executed/08_errata`, §9.2).
+# text quotes different absolute gains for $f = 20$ than the table ({glue:text}`paper_text_first50:.2f`
+# and {glue:text}`paper_text_first20:.2f` instead of {glue:text}`paper_f20_first50:.2f` and
+# {glue:text}`paper_f20_first20:.2f`; {doc}`/book/executed/08_errata`, §9.2).
 #
 # ## How large are RR and RA? (spec §9.4)
 #
-# With $\lambda_{RR} = \lambda_{RA} = 10^{-6}$ and the effective factor $(1 - 1/t)$, RR adds
-# $10^{-6} / \text{MSE}$ to the replay loss, and its gradient is about $10^{-6}/\text{MSE}^2$ times that of
-# the reconstruction term. The runs log the raw, unweighted RR and RA values (the fork prints them at the
+# RR is the inverse of the reconstruction error as the code computes it, $E = \tfrac12\,\text{MSE}$
+# (spec §8.5), so with $\lambda_{RR} = \lambda_{RA} =$ {glue:text}`lambda_rr:.0e` and the effective
+# factor $(1 - 1/t)$, RR adds $\lambda_{RR} / E = 2\lambda_{RR} / \text{MSE}$ to the replay loss, and its
+# gradient is about $\lambda_{RR} / E^2$ times that of the reconstruction term. The runs log the raw, unweighted RR and RA values (the fork prints them at the
 # end of each task), so the size can be read off instead of guessed. Means over the logged iterations of
 # tasks 2 onwards and over seeds (each column is the mean of its per-iteration values, so the ratio
 # columns are means of ratios, not ratios of the means beside them):
@@ -179,14 +183,19 @@ shown.style.format(precision=3).format("{:.2e}", subset=small).format("{:g}", su
 # %%
 full_cfgs = birr.table1_page_configs(budget="full", dataset=dataset, seeds=seeds)
 full = [] if budget == "full" else R.finished(full_cfgs)
+paper_cfgs = birr.table1_configs(budget="full", dataset="cifar100")   # the paper's Table 1: its rows, 5 runs each
+size = lambda cs: (f"{len(cs)} runs ({len(cs) // len({c.seed for c in cs})} rows x {len({c.seed for c in cs})} "
+                   f"seeds) of {cs[0].n_tasks} tasks")
 if budget == "full":
     full_table1_text = "This page already shows the full budget."
 else:
     full_table1_text = (
-        f"The full budget of this table is {len(full_cfgs)} runs (the paper's width, batch 512, 5000 iterations "
-        f"per task on {R.DATASET_NAMES[dataset]}); {len(full)} of them are stored. They train stacked on a GPU "
-        "(scripts/gpu_session.py); once all are stored, make reproduce BUDGET=full renders this page from "
-        "them without training. The GPU speed measurements are on the status page.")
+        f"The full budget of this table is {size(full_cfgs)} (the paper's width, batch {full_cfgs[0].batch}, "
+        f"{full_cfgs[0].iters} iterations per task on {R.DATASET_NAMES[dataset]}); {len(full)} of them are stored. "
+        "They train stacked on a GPU (scripts/gpu_session.py); once all are stored, make reproduce BUDGET=full "
+        "renders this page from them without training. The GPU speed measurements are on the status page; their "
+        f"Table 1 projection is for the paper's own table, {size(paper_cfgs)} on "
+        f"{R.DATASET_NAMES[paper_cfgs[0].dataset]}, not for this page's runs.")
 glue("full_table1_text", full_table1_text, display=False)
 
 # %% [markdown]

@@ -76,7 +76,7 @@ plt.close(fig)
 # ```{glue:figure} fig3
 # :name: fig-fig3
 #
-# SEED Fig. 3 redrawn by birr on {glue:text}`data_label:s`: final test accuracy against iterations per
+# The paper's Fig. 3 redrawn by birr on {glue:text}`data_label:s`: final test accuracy against iterations per
 # task, (a) overall, (b) first 50 % and (c) first 20 % of classes; small markers are single seeds, lines
 # join the means. RR = RR+RA with f = 20 (code variant), BL = BI-R + SI; batch {glue:text}`batch:d`.
 # Also saved as `book/figures/fig3.png`.

@@ -1,18 +1,24 @@
 """
-Write the two tables that book/status.md includes, next to the executed notebooks:
+Write the four files that book/status.md includes, next to the executed notebooks:
 
 - exec_stats.md   one row per chapter, read from what papermill recorded in the notebook
                   (metadata.papermill: end_time, duration, parameters, exception) plus two values a
                   chapter may glue: `data_used` (the dataset it actually ran on, e.g. res["dataset"])
                   and `config_stamps` (a list of the result stamps it trained or loaded)
 - environment.md  where it ran: git sha, Python, platform, CPU, GPU, and package versions
+- speed.md        the stored speed benchmarks (benchmarks/results/speed.json), newest per machine and
+                  thread count, each table with the date, commit and device it was measured on
+- flags.md        the stored accuracy checks of the speed flags (benchmarks/results/flags.json)
+
+The first two describe the build that runs this script; the last two are copied from benchmark
+sessions run at other times and commits, possibly on other machines.
 
     python scripts/exec_stats.py --root . book/executed/01_intro.ipynb book/executed/02_....ipynb
 
 `{nb-exec-table}` cannot replace this: it only lists notebooks that myst-nb executed itself, and
 the book never executes (papermill does; shared/book-pipeline.md, pitfall 8). Links are `{doc}`
 with absolute docnames, because relative links in an `{include}`d file resolve against the
-including page (pitfall 10). Both files are written atomically (tmp file + rename), so a failed
+including page (pitfall 10). All four files are written atomically (tmp file + rename), so a failed
 run never leaves half a table for the build to render.
 """
 import argparse
@@ -167,12 +173,19 @@ def speed(repo: Path) -> str:
         return "No speed benchmark has been recorded yet (`python benchmarks/speed.py`).\n"
     # per device and thread count: every row measured by the code version (git sha) of its newest entry, newest row of each
     # setting first; one benchmark session may be several entries (scripts/gpu_session.py makes three)
-    # a CPU model name covers machines with and without AVX-512 / bf16 hardware: the ISA is part of the key
+    # a CPU model name covers machines with and without AVX-512 / bf16 hardware: the ISA is part of the key.
+    # Entries older than the ISA field have none; such an entry is superseded, like any older one, by a later
+    # entry for the same CPU model and thread count that records its ISA (else the page would show the
+    # same machine twice, one table stale)
     entries = json.loads(path.read_text())
     machine = lambda p: (p["device_name"], p.get("cpu_isa") if p["device"] == "cpu" else None, p["threads"])
-    latest = {}
-    for entry in entries:
+    latest, position = {}, {}
+    for i, entry in enumerate(entries):
         latest[machine(entry["provenance"])] = entry
+        position[machine(entry["provenance"])] = i
+    for key in [k for k in latest if latest[k]["provenance"]["device"] == "cpu" and k[1] is None]:
+        if any(k[1] is not None and (k[0], k[2]) == (key[0], key[2]) and position[k] > position[key] for k in latest):
+            del latest[key]
     lines = []
     for (name, isa, threads), newest in latest.items():
         prov = newest["provenance"]
@@ -199,15 +212,16 @@ def speed(repo: Path) -> str:
         lines += [f"**{name}** ({prov['device']}{isa_note}, torch {prov['torch']}, {prov['threads']} thread(s), "
                   f"{prov['date'][:10]}, git {prov['git_sha'][:10]}): seconds per training iteration in the "
                   "steady state (task 2), full CIFAR-100 model size; *speed-up* is against the reference-pattern "
-                  f"baseline measured in the same run ({how}); the last column projects the full Table 1 "
-                  "(30 runs x 10 tasks x 5000 iterations at batch 512) from the steady state, and where it "
+                  f"baseline measured in the same run ({how}); the last column projects the paper's full Table 1 "
+                  "(30 runs, 6 rows x 5 seeds, x 10 tasks x 5000 iterations at batch 512 on CIFAR-100; the "
+                  "book's Table 1 page has its own run count) from the steady state, and where it "
                   "was measured, with what building and warming up each stack of that size costs (compile time, "
                   "if compiled) paid once per stack.", "",
                   "| implementation | batch | runs stacked | precision | s / iteration | run-iterations / s | speed-up | Table 1 (min) |",
                   "|---|--:|--:|---|--:|--:|--:|--:|"]
         for r in entry["rows"]:
             sp, rounds = r.get("speedup_vs_reference_pattern"), r.get("isolated_rounds") or 0
-            prec = ("bf16" if r["bf16"] else "fp32") + (" + compile" if r.get("compile") else "")
+            prec = ("bf16" if r["bf16"] else _fp32_label(prov)) + (" + compile" if r.get("compile") else "")
             spread = (f" ({r['speedup_range'][0]:.2f}-{r['speedup_range'][1]:.2f} in {rounds} rounds)"
                       if sp and rounds > 1 else "")
             lines.append(f"| {r['method']} | {r['batch']} | {r['K']} | {prec} | "
@@ -215,6 +229,14 @@ def speed(repo: Path) -> str:
                          f"{_table1_cell(r)} |")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _fp32_label(prov: dict) -> str:
+    """fp32 as a speed row ran it: on CUDA birr lets the matmuls run in TF32 (birr.train.resolve_device),
+    which the provenance records."""
+    if prov["device"] != "cuda":
+        return "fp32"
+    return {True: "fp32 (TF32 matmuls)", False: "fp32"}.get(prov.get("tf32"), "fp32 (TF32 not recorded)")
 
 
 def _table1_cell(r: dict) -> str:
@@ -260,7 +282,7 @@ def main(argv=None) -> None:
     write_atomic(out / "environment.md", environment(Path(__file__).resolve().parents[1]))
     write_atomic(out / "speed.md", speed(Path(__file__).resolve().parents[1]))
     write_atomic(out / "flags.md", flags(Path(__file__).resolve().parents[1]))
-    print(f"exec_stats: wrote {out / 'exec_stats.md'} and {out / 'environment.md'} ({len(notebooks)} chapters)")
+    print(f"exec_stats: wrote exec_stats.md, environment.md, speed.md and flags.md to {out} ({len(notebooks)} chapters)")
 
 
 if __name__ == "__main__":

@@ -88,7 +88,8 @@ def test_status_page_tables_from_benchmark_files(tmp_path):
     res = tmp_path / "benchmarks" / "results"
     res.mkdir(parents=True)
     assert "No flag has been validated" in es.flags(tmp_path)
-    prov = lambda sha: dict(device_name="GPU X", device="cuda", torch="2.x", threads=1, date="2026-11-25T00:00", git_sha=sha)
+    prov = lambda sha: dict(device_name="GPU X", device="cuda", torch="2.x", threads=1, date="2026-11-25T00:00", git_sha=sha,
+                            tf32=True)
     row = lambda K, t, c=False: dict(method="bir+si", batch=512, K=K, bf16=False, compile=c, s_per_iter=t,
                                      run_iters_per_s=K / t, table1_projection_min=1.0)
     # two entries of one code version (one GPU session) are merged; an older version is not shown
@@ -97,8 +98,8 @@ def test_status_page_tables_from_benchmark_files(tmp_path):
                                                 dict(provenance=prov("new"), rows=[dict(row(1, 0.5), speedup_vs_reference_pattern=3.0)]),
                                                 dict(provenance=prov("new"), rows=[row(30, 2.0, True), row(1, 0.6)])]))
     table = es.speed(tmp_path)
-    assert "| bir+si | 512 | 1 | fp32 | 0.5000 | 2.00 | 3.00x |" in table
-    assert "| bir+si | 512 | 30 | fp32 + compile | 2.0000 |" in table
+    assert "| bir+si | 512 | 1 | fp32 (TF32 matmuls) | 0.5000 | 2.00 | 3.00x |" in table
+    assert "| bir+si | 512 | 30 | fp32 (TF32 matmuls) + compile | 2.0000 |" in table
     assert "9.0000" not in table and "0.6000" not in table
     # a stack timed with its setup (building, warm-up, compile): the projection with and without it
     (res / "speed.json").write_text(json.dumps([dict(provenance=prov("new"), rows=[
@@ -110,14 +111,41 @@ def test_status_page_tables_from_benchmark_files(tmp_path):
     assert ("| bf16 | GPU X (2026-11-25) | cifar10-jpg, short, 0 1 2 | overall | 60.0 % | 60.3 % | +0.33 | 10.00 "
             "| within seed noise |") in es.flags(tmp_path)
     # one CPU model name, two machines (with and without bf16 hardware): two tables, each saying which
-    cpu = lambda isa, sha: dict(prov(sha), device_name="AMD EPYC", device="cpu", threads=2, **({"cpu_isa": isa} if isa else {}))
-    (res / "speed.json").write_text(json.dumps([dict(provenance=cpu(None, "a"), rows=[row(1, 0.4)]),
+    cpu = lambda isa, sha, threads=2: dict(prov(sha), device_name="AMD EPYC", device="cpu", threads=threads, tf32=False,
+                                           **({"cpu_isa": isa} if isa else {}))
+    (res / "speed.json").write_text(json.dumps([dict(provenance=cpu("AVX2", "a"), rows=[row(1, 0.4)]),
                                                 dict(provenance=cpu("AVX512 + avx512_bf16", "b"), rows=[row(1, 0.15)])]))
     table = es.speed(tmp_path)
-    assert "(cpu, vector ISA not recorded," in table and "(cpu, AVX512 + avx512_bf16," in table
+    assert "(cpu, AVX2," in table and "(cpu, AVX512 + avx512_bf16," in table
     assert "| 0.4000 |" in table and "| 0.1500 |" in table
     # each table's caption says how its ratios were timed: in one process (a CPU's are upper estimates)
     assert table.count("timed in one process, which on a CPU slowed the reference pattern") == 2
+    # an entry from before the ISA was recorded is superseded by a later one for the same CPU model and
+    # thread count that records it (one machine, one table); it still stands for another thread count,
+    # and an unrecorded entry newer than every recorded one is shown
+    (res / "speed.json").write_text(json.dumps([dict(provenance=cpu(None, "a"), rows=[row(1, 0.4)]),
+                                                dict(provenance=cpu(None, "a", threads=1), rows=[row(1, 0.7)]),
+                                                dict(provenance=cpu("AVX512 + avx512_bf16", "b"), rows=[row(1, 0.15)])]))
+    table = es.speed(tmp_path)
+    assert "| 0.4000 |" not in table and "| 0.1500 |" in table and "| 0.7000 |" in table
+    assert table.count("vector ISA not recorded") == 1 and "not recorded, torch 2.x, 1 thread(s)" in table
+    (res / "speed.json").write_text(json.dumps([dict(provenance=cpu("AVX512 + avx512_bf16", "b"), rows=[row(1, 0.15)]),
+                                                dict(provenance=cpu(None, "c"), rows=[row(1, 0.4)])]))
+    table = es.speed(tmp_path)
+    assert "| 0.4000 |" in table and "| 0.1500 |" in table
+    # fp32 on CUDA runs its matmuls in TF32 (birr.train.resolve_device): the label says so where recorded
+    no_tf32_field = {k: v for k, v in prov("h").items() if k != "tf32"}
+    (res / "speed.json").write_text(json.dumps([dict(provenance=prov("g"), rows=[row(1, 0.01)]),
+                                                dict(provenance=dict(no_tf32_field, device_name="GPU Y"), rows=[row(1, 0.02)]),
+                                                dict(provenance=cpu("AVX2", "a"), rows=[row(1, 0.4)])]))
+    table = es.speed(tmp_path)
+    gpu_x, rest = table.split("**GPU X**")[1].split("**GPU Y**")
+    gpu_y, cpu_table = rest.split("**AMD EPYC**")
+    assert "| fp32 (TF32 matmuls) | 0.0100 |" in gpu_x
+    assert "| fp32 (TF32 not recorded) | 0.0200 |" in gpu_y
+    assert "| fp32 | 0.4000 |" in cpu_table and "TF32" not in cpu_table
+    # the projection is of the paper's Table 1, not of the book's Table 1 page
+    assert "projects the paper's full Table 1 (30 runs, 6 rows x 5 seeds" in table
     # a comparison timed in rounds, each setting in its own process: the median ratio and its range
     iso = dict(row(1, 0.13), speedup_vs_reference_pattern=3.1, isolated_rounds=3, speedup_range=[2.9, 3.2])
     (res / "speed.json").write_text(json.dumps([dict(provenance=cpu("AVX512 + avx512_bf16", "c"), rows=[iso]),

@@ -170,6 +170,15 @@ def test_chapter_runs(py, tmp_path, smoke_results, monkeypatch):
             plain = next((v for k, v in data.items() if k.endswith("text/plain")), "")
             if str(plain).startswith("<Figure"):  # a figure that never became an image (pitfall 1)
                 assert any(k.endswith("image/png") for k in data), f"{py.name}: a figure was stored as text only; begin with %matplotlib inline"
+    if py.stem == "08_errata":  # the status page counts the runs a chapter glues: the lr run is one of them
+        import birr
+        spec = importlib.util.spec_from_file_location("exec_stats", REPO / "scripts/exec_stats.py")
+        exec_stats = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(exec_stats)
+        stamps = exec_stats.stamps_of(exec_stats.glued_values(json.loads(executed.read_text())))
+        lr_run = birr.preset("bir+si", budget="smoke", dataset="synthetic", seed=0, device="cpu",
+                             lr=birr.preset("bir+si", budget="full").lr)
+        assert lr_run.stamp in stamps and len(stamps) == len(set(stamps))
 
 # -----------------------------------------------------------------------------
 # the book builds, with the same script as `make book`
