@@ -59,9 +59,16 @@ SETS["book"] = dict(SETS["table1"], iters="(the Fig. 3 runs sweep it)", rr_varia
 DEFAULTS = {"train": ("smoke", [0]), "table1": ("full", [0, 1, 2, 3, 4]), "book": ("short", [0, 1, 2])}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option ends in one line like every other mistake (argparse prints its
+    usage block first); --help still prints the usage."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m birr", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(prog="python -m birr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("train", "table1", "book"):
         p = sub.add_parser(name)

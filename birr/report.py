@@ -935,3 +935,13 @@ def status_rows(results) -> pd.DataFrame:
                          stacked=k, stack_seconds=round(k * float(r.get("wall_time_s", float("nan"))), 1)))
     return pd.DataFrame(rows, columns=["stamp", "method", "dataset", "budget", "seed", "iters", "device", "git_sha",
                                        "stacked", "stack_seconds"])
+
+
+RUNS_NOTE = ("Runs of the same shapes train together as one stacked model: 'stacked' is how many, "
+             "'stack_seconds' the whole stack's wall time; a '+' after the git sha marks uncommitted changes.")
+
+
+def runs_table(results):
+    """`status_rows` indexed by stamp, captioned with what its columns mean (each chapter's "Runs on
+    this page")."""
+    return status_rows(results).set_index("stamp").style.set_caption(RUNS_NOTE).format(precision=1)

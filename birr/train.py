@@ -565,11 +565,33 @@ class Stack:
         with torch.no_grad():
             for n in self.si_names:
                 self.si_old[n].copy_(self.params[n])
-        self.opt.step()
+        self._adam_step()
         with torch.no_grad():       # SI path integral W += -grad * delta (spec §6 step 3.4)
             for n in self.si_names:  # written as grad * (p_old - p_new): the same bits, no temporary
                 p, back = self.params[n], self.si_old[n].sub_(self.params[n])
                 self.W[n].addcmul_(p.grad, back)
+
+    def _adam_step(self):
+        """torch.optim.Adam's fused step (same state, same rule), applied to each run's slice of every
+        parameter as a tensor of its own, so that a run's update has the bits it has when the run trains
+        alone. On the whole (K, ...) parameter, the fused CPU kernel rounded a run's last elements (those
+        after its last full vector) differently depending on which run followed in memory: one ulp in
+        Adam's v from step 2 on, which 1,500 steps grow into a point of final accuracy
+        (tests/test_train.py, test_stacked_runs_are_bitwise_runs_trained_alone)."""
+        group = self.opt.param_groups[0]
+        beta1, beta2 = group["betas"]
+        ps = list(self.params.values())
+        states = [self._adam_state(p) for p in ps]
+        steps = [s["step"] for s in states]
+        torch._foreach_add_(steps, 1)
+
+        def runs(ts):
+            return [t[k] for t in ts for k in range(self.K)]
+
+        torch._fused_adam_(runs(ps), runs([p.grad for p in ps]), runs([s["exp_avg"] for s in states]),
+                           runs([s["exp_avg_sq"] for s in states]), [], [s for s in steps for _ in range(self.K)],
+                           lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
+                           eps=group["eps"], amsgrad=False, maximize=False, grad_scale=None, found_inf=None)
 
     def _adam_state(self, p) -> dict:
         """torch.optim.Adam's state of p, created as its fused implementation creates it on the first step."""
@@ -813,7 +835,9 @@ def run_many(cfgs: list[Config], *, results_dir=None, force: bool = False, progr
     """Results for every config: loaded by stamp if finished, else trained. Missing runs that share
     their shapes are trained together as one stacked model (at most `max_stack` per stack), the
     stacks in the order their first config appears in `cfgs`. results_dir defaults to
-    default_results_dir().
+    default_results_dir(). A run's numbers do not depend on its stack: on a CPU a run trained alone
+    and the same run trained in a stack end with the same weights and accuracies, bit for bit
+    (tests/test_train.py; `Stack._adam_step`); logged loss values agree to rounding.
 
     checkpoint: after every task the stack's state goes to results/ckpt/ and a killed run resumes
     from it. At the full size that state is ~260 MB per run (seconds per task for an 18-run stack);

@@ -262,9 +262,6 @@ applied.round(0).rename(columns=lambda t: f"task {t} (% applied)")
 
 # %% [markdown]
 # ## Runs on this page
-#
-# Runs of the same shapes train together as one stacked model: `stacked` is how many, and
-# `stack_seconds` the whole stack's wall time (a "+" after the git sha: uncommitted changes).
 
 # %% tags=["hide-output"]
-R.status_rows(results).set_index("stamp")
+R.runs_table(results)

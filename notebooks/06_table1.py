@@ -202,4 +202,4 @@ glue("full_table1_text", full_table1_text, display=False)
 # ## Runs on this page
 
 # %% tags=["hide-output"]
-R.status_rows(results).set_index("stamp")
+R.runs_table(results)

@@ -159,4 +159,4 @@ if full:
 # ## Runs on this page
 
 # %% tags=["hide-output"]
-R.status_rows(results + full).set_index("stamp")
+R.runs_table(results + full)

@@ -354,4 +354,4 @@ plt.close(fig)
 # ## Runs on this page
 
 # %% tags=["hide-output"]
-R.status_rows(results)
+R.runs_table(results)

@@ -168,6 +168,8 @@ def test_metric_summary_and_status_rows():
     rows = R.status_rows(stacked)
     assert rows["stacked"].tolist() == [3] * 3 and rows["stack_seconds"].tolist() == [30.0] * 3
     assert list(rows["git_sha"].unique()) == ["0123456789ab+"]
+    html = R.runs_table(stacked).to_html()
+    assert R.RUNS_NOTE.split(":")[0] in html and ">30.0<" in html and "stack_seconds" in html
 
 
 def test_competition_pairs_and_magnitudes():
