@@ -6,8 +6,9 @@ gated decoder, GMM prior) -> sampling for replay.
 Every parameter carries a leading *run* dimension K = len(seeds). `BIR([seed])` is one run; thirty seeds
 are thirty independent runs (seeds or RR settings) trained in one process with batched matmuls (issue 7).
 Each run's slice is initialised from its own seed, sees only its own data and its own loss, and Adam and
-SI are elementwise, so a run trained inside a stack matches the same run trained alone up to
-floating-point rounding (tests/test_train.py::test_stacked_runs_match_runs_trained_alone).
+SI are elementwise (Adam stepped run by run on a CPU, `train.Stack._adam_step`), so a run trained inside
+a stack ends with the weights it has trained alone, bit for bit on a CPU
+(tests/test_train.py::test_stacked_runs_are_bitwise_runs_trained_alone).
 
 Shapes use the paper's letters: K runs, B samples, D = 1024 encoder features, H = fc_units (2000),
 Z = z_dim (100), C = n_classes (100).
