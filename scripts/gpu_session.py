@@ -6,7 +6,7 @@ under $OUT back (at most 8 files, 16 MiB each). So the whole session is one comm
 each finish on their own time and leave their files under $OUT:
 
     # on the GPU (one command of the device tool, from the repository root; python3 there holds torch):
-    python3 scripts/gpu_session.py session --out $OUT --seconds 540  # all three below, in one command
+    python3 scripts/gpu_session.py session --out $OUT --seconds 540  # all below, in one command
     python3 scripts/gpu_session.py bench --out $OUT                  # speed.json: core GPU benchmark
     python3 scripts/gpu_session.py bench --out $OUT --part compile   # the 30-run stack compiled
     python3 scripts/gpu_session.py full --out $OUT --minutes 6       # full-budget book runs on cifar10-jpg
@@ -80,6 +80,35 @@ def bench(out: Path, device: str, quick: bool, part: str = "core", deadline: flo
     return target
 
 
+def stacking(out: Path, device: str) -> dict:
+    """Is a run trained in a stack the same run as trained alone, on this device? Three smoke runs
+    (synthetic, 2 tasks x 40 iterations, fp32) stacked, then each alone; per run, whether the final
+    weights and accuracies are the same bits, and the largest weight difference. On a CPU they are
+    (tests/test_train.py); on CUDA, where Adam's fused kernel gets whole stacked tensors
+    (`birr.train.Stack._adam_step`), this is the check. Seconds; writes $OUT/stacking.json."""
+    import tempfile
+    import torch
+    import birr
+    from birr.train import model_path
+    cfgs = [birr.preset(m, budget="smoke", seed=s, device=device, **kw) for m, s, kw in
+            [("bir+si", 0, {}), ("bir+si", 1, {}), ("rr+ra", 0, dict(rep_f=3.0, lambda_rr=1e-2, lambda_ra=1e-2))]]
+    report = dict(device=device, runs=[])
+    with tempfile.TemporaryDirectory() as tmp:
+        stacked = birr.run_many(cfgs, results_dir=Path(tmp) / "stack", progress=False)
+        for cfg, s in zip(cfgs, stacked):
+            alone = birr.run(cfg, results_dir=Path(tmp) / cfg.stamp, progress=False)
+            a = torch.load(model_path(Path(tmp) / cfg.stamp, cfg), map_location="cpu")
+            b = torch.load(model_path(Path(tmp) / "stack", cfg), map_location="cpu")
+            report["runs"].append(dict(
+                stamp=cfg.stamp, method=cfg.method, stacked_with=s["stacked_with"],
+                same_weights=all(torch.equal(a[n], b[n]) for n in a),
+                same_accuracies=alone["acc_matrix"] == s["acc_matrix"],
+                max_weight_diff=max(float((a[n].float() - b[n].float()).abs().max()) for n in a)))
+    report["exact"] = all(r["same_weights"] and r["same_accuracies"] for r in report["runs"])
+    (out / "stacking.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
 def full(out: Path, minutes: float, budget: str, dataset: str, seeds: list[int], device: str,
          results: Path = REPO / "results", checkpoint: bool = True) -> Path:
     """Train the book's runs until done or `minutes` are up, then pack every finished run."""
@@ -111,7 +140,8 @@ def session(out: Path, seconds: float, device: str, budget: str = "full", datase
     (Table 1's 30-run stack, bf16 then fp32; at most half the session, and only if at least
     `compile_min_s` remain): its bf16 figure is the one that says whether Table 1 fits in 15 minutes,
     and the compiled code has never run on a GPU, so it goes first. Then the core benchmark (at most a
-    third of what is left), then the book's runs on all the time left but a margin for packing. Each
+    third of what is left), then whether stacked runs equal runs alone there (`stacking`, seconds),
+    then the book's runs on all the time left but a margin for packing. Each
     part that fails is reported and the next one still runs.
     Returns {part: seconds taken or an error}."""
     deadline, done = time.time() + seconds, {}
@@ -124,6 +154,9 @@ def session(out: Path, seconds: float, device: str, budget: str = "full", datase
          if left() > compile_min_s else f"skipped: {left():.0f} s left, {compile_min_s:.0f} needed"),
         # the core benchmark gets at most a third of what is left: the book's runs are worth more
         ("bench", lambda: bench(out, device, quick, "core", deadline=time.time() + left() / 3)),
+        # seconds: does a stacked run equal the run alone on this device (exact on a CPU, tested)?
+        ("stacking", lambda: f"exact: {stacking(out, device)['exact']}" if left() > 120
+         else f"skipped: {left():.0f} s left"),
         ("full", lambda: full(out, (left() - 20) / 60, budget, dataset, list(seeds), device, results)),
     ]:
         t0 = time.time()
@@ -177,6 +210,13 @@ def unpack(files_at: Path, repo: Path = REPO) -> list[str]:
                     tmp.write_bytes(data)
                     os.replace(tmp, dest)
                     written.append(str(name))
+    for check in Path(files_at).rglob("stacking.json"):   # the device's stacked-vs-alone check
+        dest = repo / "benchmarks" / "results" / "gpu" / "stacking.json"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(".stacking.json.tmp")
+        tmp.write_bytes(check.read_bytes())
+        os.replace(tmp, dest)
+        written.append("benchmarks/results/gpu/stacking.json")
     for speed in Path(files_at).rglob("speed.json"):
         dest = repo / "benchmarks" / "results" / "speed.json"
         ours, theirs = json.loads(dest.read_text()) if dest.exists() else [], json.loads(speed.read_text())

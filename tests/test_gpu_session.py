@@ -60,7 +60,13 @@ def test_session_runs_bench_then_the_book_runs_and_reports_each_part(tmp_path):
                       results=tmp_path / "results", compile_min_s=1e9)   # no time for compile: skipped
     assert isinstance(done["bench"], float) and isinstance(done["full"], float), done
     assert done["compile"].startswith("skipped:")                  # said, not reported as 0 s of work
-    assert list(done) == ["compile", "bench", "full"]              # the decisive figure first, the book runs last
+    assert list(done) == ["compile", "bench", "stacking", "full"]  # the decisive figure first, the book runs last
+    check = json.loads((out / "stacking.json").read_text())      # exact on a CPU (tests/test_train.py)
+    assert done["stacking"] == "exact: True" and check["exact"] is True and len(check["runs"]) == 3
+    assert {r["stacked_with"] for r in check["runs"]} == {3} and all(r["max_weight_diff"] == 0 for r in check["runs"])
+    home = tmp_path / "home"
+    assert "benchmarks/results/gpu/stacking.json" in gs.unpack(out, repo=home)
+    assert json.loads((home / "benchmarks" / "results" / "gpu" / "stacking.json").read_text()) == check
     rows = json.loads((out / "speed.json").read_text())[-1]["rows"]
     assert {(r["method"], r["K"]) for r in rows} == {("bir+si", 1), ("bir+si", 2), ("rr+ra", 1), ("rr+ra", 2)}
     prof = (out / "profile.txt").read_text()                      # the largest stack's step, op by op
