@@ -414,8 +414,8 @@ def competition_by_f(results) -> pd.DataFrame:
 def applied_by_task(results) -> pd.DataFrame:
     """The share of iterations (%) in which RR / RA were applied, per run (rows: variant, f, seed) and
     task (columns, t >= 2): what `competition_by_f`'s mean over tasks hides. In the code variant a
-    batch with no competitive sample skips both terms (spec §8.3 item 4), so a task can have them in
-    almost every batch or in almost none."""
+    batch with no competitive sample skips both terms (spec §8.3 item 4), so the share can differ
+    widely between tasks and between runs of one task."""
     cf = competition_frame(results)
     if cf.empty:
         return pd.DataFrame()
@@ -650,7 +650,7 @@ def plot_fig2(p, f: float, class_names=None, *, ax=None, title: str | None = Non
     ax.set_ylabel("softmax probability")
     top = max(1.0, float(p.max()))
     ax.set_ylim(0, 1.45 * top)                  # headroom: the legend sits above the tallest possible bar
-    ax.set_yticks(np.linspace(0, 1, 6) if top <= 1.0 else ax.get_yticks())
+    ax.set_yticks(np.linspace(0, 1, 6))
     from matplotlib.patches import Patch
     ax.legend(handles=[Patch(color="tab:red", label="label (argmax)"), Patch(color="tab:orange", label="competitor"),
                        Patch(color="lightgray", label="ignored")], fontsize=7, loc="upper right")
