@@ -247,7 +247,8 @@ def _table1_cell(r: dict) -> str:
 
 
 def flags(repo: Path) -> str:
-    """The newest accuracy check of each speed flag per device (benchmarks/validate_flags.py)."""
+    """The newest accuracy check of each speed flag per device (benchmarks/validate_flags.py), each row
+    with the date and commit it was measured at ("+": uncommitted changes)."""
     path = repo / "benchmarks" / "results" / "flags.json"
     if not path.exists():
         return "No flag has been validated yet (`python benchmarks/validate_flags.py`).\n"
@@ -258,9 +259,11 @@ def flags(repo: Path) -> str:
     lines = ["| flag | device | data, budget, seeds | column | fp32 (mean) | with flag (mean) | paired difference "
              "| fp32 seed SD | verdict |", "|---|---|---|---|--:|--:|--:|--:|---|"]
     for (device, flag), (entry, s) in latest.items():
+        prov = entry["provenance"]
+        when = f"{prov['date'][:10]}, git {str(prov.get('git_sha', '?'))[:10]}{'+' if prov.get('git_dirty') else ''}"
         for col in ("first20", "first50", "overall"):
             c = s[col]
-            lines.append(f"| {flag} | {device} ({entry['provenance']['date'][:10]}) | {entry['dataset']}, "
+            lines.append(f"| {flag} | {device} ({when}) | {entry['dataset']}, "
                          f"{entry['budget']}, {' '.join(map(str, entry['seeds']))} | {col} | {100 * c['fp32_mean']:.1f} % "
                          f"| {100 * c['flagged_mean']:.1f} % | {100 * c['mean_diff']:+.2f} | {100 * c['fp32_seed_sd']:.2f} "
                          f"| {'within seed noise' if c['within_seed_noise'] else 'OUTSIDE seed noise'} |")

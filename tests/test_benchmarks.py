@@ -108,7 +108,7 @@ def test_status_page_tables_from_benchmark_files(tmp_path):
     s = vf.summarise(_runs(0.5, 0.6, 0.7), _runs(0.52, 0.58, 0.71))
     (res / "flags.json").write_text(json.dumps([dict(dataset="cifar10-jpg", budget="short", seeds=[0, 1, 2],
                                                      provenance=prov("new"), flags=dict(bf16=s))]))
-    assert ("| bf16 | GPU X (2026-11-25) | cifar10-jpg, short, 0 1 2 | overall | 60.0 % | 60.3 % | +0.33 | 10.00 "
+    assert ("| bf16 | GPU X (2026-11-25, git new) | cifar10-jpg, short, 0 1 2 | overall | 60.0 % | 60.3 % | +0.33 | 10.00 "
             "| within seed noise |") in es.flags(tmp_path)
     # one CPU model name, two machines (with and without bf16 hardware): two tables, each saying which
     cpu = lambda isa, sha, threads=2: dict(prov(sha), device_name="AMD EPYC", device="cpu", threads=threads, tf32=False,
