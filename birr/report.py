@@ -292,6 +292,14 @@ def two_se(diffs) -> tuple[float, float, str]:
     return mean, sem, "within" if abs(mean) < 2 * sem else ("above" if mean > 0 else "below")
 
 
+def paired_diffs(frame: pd.DataFrame, what: str, *, a: str = "baseline", b: str = "RR+RA") -> pd.DataFrame:
+    """Per seed that has both methods a and b: column `what` of each and the paired difference b - a
+    (columns a, b, "difference"; index seed). `frame` has one row per (seed, method); `two_se` of the
+    difference is chapter 10's rule for a lead."""
+    wide = frame.pivot_table(index="seed", columns="method", values=what).reindex(columns=[a, b]).dropna()
+    return wide.assign(difference=wide[b] - wide[a])
+
+
 def paired_summary(frame: pd.DataFrame, what: str, *, a: str = "baseline", b: str = "RR+RA",
                    extra=("real data",), by: str = "scope", digits: int = 3) -> pd.DataFrame:
     """Chapter 10's tables: for each `by` group (in order of first appearance), "mean ± SEM" over seeds

@@ -233,14 +233,8 @@ def mean_sem_of(frame, method, what, scope="all tasks"):
     return R.mean_sem(v)
 
 
-def two_se_of(frame, what):
-    """Mean ± SEM of the paired difference RR + RA − baseline in column `what`, and where it stands."""
-    w = frame.pivot_table(index="seed", columns="method", values=what).dropna()
-    return R.two_se(w["RR+RA"] - w["baseline"] if len(w) else [])
-
-
-wide = overall.pivot_table(index="seed", columns="method", values="ratio").dropna()
-diff = wide["RR+RA"] - wide["baseline"] if len(wide) else pd.Series(dtype=float)
+wide = R.paired_diffs(overall, "ratio")   # per seed: baseline, RR+RA and their difference
+diff = wide["difference"]
 d_mean, d_sem, where = R.two_se(diff)
 for method, key in (("baseline", "base"), ("RR+RA", "rr"), ("real data", "real")):
     for what in ("ratio", "distance", "spread"):
@@ -258,7 +252,7 @@ beyond = []
 for scope in measure["scope"].unique():
     if scope == "all tasks":
         continue
-    m, se, where = two_se_of(measure[measure.scope == scope], "ratio")
+    m, se, where = R.two_se(R.paired_diffs(measure[measure.scope == scope], "ratio")["difference"])
     if where in ("above", "below"):
         beyond.append(f"{scope} ({m:+.3f} ± {se:.3f}: RR + RA's memories {'further apart' if m > 0 else 'closer'})")
 glue("scope_note", ("One scope at a time, the difference in ρ exceeds two standard errors in " + "; ".join(beyond)
@@ -271,7 +265,7 @@ moves = {"distance": {"above": "RR + RA's class means further apart", "below": "
                     "below": "RR + RA's replay of a class tighter, as RA asks, which by itself raises ρ"}}
 moved, still = [], []
 for what in ("distance", "spread"):
-    m, se, where = two_se_of(overall, what)
+    m, se, where = R.two_se(R.paired_diffs(overall, what)["difference"])
     if where in ("above", "below"):
         moved.append(f"the {what} ({m:+.3f} ± {se:.3f}: {moves[what][where]})")
     elif where == "within":

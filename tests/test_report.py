@@ -333,3 +333,10 @@ def test_paired_summary_pairs_by_seed_and_keeps_the_scope_order():
     # seed 1 has no RR+RA value here: the difference has one seed, so no SEM
     assert t.loc["all tasks", "difference"] == "1.000" and t.loc["all tasks", "seeds"] == 1
     assert t.loc["all tasks", "baseline"] == "1.000 ± 0.000" and t.loc["all tasks", "RR+RA"] == "2.000"
+    # the same pairing, as numbers: seeds with both methods only, whatever else the frame holds
+    frame = pd.DataFrame(rows)
+    d = R.paired_diffs(frame[frame.scope == "task 2"], "ratio")
+    assert d.index.tolist() == [0, 1] and d["difference"].tolist() == pytest.approx([0.5, 0.1])
+    d = R.paired_diffs(frame[frame.scope == "all tasks"], "ratio")
+    assert d.index.tolist() == [0] and d["difference"].tolist() == [1.0]
+    assert R.two_se(R.paired_diffs(frame[frame.method == "real data"], "ratio")["difference"])[2] == "noise"
