@@ -252,10 +252,13 @@ def flags(repo: Path) -> str:
     path = repo / "benchmarks" / "results" / "flags.json"
     if not path.exists():
         return "No flag has been validated yet (`python benchmarks/validate_flags.py`).\n"
+    # a CPU model name covers machines with different bf16 hardware (AVX512-BF16, AMX, none), whose bf16
+    # kernels round differently: on a CPU the vector ISA is part of the device
+    device = lambda p: p["device_name"] + (f", {p['cpu_isa']}" if p["device"] == "cpu" and p.get("cpu_isa") else "")
     latest = {}
     for entry in json.loads(path.read_text()):
         for flag, s in entry["flags"].items():
-            latest[(entry["provenance"]["device_name"], flag)] = (entry, s)
+            latest[(device(entry["provenance"]), flag)] = (entry, s)
     lines = ["| flag | device | data, budget, seeds | column | fp32 (mean) | with flag (mean) | paired difference "
              "| fp32 seed SD | verdict |", "|---|---|---|---|--:|--:|--:|--:|---|"]
     for (device, flag), (entry, s) in latest.items():

@@ -117,6 +117,13 @@ def test_status_page_tables_from_benchmark_files(tmp_path):
                                                 dict(provenance=cpu("AVX512 + avx512_bf16", "b"), rows=[row(1, 0.15)])]))
     table = es.speed(tmp_path)
     assert "(cpu, AVX2," in table and "(cpu, AVX512 + avx512_bf16," in table
+    # ... and so does the flags table (bf16 rounds differently with and without AMX): one row per ISA
+    (res / "flags.json").write_text(json.dumps([dict(dataset="cifar10-jpg", budget="short", seeds=[0, 1, 2],
+                                                     provenance=cpu(isa, "b"), flags=dict(bf16=s))
+                                                for isa in ("AVX512 + avx512_bf16", "AVX512 + avx512_bf16 + amx_bf16")]))
+    flag_rows = es.flags(tmp_path)
+    assert "| bf16 | AMD EPYC, AVX512 + avx512_bf16 (2026-11-25, git b) |" in flag_rows
+    assert "| bf16 | AMD EPYC, AVX512 + avx512_bf16 + amx_bf16 (2026-11-25, git b) |" in flag_rows
     assert "| 0.4000 |" in table and "| 0.1500 |" in table
     # each table's caption says how its ratios were timed: in one process (a CPU's are upper estimates)
     assert table.count("timed in one process, which on a CPU slowed the reference pattern") == 2
