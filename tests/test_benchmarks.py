@@ -233,3 +233,32 @@ def test_speed_phases_add_up_and_leave_nothing_patched():
     assert all(ms[k] > 0 for k in ("replay", "teacher", "forward", "backward", "update"))
     assert sum(v for k, v in ms.items() if k != "step") == pytest.approx(ms["step"])
     assert torch.Tensor.backward is backward
+
+
+si = _load("stack_isolation")
+
+
+def test_stack_isolation_sees_a_run_whose_matmul_reads_another_runs_rows(monkeypatch):
+    """The diagnostic's verdicts: birr's StackedLinear in fp32 (bit for bit stacked or alone on every
+    CPU CI has had) shows no leakage; a layer that mixes a sliver of the other runs' inputs into each
+    run's output (what a kernel reading across a tile's tail would do) is caught by both leak checks."""
+    honest = si.check(64, 16, batch=8, bf16=False)
+    assert honest == dict(alone_equals_stacked=True, max_rel_diff=0.0, nan_leaks=False, scale_leaks=False)
+    real_forward = si.StackedLinear.forward
+
+    def leaky(self, x):
+        return real_forward(self, x) + 1e-3 * x.sum(0, keepdim=True).sum(-1, keepdim=True)
+
+    monkeypatch.setattr(si.StackedLinear, "forward", leaky)
+    leak = si.check(64, 16, batch=8, bf16=False)
+    assert leak["nan_leaks"] and leak["scale_leaks"] and not leak["alone_equals_stacked"]
+
+
+def test_stack_isolation_records_an_entry_with_its_cpu(tmp_path, monkeypatch):
+    monkeypatch.setattr(si, "SHAPES", {"smoke": dict(batch=4, layers=[("toZ", 8, 4)])})
+    out = tmp_path / "iso.json"
+    si.main(["--sizes", "smoke", "--out", str(out)])
+    si.main(["--sizes", "smoke", "--out", str(out)])
+    history = json.loads(out.read_text())
+    assert len(history) == 2 and [r["dtype"] for r in history[0]["rows"]] == ["fp32", "bf16"]
+    assert history[0]["provenance"]["onednn"].startswith("v") and "cpu_isa" in history[0]["provenance"]
