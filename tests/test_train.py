@@ -183,7 +183,8 @@ def test_stacked_runs_are_bitwise_runs_trained_alone(results, tmp_path, bf16):
     One exception, seen in CI: bf16 on an Intel Xeon with AMX. There a logged KL (a per-run value, no
     sum over the stack, exact on the AVX512-BF16 EPYC at 1, 2, 4 and 7 threads) differed by 4.7e-5
     relative, so the bf16 matmuls' own results depend on the stack's shape there (oneDNN's AMX kernels,
-    presumably, not verified: no AMX machine in this session). On such a CPU a bf16 run is checked to
+    presumably, not verified: no AMX machine in this session; benchmarks/stack_isolation.py tells
+    rounding from leakage between runs there). On such a CPU a bf16 run is checked to
     its stack's rounding: loss traces to 1e-3 relative, each weight's distance to its stacked twin at
     most 1 % of the distance it travelled from its initial value in training; the discrete results
     (accuracies, RR/RA counts) matched exactly there and are still asserted exactly."""
