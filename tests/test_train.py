@@ -170,6 +170,56 @@ def test_provenance_takes_the_stated_sha_over_the_trees_git(monkeypatch):
     assert prov["git_sha"] == "abc123" and prov["git_dirty"] is False and prov["git_sha_stated"] is True
 
 
+def stack_cfgs(bf16):
+    """Three runs of one stack: two seeds of BI-R + SI and RR + RA at seed 0 (same init as the first)."""
+    return [tiny(seed=0, iters=40, bf16=bf16), tiny(seed=1, iters=40, bf16=bf16),
+            tiny("rr+ra", seed=0, iters=40, rep_f=3.0, lambda_rr=1e-2, lambda_ra=1e-2, bf16=bf16)]
+
+
+def stack_mismatches(alone: dict, stacked: dict, a: dict, b: dict, init: dict, exact: bool) -> list[str]:
+    """What tells a run trained alone (results `alone`, final weights `a`) from its stacked twin
+    (`stacked`, `b`); `init` is the run's initial state. exact: accuracies, RR/RA counts and weights
+    bit for bit, loss traces to 1e-5 relative (they are reductions whose order may follow the stack's
+    shape). Otherwise, for a CPU whose bf16 matmuls round by the stack's shape (test below), the
+    bounds of test_stack_tolerance_admits_rounding_and_refuses_another_run: loss traces to 10 %
+    relative, each weight within 30 % of the distance it travelled in training, RR pair counts within
+    5 % of the kept samples; accuracies still exact (saturated at this size)."""
+    bad = [k for k in ("acc_matrix", "per_class_acc_after_task", "metrics") if alone[k] != stacked[k]]
+    strip = lambda st: [{k: v for k, v in x.items() if exact or k != "pairs"} for x in st]
+    if strip(alone["rr_stats"]) != strip(stacked["rr_stats"]):
+        bad.append("rr_stats")
+    if not exact:
+        for x, y in zip(alone["rr_stats"], stacked["rr_stats"]):
+            px, py = ({(i, j): n for i, j, n in r["pairs"]} for r in (x, y))
+            if any(abs(px.get(q, 0) - py.get(q, 0)) > 0.05 * x["n_kept"] for q in px.keys() | py.keys()):
+                bad.append(f"rr_stats pairs, task {x['task']}")
+    rel = 1e-5 if exact else 0.1
+    for ta, ts in zip(alone["loss_traces"], stacked["loss_traces"]):
+        bad += [f"loss {k}, task {ta['task']}" for k in ta if ta[k] != pytest.approx(ts[k], rel=rel, abs=1e-9)]
+    if a.keys() != b.keys():
+        return bad + ["weight names"]
+    for n in a:
+        if exact and not torch.equal(a[n], b[n]):
+            bad.append(f"weight {n}")
+        elif not exact and (a[n].float() - b[n].float()).norm() > 0.3 * (a[n].float() - init[n].float()).norm():
+            bad.append(f"weight {n}")
+    return bad
+
+
+def train_alone_and_stacked(cfgs, results, tmp_path):
+    """Each config trained alone, and all of them in one stack: [(alone, stacked, a, b, init)]."""
+    stacked = birr.run_many(cfgs, results_dir=results, progress=False)
+    assert {r["stacked_with"] for r in stacked} == {len(cfgs)}
+    out = []
+    for cfg, s in zip(cfgs, stacked):
+        alone_dir = tmp_path / f"alone{cfg.stamp}"
+        alone = birr.run(cfg, results_dir=alone_dir, progress=False)
+        assert alone["stacked_with"] == 1
+        a, b = torch.load(T.model_path(alone_dir, cfg)), torch.load(T.model_path(results, cfg))
+        out.append((alone, s, a, b, T.Stack([cfg], torch.device("cpu")).model.state_dict()))
+    return out
+
+
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
 def test_stacked_runs_are_bitwise_runs_trained_alone(results, tmp_path, bf16):
     """Issue 7: a run's numbers do not depend on the runs it is stacked with. On the CPU they are the
@@ -184,33 +234,43 @@ def test_stacked_runs_are_bitwise_runs_trained_alone(results, tmp_path, bf16):
     sum over the stack, exact on the AVX512-BF16 EPYC at 1, 2, 4 and 7 threads) differed by 4.7e-5
     relative, so the bf16 matmuls' own results depend on the stack's shape there (oneDNN's AMX kernels,
     presumably, not verified: no AMX machine in this session; benchmarks/stack_isolation.py tells
-    rounding from leakage between runs there). On such a CPU a bf16 run is checked to
-    its stack's rounding: loss traces to 1e-3 relative, each weight's distance to its stacked twin at
-    most 1 % of the distance it travelled from its initial value in training; the discrete results
-    (accuracies, RR/RA counts) matched exactly there and are still asserted exactly."""
+    rounding from leakage between runs there). On such a CPU a bf16 run is held to the bounds that
+    test_stack_tolerance_admits_rounding_and_refuses_another_run shows to admit rounding-sized
+    differences and to refuse a run trained as another config."""
     exact = not (bf16 and "amx_bf16" in T.cpu_isa())
-    cfgs = [tiny(seed=0, iters=40, bf16=bf16), tiny(seed=1, iters=40, bf16=bf16),
-            tiny("rr+ra", seed=0, iters=40, rep_f=3.0, lambda_rr=1e-2, lambda_ra=1e-2, bf16=bf16)]
-    stacked = birr.run_many(cfgs, results_dir=results, progress=False)
-    assert {r["stacked_with"] for r in stacked} == {3}
-    for cfg, s in zip(cfgs, stacked):
-        alone_dir = tmp_path / f"alone{cfg.stamp}"
-        alone = birr.run(cfg, results_dir=alone_dir, progress=False)
-        assert alone["stacked_with"] == 1
-        for key in ("acc_matrix", "per_class_acc_after_task", "rr_stats", "metrics"):
-            assert alone[key] == s[key], key
-        for ta, ts in zip(alone["loss_traces"], s["loss_traces"]):
-            for key in ta:
-                assert ta[key] == pytest.approx(ts[key], rel=1e-5 if exact else 1e-3, abs=1e-9), (key, T.cpu_isa())
-        a, b = torch.load(T.model_path(alone_dir, cfg)), torch.load(T.model_path(results, cfg))
-        assert a.keys() == b.keys()
-        if exact:
-            assert all(torch.equal(a[n], b[n]) for n in a), T.cpu_isa()
-        else:
-            init = T.Stack([cfg], torch.device("cpu")).model.state_dict()
-            for n in a:
-                travelled = (a[n].float() - init[n].float()).norm()
-                assert (a[n].float() - b[n].float()).norm() <= 0.01 * travelled, (n, T.cpu_isa())
+    for alone, s, a, b, init in train_alone_and_stacked(stack_cfgs(bf16), results, tmp_path):
+        assert stack_mismatches(alone, s, a, b, init, exact) == [], T.cpu_isa()
+
+
+def test_stack_tolerance_admits_rounding_and_refuses_another_run(results, tmp_path, monkeypatch):
+    """The bounds of the non-exact comparison, on a CPU whose stacked bf16 matmuls are exact: AMX-like
+    rounding is emulated by nudging one in 1,000 outputs of every stacked bf16 matmul by one bf16 ulp
+    (forward values only). The training is chaotic at this size: that alone moved loss traces by up
+    to 3e-2 relative, weights by up to 13 % of their travel and RR pair counts by 6 of 1,280 (emulated
+    fractions 1e-5 to 1e-1 all gave about this), accuracies never. The tolerant comparison admits
+    every emulated run, the exact one refuses it; and a run trained as another config (BI-R + SI
+    against RR + RA, same seed and init) is refused by both."""
+    real = T.StackedLinear.forward
+    gen = torch.Generator().manual_seed(0)
+
+    def rounded_by_the_stack(self, x):
+        y = real(self, x)
+        if y.dtype != torch.bfloat16 or y.shape[0] == 1:
+            return y
+        up = torch.nextafter(y.detach(), torch.full_like(y.detach(), float("inf")))
+        nudge = torch.where(torch.rand(y.shape, generator=gen) < 1e-3, up, y.detach()) - y.detach()
+        return y + nudge
+
+    monkeypatch.setattr(T.StackedLinear, "forward", rounded_by_the_stack)
+    cfgs = stack_cfgs(bf16=True)
+    runs = train_alone_and_stacked(cfgs, results, tmp_path)     # alone: K = 1, not nudged
+    for alone, s, a, b, init in runs:
+        assert stack_mismatches(alone, s, a, b, init, exact=False) == []
+    assert any(stack_mismatches(*run, exact=True) for run in runs)     # the emulation did change bits
+    bir, _, a_bir, _, init = runs[0]
+    rr, _, a_rr, _, _ = runs[2]                                       # RR + RA, seed 0
+    other = stack_mismatches(bir, rr, a_bir, a_rr, init, exact=False)
+    assert any(m.startswith("loss rr") for m in other) and any(m.startswith("weight") for m in other)
 
 
 def test_adam_step_run_by_run_is_torch_adams_fused_step(results, monkeypatch):
