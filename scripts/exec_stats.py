@@ -9,8 +9,10 @@ Write the four files that book/status.md includes, next to the executed notebook
 - speed.md        the stored speed benchmarks (benchmarks/results/speed.json), newest per machine and
                   thread count, each table with the date, commit and device it was measured on
 - flags.md        the stored accuracy checks of the speed flags (benchmarks/results/flags.json)
+- stacking.md     the stored checks that a run's matmuls do not depend on the runs stacked beside it
+                  (benchmarks/results/stack_isolation.json), newest per CPU
 
-The first two describe the build that runs this script; the last two are copied from benchmark
+The first two describe the build that runs this script; the last three are copied from benchmark
 sessions run at other times and commits, possibly on other machines.
 
     python scripts/exec_stats.py --root . book/executed/01_intro.ipynb book/executed/02_....ipynb
@@ -18,7 +20,7 @@ sessions run at other times and commits, possibly on other machines.
 `{nb-exec-table}` cannot replace this: it only lists notebooks that myst-nb executed itself, and
 the book never executes (papermill does; shared/book-pipeline.md, pitfall 8). Links are `{doc}`
 with absolute docnames, because relative links in an `{include}`d file resolve against the
-including page (pitfall 10). All four files are written atomically (tmp file + rename), so a failed
+including page (pitfall 10). All five files are written atomically (tmp file + rename), so a failed
 run never leaves half a table for the build to render.
 """
 import argparse
@@ -273,6 +275,33 @@ def flags(repo: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stacking(repo: Path) -> str:
+    """The newest stack-isolation check per CPU and vector ISA (benchmarks/stack_isolation.py): per
+    dtype, how many layer shapes gave run 0 the same bits alone and in a stack of 3, the largest
+    relative difference, and whether another run's inputs leaked into run 0's numbers."""
+    path = repo / "benchmarks" / "results" / "stack_isolation.json"
+    if not path.exists():
+        return "No stack-isolation check has been recorded yet (`python benchmarks/stack_isolation.py`).\n"
+    latest = {}
+    for entry in json.loads(path.read_text()):
+        p = entry["provenance"]
+        latest[(p["device_name"], p.get("cpu_isa", "?"))] = entry
+    lines = ["| CPU | oneDNN, threads | dtype | alone == stacked (bit for bit) | largest relative difference "
+             "| other runs' inputs leak in |", "|---|---|---|--:|--:|---|"]
+    for (name, isa), entry in latest.items():
+        p = entry["provenance"]
+        when = f"{p['date'][:10]}, git {str(p.get('git_sha', '?'))[:10]}{'+' if p.get('git_dirty') else ''}"
+        for dtype in ("fp32", "bf16"):
+            rows = [r for r in entry["rows"] if r["dtype"] == dtype]
+            if not rows:
+                continue
+            leaks = [f"{r['size']} {r['layer']}" for r in rows if r["nan_leaks"] or r["scale_leaks"]]
+            lines.append(f"| {name}, {isa} ({when}) | {p.get('onednn', '?')}, {p['threads']} | {dtype} "
+                         f"| {sum(r['alone_equals_stacked'] for r in rows)} of {len(rows)} layer shapes "
+                         f"| {max(r['max_rel_diff'] for r in rows):.1e} | {', '.join(leaks) if leaks else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path.cwd(), help="the book's source root (holds _toc.yml); docnames are relative to it")
@@ -288,7 +317,9 @@ def main(argv=None) -> None:
     write_atomic(out / "environment.md", environment(Path(__file__).resolve().parents[1]))
     write_atomic(out / "speed.md", speed(Path(__file__).resolve().parents[1]))
     write_atomic(out / "flags.md", flags(Path(__file__).resolve().parents[1]))
-    print(f"exec_stats: wrote exec_stats.md, environment.md, speed.md and flags.md to {out} ({len(notebooks)} chapters)")
+    write_atomic(out / "stacking.md", stacking(Path(__file__).resolve().parents[1]))
+    print(f"exec_stats: wrote exec_stats.md, environment.md, speed.md, flags.md and stacking.md to {out} "
+          f"({len(notebooks)} chapters)")
 
 
 if __name__ == "__main__":

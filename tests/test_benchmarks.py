@@ -262,3 +262,25 @@ def test_stack_isolation_records_an_entry_with_its_cpu(tmp_path, monkeypatch):
     history = json.loads(out.read_text())
     assert len(history) == 2 and [r["dtype"] for r in history[0]["rows"]] == ["fp32", "bf16"]
     assert history[0]["provenance"]["onednn"].startswith("v") and "cpu_isa" in history[0]["provenance"]
+
+
+def test_status_page_stacking_table_from_the_isolation_checks(tmp_path):
+    spec = importlib.util.spec_from_file_location("exec_stats", REPO / "scripts" / "exec_stats.py")
+    es = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(es)
+    res = tmp_path / "benchmarks" / "results"
+    res.mkdir(parents=True)
+    assert "No stack-isolation check" in es.stacking(tmp_path)
+    prov = lambda isa, sha: dict(device_name="Xeon", cpu_isa=isa, onednn="v3.12.0", threads=2, date="2026-12-04T00:00",
+                                 git_sha=sha)
+    row = lambda dtype, layer, same, rel, leak=False: dict(size="full", layer=layer, dtype=dtype, alone_equals_stacked=same,
+                                                          max_rel_diff=rel, nan_leaks=leak, scale_leaks=False)
+    (res / "stack_isolation.json").write_text(json.dumps([
+        dict(provenance=prov("AMX", "old"), rows=[row("bf16", "toZ", True, 0.0)]),
+        dict(provenance=prov("AMX", "new"), rows=[row("fp32", "toZ", True, 0.0), row("bf16", "toZ", False, 2e-3),
+                                                  row("bf16", "fromZ", False, 4e-3, leak=True)]),
+        dict(provenance=prov("AVX512", "b"), rows=[row("bf16", "toZ", True, 0.0)])]))
+    table = es.stacking(tmp_path)
+    assert "git old" not in table and table.count("| Xeon, AMX (2026-12-04, git new) |") == 2
+    assert "| bf16 | 0 of 2 layer shapes | 4.0e-03 | full fromZ |" in table
+    assert "| fp32 | 1 of 1 layer shapes | 0.0e+00 | no |" in table and "| Xeon, AVX512 (" in table

@@ -217,6 +217,7 @@ def test_book_builds(tmp_path, smoke_results):
         assert f'href="executed/{py.stem}.html' in status_html, f"the status table has no row for {py.stem}"
     assert re.search(r"Introduction.*synthetic.*\bok\b", status), "the status table has no ok row for the introduction"
     assert "torch" in status and "GPU" in status
+    assert re.search(r"Stacked runs.*bf16 \d+ of \d+ layer shapes", status), "the status page has no stacking table"
 
     # issue 6: the Table 1 page has a table, the Fig. 3 page an image, and both say what data they show
     table1_html = (site / "book" / "executed" / "06_table1.html").read_text()
