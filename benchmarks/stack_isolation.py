@@ -23,13 +23,16 @@ difference relative to the output's scale; `NaN leaks` / `scale leaks`: whether 
 changed when only the other runs' inputs did (any change is leakage; the kernel and shapes are the
 same). Expected on a correct CPU: no leak anywhere; `alone == stacked` in fp32.
 
-Appends one entry (provenance: CPU, vector ISA, oneDNN version, threads) to
-benchmarks/results/stack_isolation.json, atomically, unless --no-record.
+Appends one entry (provenance: CPU, vector ISA, oneDNN version and the ISA cap it ran under,
+threads) to benchmarks/results/stack_isolation.json, atomically, unless --no-record. oneDNN's
+kernels of a lesser ISA can be had on the same CPU with its own switch, e.g.
+`ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/stack_isolation.py` (not AMX on a CPU without it).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from contextlib import nullcontext
@@ -55,6 +58,11 @@ STACK = 3
 def onednn_version() -> str:
     m = re.search(r"MKL-DNN (v[\d.]+)", torch.__config__.show())
     return m.group(1) if m else "unknown"
+
+
+def onednn_isa_cap() -> str:
+    """The ISA cap oneDNN was started under (ONEDNN_MAX_CPU_ISA, or its older name), "ALL" if none."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL"
 
 
 def outputs(layer: StackedLinear, x: torch.Tensor, bf16: bool) -> list[torch.Tensor]:
@@ -106,9 +114,10 @@ def main(argv=None) -> list[dict]:
                 rows.append(r)
                 print(f"{size:6} {name:6} {fan_in:5} {fan_out:5} {r['dtype']:5} {str(r['alone_equals_stacked']):>14} "
                       f"{r['max_rel_diff']:12.1e} {str(r['nan_leaks']):>9} {str(r['scale_leaks']):>11}")
-    prov = dict(T.provenance(torch.device("cpu")), onednn=onednn_version())
+    prov = dict(T.provenance(torch.device("cpu")), onednn=onednn_version(), onednn_max_cpu_isa=onednn_isa_cap())
     leaks = [f"{r['size']} {r['layer']} {r['dtype']}" for r in rows if r["nan_leaks"] or r["scale_leaks"]]
-    print(f"{prov['device_name']}, {prov['cpu_isa']}, oneDNN {prov['onednn']}, {prov['threads']} threads: "
+    print(f"{prov['device_name']}, {prov['cpu_isa']}, oneDNN {prov['onednn']} (ISA cap {prov['onednn_max_cpu_isa']}), "
+          f"{prov['threads']} threads: "
           + (f"LEAKS in {', '.join(leaks)}" if leaks else "no leakage between stacked runs"))
     if not args.no_record:
         history = json.loads(args.out.read_text()) if args.out.exists() else []

@@ -276,27 +276,28 @@ def flags(repo: Path) -> str:
 
 
 def stacking(repo: Path) -> str:
-    """The newest stack-isolation check per CPU and vector ISA (benchmarks/stack_isolation.py): per
-    dtype, how many layer shapes gave run 0 the same bits alone and in a stack of 3, the largest
-    relative difference, and whether another run's inputs leaked into run 0's numbers."""
+    """The newest stack-isolation check (benchmarks/stack_isolation.py) per CPU, vector ISA and oneDNN
+    ISA cap: per dtype, how many layer shapes gave run 0 the same bits alone and in a stack of 3, the
+    largest relative difference, and whether another run's inputs leaked into run 0's numbers."""
     path = repo / "benchmarks" / "results" / "stack_isolation.json"
     if not path.exists():
         return "No stack-isolation check has been recorded yet (`python benchmarks/stack_isolation.py`).\n"
     latest = {}
     for entry in json.loads(path.read_text()):
         p = entry["provenance"]
-        latest[(p["device_name"], p.get("cpu_isa", "?"))] = entry
-    lines = ["| CPU | oneDNN, threads | dtype | alone == stacked (bit for bit) | largest relative difference "
+        latest[(p["device_name"], p.get("cpu_isa", "?"), p.get("onednn_max_cpu_isa", "ALL"))] = entry
+    lines = ["| CPU | oneDNN (ISA cap), threads | dtype | alone == stacked (bit for bit) | largest relative difference "
              "| other runs' inputs leak in |", "|---|---|---|--:|--:|---|"]
-    for (name, isa), entry in latest.items():
+    for (name, isa, cap), entry in latest.items():
         p = entry["provenance"]
+        capped = "" if cap == "ALL" else f" (capped at {cap})"
         when = f"{p['date'][:10]}, git {str(p.get('git_sha', '?'))[:10]}{'+' if p.get('git_dirty') else ''}"
         for dtype in ("fp32", "bf16"):
             rows = [r for r in entry["rows"] if r["dtype"] == dtype]
             if not rows:
                 continue
             leaks = [f"{r['size']} {r['layer']}" for r in rows if r["nan_leaks"] or r["scale_leaks"]]
-            lines.append(f"| {name}, {isa} ({when}) | {p.get('onednn', '?')}, {p['threads']} | {dtype} "
+            lines.append(f"| {name}, {isa} ({when}) | {p.get('onednn', '?')}{capped}, {p['threads']} | {dtype} "
                          f"| {sum(r['alone_equals_stacked'] for r in rows)} of {len(rows)} layer shapes "
                          f"| {max(r['max_rel_diff'] for r in rows):.1e} | {', '.join(leaks) if leaks else 'no'} |")
     return "\n".join(lines) + "\n"

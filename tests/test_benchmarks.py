@@ -256,12 +256,17 @@ def test_stack_isolation_sees_a_run_whose_matmul_reads_another_runs_rows(monkeyp
 
 def test_stack_isolation_records_an_entry_with_its_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(si, "SHAPES", {"smoke": dict(batch=4, layers=[("toZ", 8, 4)])})
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     out = tmp_path / "iso.json"
     si.main(["--sizes", "smoke", "--out", str(out)])
     si.main(["--sizes", "smoke", "--out", str(out)])
     history = json.loads(out.read_text())
     assert len(history) == 2 and [r["dtype"] for r in history[0]["rows"]] == ["fp32", "bf16"]
     assert history[0]["provenance"]["onednn"].startswith("v") and "cpu_isa" in history[0]["provenance"]
+    assert history[0]["provenance"]["onednn_max_cpu_isa"] == "ALL"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")      # read at the call: the record says what oneDNN was told
+    assert si.onednn_isa_cap() == "AVX2"
 
 
 def test_status_page_stacking_table_from_the_isolation_checks(tmp_path):
@@ -279,8 +284,11 @@ def test_status_page_stacking_table_from_the_isolation_checks(tmp_path):
         dict(provenance=prov("AMX", "old"), rows=[row("bf16", "toZ", True, 0.0)]),
         dict(provenance=prov("AMX", "new"), rows=[row("fp32", "toZ", True, 0.0), row("bf16", "toZ", False, 2e-3),
                                                   row("bf16", "fromZ", False, 4e-3, leak=True)]),
-        dict(provenance=prov("AVX512", "b"), rows=[row("bf16", "toZ", True, 0.0)])]))
+        dict(provenance=prov("AVX512", "b"), rows=[row("bf16", "toZ", True, 0.0)]),
+        dict(provenance=dict(prov("AVX512", "c"), onednn_max_cpu_isa="AVX2"), rows=[row("bf16", "toZ", True, 0.0)])]))
     table = es.stacking(tmp_path)
     assert "git old" not in table and table.count("| Xeon, AMX (2026-12-04, git new) |") == 2
+    assert "| Xeon, AVX512 (2026-12-04, git b) | v3.12.0, 2 |" in table        # oneDNN's kernels as the CPU has them
+    assert "| Xeon, AVX512 (2026-12-04, git c) | v3.12.0 (capped at AVX2), 2 |" in table   # a lesser ISA's: a row of its own
     assert "| bf16 | 0 of 2 layer shapes | 4.0e-03 | full fromZ |" in table
     assert "| fp32 | 1 of 1 layer shapes | 0.0e+00 | no |" in table and "| Xeon, AVX512 (" in table
