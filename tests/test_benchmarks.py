@@ -9,8 +9,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+def _load(name, folder="benchmarks"):
+    spec = importlib.util.spec_from_file_location(name, REPO / folder / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -82,9 +82,7 @@ def test_reference_pattern_stack_gives_the_same_si_gradient_as_birr():
 
 
 def test_status_page_tables_from_benchmark_files(tmp_path):
-    spec = importlib.util.spec_from_file_location("exec_stats", REPO / "scripts" / "exec_stats.py")
-    es = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(es)
+    es = _load("exec_stats", "scripts")
     res = tmp_path / "benchmarks" / "results"
     res.mkdir(parents=True)
     assert "No flag has been validated" in es.flags(tmp_path)
@@ -270,9 +268,7 @@ def test_stack_isolation_records_an_entry_with_its_cpu(tmp_path, monkeypatch):
 
 
 def test_status_page_stacking_table_from_the_isolation_checks(tmp_path):
-    spec = importlib.util.spec_from_file_location("exec_stats", REPO / "scripts" / "exec_stats.py")
-    es = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(es)
+    es = _load("exec_stats", "scripts")
     res = tmp_path / "benchmarks" / "results"
     res.mkdir(parents=True)
     assert "No stack-isolation check" in es.stacking(tmp_path)
