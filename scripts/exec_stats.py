@@ -248,6 +248,11 @@ def _table1_cell(r: dict) -> str:
     return steady if "table1_with_setup_min" not in r else f"{steady} ({fmt(r['table1_with_setup_min'])} with setup)"
 
 
+def measured_at(prov: dict) -> str:
+    """'date, git sha' of a stored benchmark entry ("+": measured with uncommitted changes)."""
+    return f"{prov['date'][:10]}, git {str(prov.get('git_sha', '?'))[:10]}{'+' if prov.get('git_dirty') else ''}"
+
+
 def flags(repo: Path) -> str:
     """The newest accuracy check of each speed flag per device (benchmarks/validate_flags.py), each row
     with the date and commit it was measured at ("+": uncommitted changes)."""
@@ -265,7 +270,7 @@ def flags(repo: Path) -> str:
              "| fp32 seed SD | verdict |", "|---|---|---|---|--:|--:|--:|--:|---|"]
     for (device, flag), (entry, s) in latest.items():
         prov = entry["provenance"]
-        when = f"{prov['date'][:10]}, git {str(prov.get('git_sha', '?'))[:10]}{'+' if prov.get('git_dirty') else ''}"
+        when = measured_at(prov)
         for col in ("first20", "first50", "overall"):
             c = s[col]
             lines.append(f"| {flag} | {device} ({when}) | {entry['dataset']}, "
@@ -291,7 +296,7 @@ def stacking(repo: Path) -> str:
     for (name, isa, cap), entry in latest.items():
         p = entry["provenance"]
         capped = "" if cap == "ALL" else f" (capped at {cap})"
-        when = f"{p['date'][:10]}, git {str(p.get('git_sha', '?'))[:10]}{'+' if p.get('git_dirty') else ''}"
+        when = measured_at(p)
         for dtype in ("fp32", "bf16"):
             rows = [r for r in entry["rows"] if r["dtype"] == dtype]
             if not rows:
