@@ -208,7 +208,7 @@ def speed(repo: Path) -> str:
                    "median of the rounds' ratios and their range")
         elif prov["device"] == "cpu":
             how = ("all settings timed in one process, which on a CPU slowed the reference pattern beside birr's "
-                   "stacks, so these ratios are upper estimates (README, Speed)")
+                   "stacks, so these ratios are upper estimates (benchmarks/README.md)")
         else:
             how = "all settings timed in one process"
         lines += [f"**{name}** ({prov['device']}{isa_note}, torch {prov['torch']}, {prov['threads']} thread(s), "
