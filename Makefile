@@ -17,7 +17,7 @@ DATASET ?=
 DEVICE ?=
 OVERRIDES := $(if $(BUDGET),-p budget $(BUDGET)) $(if $(DATASET),-p dataset $(DATASET)) $(if $(DEVICE),-p device $(DEVICE))
 
-.PHONY: test book reproduce clean
+.PHONY: test book reproduce reproduce-params clean
 
 $(INSTALLED): pyproject.toml
 	[ -x $(PYTHON) ] || python3 -m venv $(VENV)
@@ -33,10 +33,16 @@ test: $(INSTALLED)
 book: $(INSTALLED)
 	PYTHON=$(PYTHON) scripts/build_book.sh -f $(PARAMS)
 
-# the same build with other parameters, e.g. make reproduce BUDGET=full DATASET=cifar100
-reproduce: $(INSTALLED)
-	@[ -n "$(BUDGET)$(DATASET)$(DEVICE)" ] || { echo "usage: make reproduce BUDGET=smoke|short|full DATASET=cifar100|cifar10-jpg|synthetic [DEVICE=cpu|cuda|auto]" >&2; exit 2; }
+# the same build with other parameters, e.g. make reproduce BUDGET=full DATASET=cifar100; a typo is
+# one line and exit 2 before anything installs or runs (the build first clears the last one's chapters)
+reproduce: reproduce-params $(INSTALLED)
 	PYTHON=$(PYTHON) scripts/build_book.sh -f $(PARAMS) $(OVERRIDES)
+
+reproduce-params:
+	@[ -n "$(BUDGET)$(DATASET)$(DEVICE)" ] || { echo "usage: make reproduce BUDGET=smoke|short|full DATASET=cifar100|cifar10-jpg|synthetic [DEVICE=cpu|cuda|auto]" >&2; exit 2; }
+	@case "$(BUDGET)" in ""|smoke|short|full) ;; *) echo "error: BUDGET=$(BUDGET) is not allowed; choose smoke, short or full" >&2; exit 2 ;; esac
+	@case "$(DATASET)" in ""|cifar100|cifar10-jpg|synthetic) ;; *) echo "error: DATASET=$(DATASET) is not allowed; choose cifar100, cifar10-jpg or synthetic" >&2; exit 2 ;; esac
+	@[[ "$(DEVICE)" =~ ^(|auto|cpu|cuda(:[0-9]+)?)$$ ]] || { echo "error: DEVICE=$(DEVICE) is not allowed; choose auto, cpu, cuda or cuda:N" >&2; exit 2; }
 
 # build outputs only: results/ (trained runs) and the venv stay
 clean:

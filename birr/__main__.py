@@ -1,4 +1,10 @@
-"""Command line: `python -m birr train ...` and `python -m birr table1 ...`.
+"""Command line: `python -m birr train | table1 | book | import-encoder`.
+
+    train           the runs of one method, one per seed (default: a seconds-long smoke run)
+    table1          the paper's Table 1: BI-R + SI and RR + RA at f = 5, 10, 20, 50, 100, per seed
+                    (default: the full budget, 30 CIFAR-100 runs, for a GPU; --print-config lists them)
+    book            every run the book's chapters read (default: short budget, 3 seeds)
+    import-encoder  the reference's shipped encoder checkpoint, for --set encoder=ref-...
 
     python -m birr train --method bir+si --budget smoke
     python -m birr train --method rr+ra --budget short --seeds 0 1 2 --set rep_f=10 --set rr_variant=paper
@@ -15,10 +21,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 
-from birr.config import BUDGETS, METHODS, Config, book_configs, preset, table1_configs
+from birr.config import BUDGETS, METHODS, Config, _sweep, book_configs, preset, table1_configs
+from birr.data import DATASETS
 
 
 def parse_set(items: list[str]) -> dict:
@@ -69,19 +77,26 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv=None) -> int:
     ap = _Parser(prog="python -m birr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{train,table1,book,import-encoder}")
+    helps = {"train": "train (or load) one method's runs, one per seed",
+             "table1": "the paper's Table 1 runs: the baseline and RR + RA at each f, per seed",
+             "book": "every run the book's chapters read, stacked by shape"}
+    defaults = {"train": "by default a seconds-long smoke run on synthetic data, seed 0",
+                "table1": "by default the full budget: 30 CIFAR-100 runs (6 configurations x 5 seeds), for a GPU",
+                "book": "by default the short budget, seeds 0 1 2: 36 runs on the CIFAR-10 JPEG proxy"}
     for name in ("train", "table1", "book"):
-        p = sub.add_parser(name)
+        p = sub.add_parser(name, help=helps[name], description=f"{helps[name]}; {defaults[name]}. "
+                           "--print-config lists the runs without training them.")
         budget, seeds = DEFAULTS[name]
         if name == "train":
-            p.add_argument("--method", default="bir+si", choices=METHODS)
+            p.add_argument("--method", default="bir+si", choices=METHODS, help="default: bir+si (the paper's baseline)")
         p.add_argument("--budget", default=budget, choices=BUDGETS, help=f"default: {budget}")
-        p.add_argument("--dataset", default=None, help="default: the budget's dataset")
+        p.add_argument("--dataset", default=None, choices=DATASETS, help="default: the budget's dataset")
         p.add_argument("--seeds", type=int, nargs="+", default=seeds, help=f"default: {' '.join(map(str, seeds))}")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a Config field")
         p.add_argument("--results-dir", default=None, help="default: $BIRR_RESULTS, else results/ next to birr/")
         p.add_argument("--force", action="store_true", help="re-train even if results exist")
-        p.add_argument("--quiet", action="store_true")
+        p.add_argument("--quiet", action="store_true", help="no progress bars or per-task lines")
         p.add_argument("--no-checkpoint", action="store_true",
                        help="no per-task state in results/ckpt/ (no resume; for a machine whose disk is lost anyway)")
         p.add_argument("--print-config", action="store_true", help="print the resolved configs and exit")
@@ -100,14 +115,18 @@ def main(argv=None) -> int:
             if key in SETS[args.cmd]:
                 raise ValueError(f"--set {key}=...: `{args.cmd}` sets {key} itself; use {SETS[args.cmd][key]}")
         if args.cmd == "train":
+            _sweep("--seeds", args.seeds, int, "--seeds 0 1 2")       # a repeated seed is one run, as in table1
             cfgs = [preset(args.method, budget=args.budget, dataset=args.dataset, seed=s, **overrides) for s in args.seeds]
         elif args.cmd == "table1":
             cfgs = table1_configs(budget=args.budget, dataset=args.dataset, seeds=tuple(args.seeds), **overrides)
         else:
             cfgs = book_configs(budget=args.budget, dataset=args.dataset, seeds=tuple(args.seeds), **overrides)
         if args.print_config:
-            for c in cfgs:
-                print(json.dumps(dict(stamp=c.stamp, **c.to_dict())))
+            try:
+                for c in cfgs:
+                    print(json.dumps(dict(stamp=c.stamp, **c.to_dict())), flush=True)
+            except BrokenPipeError:      # `--print-config | head` closed the pipe: not a mistake
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # nothing to flush at exit
             return 0
         from birr.train import run_many, results_path, default_results_dir
         results_dir = args.results_dir if args.results_dir is not None else default_results_dir()
@@ -118,9 +137,12 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for r in results:
-        m = r["metrics"]
+        m, c = r["metrics"], r["config"]
         how = "stored, trained in" if r["stamp"] in stored else "trained in"
-        print(f"{r['stamp']} {r['method']} {r['dataset']}/{r['budget']} seed={r['seed']} "
+        # which run this is: table1 and book print many rr+ra lines that differ only in these
+        rr = f" f={c['rep_f']:g}" if c.get("rep_f") is not None else " no-f"
+        what = r["method"] + (f"{rr} {c['rr_variant']}" if c.get("rr") or c.get("ra") else "")
+        print(f"{r['stamp']} {what} {r['dataset']}/{r['budget']} iters={c['iters']} seed={r['seed']} "
               f"first20={m['first20']:.4f} first50={m['first50']:.4f} overall={m['overall']:.4f} "
               f"({how} {r['wall_time_s']:.1f}s)")
     return 0

@@ -235,11 +235,23 @@ def _sweep(name: str, values, kind: type, example: str) -> tuple:
     return tuple(kind(v) for v in out)
 
 
+def _not_swept(fn: str, overrides: dict, owned: dict[str, str]) -> None:
+    """A one-line error for an override of a field the sweep sets itself (it would otherwise end in
+    "preset() got multiple values for keyword argument 'seed'")."""
+    for key in overrides:
+        if key in owned:
+            raise ValueError(f"{fn}(..., {key}=...) is not allowed: it sets {key} itself; {owned[key]}")
+
+
+_SWEPT = dict(seed="use seeds=(...)", method="it runs its own methods")
+
+
 def table1_configs(*, budget: str = "full", dataset: str | None = None, seeds=(0, 1, 2, 3, 4),
                    factors=(5, 10, 20, 50, 100), variant: str = "code", **overrides) -> list[Config]:
     """The runs behind Table 1: the baseline and RR+RA at each f, same seeds (paired), lambda = 1e-6,
     and at the full budget batch 512 (the paper's Table 1 / Fig. 3, spec §9.1 item 10; the smaller budgets
     keep their own batch)."""
+    _not_swept("table1_configs", overrides, dict(_SWEPT, rep_f="use factors=(...)", rr_variant="use variant="))
     seeds = _sweep("seeds", seeds, int, "(0, 1, 2)")
     factors = _sweep("factors", factors, float, "(5, 10, 20)")
     big = dict(batch=512, batch_replay=512) if budget == "full" else {}
@@ -259,6 +271,7 @@ def fig3_configs(*, budget: str = "full", dataset: str | None = None, seeds=(0, 
                  iters_grid=None, **overrides) -> list[Config]:
     """Baseline and RR+RA (f, lambda = 1e-6) at each iterations-per-task setting, same seeds, batch 512
     at the full budget (the paper's Fig. 3 caption)."""
+    _not_swept("fig3_configs", overrides, dict(_SWEPT, iters="use iters_grid=(...)", rep_f="use f="))
     big = dict(batch=512, batch_replay=512) if budget == "full" else {}
     big.update(overrides)
     if budget not in FIG3_ITERS:
@@ -277,6 +290,8 @@ def table1_page_configs(*, budget: str = "full", dataset: str | None = None, see
                         **overrides) -> list[Config]:
     """The runs the Table 1 page shows: baseline and the code variant at every f, then the paper
     variant at f = 20 (its baseline is the same runs)."""
+    _not_swept("table1_page_configs", overrides, dict(_SWEPT, rep_f="it sweeps f", rr_variant="it runs both",
+                                                      factors="it sweeps the paper's f", variant="it runs both"))
     seeds = _sweep("seeds", seeds, int, "(0, 1, 2)")
     code = table1_configs(budget=budget, dataset=dataset, seeds=seeds, **overrides)
     paper = table1_configs(budget=budget, dataset=dataset, seeds=seeds, factors=(20,), variant="paper", **overrides)
@@ -291,6 +306,8 @@ def book_configs(*, budget: str = "short", dataset: str | None = None, seeds=(0,
     stack per shape in this order: Table 1's runs first (the book's headline, and the largest stack, so
     a time-limited machine spends its first minutes on what matters most), then fine-tuning, then the
     shorter Fig. 3 runs."""
+    _not_swept("book_configs", overrides, dict(_SWEPT, rep_f="it sweeps f", rr_variant="it runs both",
+                                               iters="the Fig. 3 runs sweep it"))
     seeds = _sweep("seeds", seeds, int, "(0, 1, 2)")
     kw = dict(budget=budget, dataset=dataset, **overrides)
     cfgs = table1_page_configs(seeds=seeds, **kw)

@@ -360,9 +360,11 @@ def metric_summary(groups: dict[str, list[dict]], metrics=("overall", "first50",
 
 
 def learned_accuracy(runs) -> list[float]:
-    """Accuracy (%) on each task right after learning it (the accuracy matrix's diagonal), mean over
-    runs: how well each task was learned, before any forgetting."""
-    diag = np.array([[r["acc_matrix"][t][t] for t in range(len(r["acc_matrix"]))] for r in runs], dtype=float)
+    """Accuracy (%) on each task right after learning it (the diagonal of acc_matrix_seen, the argmax
+    over the classes seen so far, as BWT uses it: metrics.summarise), mean over runs: how well each task
+    was learned, before any forgetting."""
+    diag = np.array([[r["acc_matrix_seen"][t][t] for t in range(len(r["acc_matrix_seen"]))] for r in runs],
+                    dtype=float)
     return (100 * diag.mean(0)).tolist()
 
 
@@ -575,10 +577,11 @@ def _acc_array(matrix) -> np.ndarray:
     return np.array([[np.nan if v is None else 100 * v for v in row] for row in matrix], dtype=float)
 
 
-def plot_acc_matrix(r: dict, *, seen_only: bool = False, ax=None, title: str | None = None):
+def plot_acc_matrix(r: dict, *, seen_only: bool = True, ax=None, title: str | None = None):
     """Heatmap of the accuracy matrix of one run: row t = after training task t, column i = test
-    accuracy (%) on task i; blank where task i is not seen yet. `seen_only` uses acc_matrix_seen
-    (argmax over the classes seen so far) instead of the final evaluation's argmax over all classes."""
+    accuracy (%) on task i; blank where task i is not seen yet. By default acc_matrix_seen (argmax over
+    the classes seen so far, the matrix forgetting and BWT come from); `seen_only=False` draws the
+    final evaluation's argmax over all classes, untrained head rows included."""
     plt = _plt()
     a = _acc_array(r["acc_matrix_seen" if seen_only else "acc_matrix"])
     fig = None
@@ -601,9 +604,9 @@ def plot_acc_matrix(r: dict, *, seen_only: bool = False, ax=None, title: str | N
     return fig or ax.figure
 
 
-def plot_per_task(groups: dict[str, list[dict]], *, seen_only: bool = False):
+def plot_per_task(groups: dict[str, list[dict]], *, seen_only: bool = True):
     """Accuracy on each task after each training task, one panel per group of runs (mean over seeds,
-    one line per test task, from the task it is learned on)."""
+    one line per test task, from the task it is learned on); `seen_only` as in plot_acc_matrix."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.2), squeeze=False, sharey=True)
     key = "acc_matrix_seen" if seen_only else "acc_matrix"

@@ -47,7 +47,8 @@ from birr.model import BIR, StackedLinear
 # fields that may differ between the runs of one stack (per-run tensors in the step)
 PER_RUN = ("seed", "rr", "ra", "lambda_rr", "lambda_ra", "rep_f", "si_c", "method")
 TERMS = ("total", "recon", "kl", "ce", "recon_r", "kl_r", "distill_r", "rr", "ra", "si")
-RESULTS_FORMAT = 1
+# 2: forgetting and BWT from acc_matrix_seen (metrics.summarise); load_result upgrades format 1 files
+RESULTS_FORMAT = 2
 
 
 # --- small utilities ---------------------------------------------------------------------------
@@ -149,8 +150,30 @@ def results_path(results_dir, cfg: Config) -> Path:
 
 
 def load_result(results_dir, cfg: Config) -> dict | None:
+    """The stored result of `cfg` (found by its stamp) in results_dir (None: default_results_dir()),
+    in the current RESULTS_FORMAT, or None if it has not been trained there. A file that is not a
+    readable result is a one-line ValueError naming it (re-train with force=True, or delete it)."""
     path = results_path(results_dir if results_dir is not None else default_results_dir(), cfg)
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        res = json.loads(path.read_text())
+        missing = [k for k in ("stamp", "config", "acc_matrix_seen", "per_class_acc") if k not in res]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        return upgrade_result(res)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:   # json's errors are ValueErrors
+        raise ValueError(f"{path} is not a readable birr result ({e}); re-train with force=True "
+                         f"(--force) or delete it") from None
+
+
+def upgrade_result(res: dict) -> dict:
+    """A stored result in the current RESULTS_FORMAT. Format 1 computed forgetting and BWT from the
+    all-class accuracy matrix; its derived metrics are recomputed from the stored matrices (nothing is
+    re-trained: every number they need is in the file). The file itself is left as it is."""
+    if res.get("format", 1) < 2:
+        res = dict(res, format=2, metrics=metrics.summarise(res["acc_matrix_seen"], res["per_class_acc"]))
+    return res
 
 
 def model_path(results_dir, cfg: Config) -> Path:
@@ -722,9 +745,13 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
                     task_wall_s=[]) for _ in cfgs]
     start_task = 1
     if checkpoint and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        stack.load_state(ck["stack"])
-        per_run, start_task = ck["per_run"], ck["task"] + 1
+        try:
+            ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+            stack.load_state(ck["stack"])
+            per_run, start_task = ck["per_run"], ck["task"] + 1
+        except Exception as e:          # unpickling raises anything; the message must name the file
+            raise ValueError(f"checkpoint {ckpt_path} cannot be resumed from ({type(e).__name__}: {e}); "
+                             f"delete it to train the stack again from task 1") from None
         if progress:
             print(f"[birr] resuming {K} run(s) after task {ck['task']} from {ckpt_path}")
     setup_s = time.time() - t_setup
@@ -806,7 +833,7 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
             class_order=d.benches[k].class_order, class_names=d.benches[k].class_names,
             n_tasks=d.n_tasks, classes_per_task=d.cpt,
             acc_matrix=r["acc_matrix"], acc_matrix_seen=r["acc_matrix_seen"], per_class_acc=final_pc, per_task_acc=r["acc_matrix"][-1],
-            metrics=metrics.summarise(r["acc_matrix"], final_pc),
+            metrics=metrics.summarise(r["acc_matrix_seen"], final_pc),
             per_class_acc_after_task=r["per_class_acc_after_task"], curves=r["curves"],
             loss_traces=r["loss_traces"], rr_stats=r["rr_stats"],
             task_wall_s=r["task_wall_s"], wall_time_s=sum(r["task_wall_s"]) + setup_s / K, stacked_with=K,
@@ -847,6 +874,16 @@ def run_many(cfgs: list[Config], *, results_dir=None, force: bool = False, progr
     checkpoint: after every task the stack's state goes to results/ckpt/ and a killed run resumes
     from it. At the full size that state is ~260 MB per run (seconds per task for an 18-run stack);
     turn it off only where a killed stack may as well start again from task 1."""
+    if isinstance(cfgs, Config):
+        raise TypeError("run_many takes a list of Configs; for one config use birr.run(cfg)")
+    cfgs = list(cfgs)
+    for i, c in enumerate(cfgs):
+        if not isinstance(c, Config):
+            raise TypeError(f"cfgs[{i}] is a {type(c).__name__} ({c!r}), not a Config; make one with birr.preset(...)")
+    if isinstance(max_stack, bool) or not isinstance(max_stack, int) or max_stack < 1:
+        raise ValueError(f"max_stack={max_stack!r} is not allowed; it must be an integer >= 1")
+    if results_dir is not None and str(results_dir) == "":
+        raise ValueError("results_dir='' is not allowed; name a folder (or None for the default)")
     results_dir = Path(results_dir) if results_dir is not None else default_results_dir()
     if not results_dir.is_dir() and results_dir.exists():  # fail now, not after hours of training
         raise NotADirectoryError(f"results_dir={str(results_dir)!r} is a file, not a folder")
@@ -858,13 +895,43 @@ def run_many(cfgs: list[Config], *, results_dir=None, force: bool = False, progr
             done[c.stamp] = r
         elif c.stamp not in {x.stamp for g in todo.values() for x in g}:
             todo.setdefault(_stack_key(c), []).append(c)
+    if todo:
+        _check_writable(results_dir)
     for group in todo.values():
         for i in range(0, len(group), max_stack):
             for r in _train_stack(group[i:i + max_stack], results_dir, progress, checkpoint):
                 done[r["stamp"]] = r
-    return [done[c.stamp] for c in cfgs]
+    return [_as_asked(done[c.stamp], c) for c in cfgs]
+
+
+def _check_writable(results_dir: Path) -> None:
+    """Write a file in results_dir (created if missing) and in each of its runs/, models/, ckpt/ that
+    exists, before training: an unwritable folder is a one-line error now rather than after the first
+    task (or, without checkpoints, after all of them). Nothing but results_dir itself is left behind."""
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        for folder in [results_dir] + [results_dir / sub for sub in ("runs", "models", "ckpt")]:
+            if folder.is_dir():
+                probe = folder / f".write-test{os.getpid()}"
+                probe.write_text("")
+                probe.unlink()
+    except OSError as e:
+        raise OSError(f"results_dir={str(results_dir)!r} cannot be written ({e.strerror or e}); choose another "
+                      f"(results_dir=, --results-dir or $BIRR_RESULTS)") from None
+
+
+def _as_asked(r: dict, cfg: Config) -> dict:
+    """A result under the method label it was asked for. `method` is a label, not stamped (Config.NOT_STAMPED):
+    preset('rr+ra', rr=False, ra=False, rep_f=None) is the same run as preset('bir+si'), stored once under
+    whichever label trained it first; each caller gets it back under its own."""
+    if r["method"] == cfg.method:
+        return r
+    return dict(r, method=cfg.method, config=dict(r["config"], method=cfg.method))
 
 
 def run(cfg: Config, *, results_dir=None, force: bool = False, progress: bool = True) -> dict:
     """Train one run (or load it by its stamp) and return its results dict."""
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg={cfg!r} is a {type(cfg).__name__}, not a Config; make one with birr.preset(...), "
+                        f"e.g. birr.preset('bir+si', budget='smoke')")
     return run_many([cfg], results_dir=results_dir, force=force, progress=progress)[0]

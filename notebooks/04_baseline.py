@@ -80,10 +80,13 @@ pd.DataFrame({name: {k: repr(v) for k, v in c.to_dict().items()}
 # ## Accuracy after each task
 #
 # Row $t$ of an accuracy matrix is the test accuracy on every task seen so far, measured right after
-# training task $t$, with the prediction taken over all classes, as in the reference's final evaluation
-# (its evaluation during training restricts the argmax to the classes seen so far, spec §7; birr keeps
-# that matrix too, as `acc_matrix_seen`). The diagonal is how well a task is learned; the columns show
-# how it fades.
+# training task $t$, with the prediction taken over the classes seen so far, as in the reference's own
+# record after each task (spec §7; `acc_matrix_seen` in a result). The head's outputs for classes not
+# yet seen are never trained (cross-entropy runs over the active classes, spec §5), so an argmax over
+# all classes, the reference's final evaluation, would let them win some predictions before the last
+# task (birr keeps that matrix too, as `acc_matrix`; after the last task the two are the same). The
+# diagonal is how well a task is learned; the columns show how it fades. Forgetting and BWT below are
+# computed from this matrix.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))

@@ -121,3 +121,19 @@ def test_sweeps_take_numpy_and_range_and_give_plain_numbers():
     assert [(c.method, c.seed, c.rep_f) for c in cfgs] == [
         ("bir+si", 0, None), ("bir+si", 1, None), ("rr+ra", 0, 5.0), ("rr+ra", 1, 5.0), ("rr+ra", 0, 6.0), ("rr+ra", 1, 6.0)]
     assert all(type(c.seed) is int for c in cfgs)
+
+
+@pytest.mark.parametrize("call, key, hint", [
+    (lambda: birr.table1_configs(budget="smoke", seed=3), "seed", "use seeds="),
+    (lambda: birr.table1_configs(budget="smoke", rep_f=3.0), "rep_f", "use factors="),
+    (lambda: birr.table1_configs(budget="smoke", method="bir"), "method", "its own methods"),
+    (lambda: birr.fig3_configs(budget="smoke", iters=5), "iters", "use iters_grid="),
+    (lambda: birr.book_configs(budget="smoke", rr_variant="paper"), "rr_variant", "runs both"),
+    (lambda: birr.table1_page_configs(budget="smoke", variant="paper"), "variant", "runs both"),
+])
+def test_sweeps_refuse_an_override_of_what_they_sweep_in_one_line(call, key, hint):
+    """Formerly "preset() got multiple values for keyword argument 'seed'" (a TypeError from inside)."""
+    with pytest.raises(ValueError) as err:
+        call()
+    msg = str(err.value)
+    assert f"{key}=...) is not allowed: it sets {key} itself" in msg and hint in msg and "\n" not in msg

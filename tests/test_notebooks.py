@@ -121,6 +121,22 @@ def test_make_reproduce_passes_overrides():
                          capture_output=True, text=True, check=True).stdout
     assert "scripts/build_book.sh -f book/params.yaml -p budget full -p dataset cifar100" in out
 
+@pytest.mark.parametrize("args, message", [
+    (["BUDGET=tiny"], "error: BUDGET=tiny is not allowed; choose smoke, short or full"),
+    (["DATASET=cifar10"], "error: DATASET=cifar10 is not allowed"),
+    (["BUDGET=smoke", "DEVICE=gpu"], "error: DEVICE=gpu is not allowed"),
+    ([], "usage: make reproduce"),
+])
+def test_make_reproduce_refuses_a_typo_before_anything_runs(args, message):
+    """`make reproduce BUDGET=tiny` used to clear the last build's chapters, run two chapters and fail
+    in the third with a papermill traceback. reproduce-params runs before the install and the build."""
+    out = subprocess.run(["make", "reproduce-params", *args], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    ok = subprocess.run(["make", "reproduce-params", "BUDGET=full", "DATASET=cifar10-jpg", "DEVICE=cuda:0"],
+                        cwd=REPO, capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stderr == "", ok.stderr
+
+
 def test_exec_stats_table(tmp_path):
     """The status table from papermill metadata and glued values, on two hand-made notebooks."""
     spec = importlib.util.spec_from_file_location("exec_stats", REPO / "scripts/exec_stats.py")

@@ -159,7 +159,10 @@ def test_metric_summary_and_status_rows():
     assert R.format_summary(summ).loc["BI-R + SI", "overall"] == "35.0 ± 0.6"
     # fake's matrix: 0.9 on the diagonal, except the last row's 0.2 + 0.1 i
     assert R.learned_accuracy(runs) == pytest.approx([90.0, 90.0, 40.0])
-    assert R.learned_accuracy([dict(acc_matrix=[[0.5], [0.2, 0.7]]), dict(acc_matrix=[[0.7], [0.1, 0.9]])]) == pytest.approx([60.0, 80.0])
+    # the seen-classes matrix's diagonal (what BWT uses), not the all-class one
+    two = [dict(acc_matrix=[[0.1], [0.2, 0.7]], acc_matrix_seen=[[0.5], [0.2, 0.7]]),
+           dict(acc_matrix=[[0.2], [0.1, 0.9]], acc_matrix_seen=[[0.7], [0.1, 0.9]])]
+    assert R.learned_accuracy(two) == pytest.approx([60.0, 80.0])
     rows = R.status_rows(runs + runs[:1])
     assert len(rows) == 3 and list(rows["git_sha"].unique()) == ["0123456789ab"]
     assert rows["stacked"].tolist() == [1] * 3 and rows["stack_seconds"].tolist() == [12.3] * 3

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import birr
 from birr import losses as L
+from birr import metrics as M
 from birr import train as T
 from birr.data import class_order
 
@@ -36,11 +37,36 @@ def test_results_file_has_everything(results):
     assert len(r["acc_matrix"]) == 2 and r["acc_matrix"][0][1] is None
     assert set(r["metrics"]) >= {"first20", "first50", "overall", "forgetting", "bwt"}
     assert r["metrics"]["overall"] == pytest.approx(sum(r["per_class_acc"]) / 4)
+    # BWT from the seen-classes matrix (spec §7's record after each task), whose last row is the final one
+    assert on_disk["format"] == T.RESULTS_FORMAT == 2 and r["acc_matrix"][-1] == r["acc_matrix_seen"][-1]
+    assert r["metrics"]["bwt"] == pytest.approx(r["acc_matrix_seen"][1][0] - r["acc_matrix_seen"][0][0])
     assert len(r["loss_traces"][0]["total"]) == 4 and r["loss_traces"][1]["recon_r"][0] > 0
     assert r["loss_traces"][0]["recon_r"][0] == 0          # no replay in task 1
     prov = r["provenance"]
     assert {"git_sha", "torch", "device", "device_name", "python"} <= set(prov)
     assert not list(results.rglob(".*tmp*"))               # atomic writes leave no temp files
+
+
+def test_a_format_1_result_loads_with_its_metrics_recomputed_from_the_seen_classes_matrix(results):
+    """Format 1 took forgetting and BWT from the all-class matrix, where before the last task untrained
+    head rows of unseen classes win some argmaxes: task 1 here was 0.6 right after learning it over all
+    classes, 0.9 over the seen ones, and ends at 0.5. Loading recomputes (BWT -0.1 -> -0.4), and leaves
+    the file as it was."""
+    cfg = tiny()
+    birr.run(cfg, results_dir=results, progress=False)
+    path = T.results_path(results, cfg)
+    old = json.loads(path.read_text())
+    old.update(format=1, acc_matrix=[[0.6, None], [0.5, 0.8]], acc_matrix_seen=[[0.9, None], [0.5, 0.8]],
+               per_class_acc=[0.4, 0.6, 0.8, 0.8])
+    old["metrics"] = M.summarise(old["acc_matrix"], old["per_class_acc"])
+    assert old["metrics"]["bwt"] == pytest.approx(-0.1)
+    path.write_text(json.dumps(old))
+    r = birr.load_result(results, cfg)
+    assert r["format"] == 2
+    assert r["metrics"]["bwt"] == pytest.approx(-0.4) and r["metrics"]["forgetting"] == pytest.approx(0.4)
+    assert r["metrics"]["overall"] == pytest.approx(0.65)
+    assert json.loads(path.read_text()) == old                       # read, not rewritten
+    assert birr.run(cfg, results_dir=results, progress=False)["metrics"] == r["metrics"]   # run() loads it so too
 
 
 def test_a_task_shorter_than_log_every_logs_its_last_iteration_and_logging_never_changes_training(results):
@@ -869,3 +895,89 @@ def test_evaluate_all_classes_and_seen_classes_by_hand():
     # first two classes only: labels 0 and 1 are right; labels 2 and 3 cannot be
     assert per_task_seen.tolist() == [[1.0, 0.0]]
     assert T.evaluate(model, data)[2] is None
+
+
+def test_a_stored_run_comes_back_under_the_method_it_was_asked_for(results):
+    """`method` is a label (not stamped): RR + RA with both terms off and no f is the baseline's run,
+    stored once under the label that trained it first, and each caller gets it under its own."""
+    off = tiny("rr+ra", rr=False, ra=False, rep_f=None)
+    base = tiny("bir+si")
+    assert off.stamp == base.stamp
+    first = birr.run(off, results_dir=results, progress=False)
+    again = birr.run(base, results_dir=results, progress=False)
+    assert (first["method"], first["config"]["method"]) == ("rr+ra", "rr+ra")
+    assert (again["method"], again["config"]["method"]) == ("bir+si", "bir+si")
+    assert again["acc_matrix"] == first["acc_matrix"]
+    both = birr.run_many([base, off], results_dir=results, progress=False)
+    assert [r["method"] for r in both] == ["bir+si", "rr+ra"]
+
+
+def test_an_unwritable_results_dir_fails_before_any_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(T, "_train_stack", lambda *a, **k: pytest.fail("trained before checking the folder"))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError, match=r"results_dir='.*file/res' cannot be written .*--results-dir"):
+        birr.run(tiny(), results_dir=tmp_path / "file" / "res", progress=False)
+    with pytest.raises(ValueError, match="results_dir='' is not allowed"):
+        birr.run(tiny(), results_dir="", progress=False)
+
+
+@pytest.mark.parametrize("text", ["{}", '{"stamp": "ab', "[1, 2]"])
+def test_an_unreadable_results_file_is_one_error_naming_it_and_force_retrains(results, text):
+    cfg = tiny()
+    path = T.results_path(results, cfg)
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    with pytest.raises(ValueError) as err:
+        birr.run(cfg, results_dir=results, progress=False)
+    msg = str(err.value)
+    assert str(path) in msg and "force=True" in msg and "\n" not in msg, msg
+    assert birr.run(cfg, results_dir=results, progress=False, force=True)["stamp"] == cfg.stamp
+
+
+def test_an_unreadable_checkpoint_is_one_error_naming_it(results):
+    import hashlib
+    cfg = tiny()
+    ckpt = results / "ckpt" / f"stack-{hashlib.sha1(cfg.stamp.encode()).hexdigest()[:12]}-k1.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"garbage\n")
+    with pytest.raises(ValueError, match=r"checkpoint .*k1\.pt cannot be resumed from .*delete it"):
+        birr.run(cfg, results_dir=results, progress=False)
+    ckpt.unlink()
+    assert birr.run(cfg, results_dir=results, progress=False)["stamp"] == cfg.stamp
+
+
+def test_api_mistakes_name_what_was_passed():
+    with pytest.raises(TypeError, match=r"cfg='bir\+si' is a str, not a Config; make one with birr.preset"):
+        birr.run("bir+si")
+    with pytest.raises(TypeError, match="run_many takes a list of Configs"):
+        birr.run_many(tiny())
+    with pytest.raises(TypeError, match=r"cfgs\[1\] is a dict"):
+        birr.run_many([tiny(), {}])
+    with pytest.raises(ValueError, match="max_stack=0 is not allowed"):
+        birr.run_many([tiny()], max_stack=0)
+
+
+def test_cli_repeated_seeds_and_a_closed_pipe(capsys):
+    """`train --seeds 0 0` is refused as table1 refuses it; `--print-config | head -1` is not an error."""
+    import subprocess
+    import sys
+    from birr.__main__ import main
+    assert main(["train", "--seeds", "0", "0", "--print-config"]) == 2
+    assert "repeats a value" in capsys.readouterr().err
+    p = subprocess.Popen([sys.executable, "-m", "birr", "table1", "--budget", "smoke", "--print-config",
+                          "--seeds", *map(str, range(100))], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert json.loads(p.stdout.readline())["seed"] == 0
+    p.stdout.close()                                   # 600 lines: far more than a pipe's buffer
+    assert p.wait(timeout=60) == 0 and p.stderr.read() == b""
+
+
+def test_cli_summary_line_names_f_variant_and_iterations(tmp_path, capsys):
+    """table1 and book print many rr+ra lines; each says which run it is."""
+    from birr.__main__ import main
+    argv = ["train", "--method", "rr+ra", "--set", "rep_f=10", "--set", "rr_variant=paper", "--set", "iters=5",
+            "--results-dir", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    line = capsys.readouterr().out.strip()
+    assert " rr+ra f=10 paper synthetic/smoke iters=5 seed=0 first20=" in line, line
+    assert main(["train", "--set", "iters=5", "--results-dir", str(tmp_path), "--quiet"]) == 0
+    assert " bir+si synthetic/smoke iters=5 seed=0 " in capsys.readouterr().out
