@@ -17,7 +17,15 @@ DATASET ?=
 DEVICE ?=
 OVERRIDES := $(if $(BUDGET),-p budget $(BUDGET)) $(if $(DATASET),-p dataset $(DATASET)) $(if $(DEVICE),-p device $(DEVICE))
 
-.PHONY: test book reproduce reproduce-params clean
+.PHONY: help test book reproduce reproduce-params clean
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make test                   unit tests, every chapter at smoke budget, a smoke build of the book (what CI runs)"
+	@echo "make book                   the book from book/params.yaml -> _build/html/index.html (stored runs are reused)"
+	@echo "make reproduce BUDGET=full DATASET=cifar100 [DEVICE=cuda]   the book with other parameters"
+	@echo "make clean                  build outputs only (results/ and .venv/ stay)"
+	@echo "(the first of test / book / reproduce creates .venv/, about 4 minutes)"
 
 $(INSTALLED): pyproject.toml
 	[ -x $(PYTHON) ] || python3 -m venv $(VENV)

@@ -24,7 +24,7 @@ RR_VARIANTS = ("code", "paper")
 IMPORTED_ENCODER = re.compile(r"ref-[0-9a-f]{10}")   # Config.encoder: "ref-" + 10 hex digits of the file's sha1
 
 
-@dataclass
+@dataclass(frozen=True)   # validated once, in __post_init__: a changed field would skip that and rename the run
 class Config:
     method: str = "bir+si"            # label of the preset this came from (METHODS)
     # --- data, spec §2 -------------------------------------------------------------------------

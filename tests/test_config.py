@@ -137,3 +137,14 @@ def test_sweeps_refuse_an_override_of_what_they_sweep_in_one_line(call, key, hin
         call()
     msg = str(err.value)
     assert f"{key}=...) is not allowed: it sets {key} itself" in msg and hint in msg and "\n" not in msg
+
+
+def test_a_config_cannot_change_after_validation():
+    """c.iters = -5 used to be accepted, unvalidated, and silently gave the run another stamp."""
+    import dataclasses
+    c = preset("bir+si", budget="smoke")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.iters = -5
+    assert c.replace(iters=7).iters == 7 and c.iters == 40
+    with pytest.raises(ValueError, match="config.iters=-5 must be > 0"):
+        c.replace(iters=-5)
