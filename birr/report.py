@@ -281,6 +281,37 @@ def best_f(frame: pd.DataFrame, metric: str, variant: str = "code") -> str:
     return f"{name} ({gains.max():+.2f} points)"
 
 
+def beyond_noise(frame: pd.DataFrame, metrics=METRICS) -> tuple[list[dict], int]:
+    """The cells of `table1_frame` (RR+RA rows x metrics) whose 95 % CI of the paired difference excludes
+    0 (equivalently p < 0.05), in table order, and how many cells were tested (those with a CI)."""
+    cells, n_tested = [], 0
+    for label, row in frame.iloc[1:].iterrows():
+        for m in metrics:
+            lo, hi = row[f"{m}_ci_low"], row[f"{m}_ci_high"]
+            if math.isnan(lo) or math.isnan(hi):
+                continue
+            n_tested += 1
+            if lo > 0 or hi < 0:
+                cells.append(dict(row=label, metric=m, abs=row[f"{m}_abs"], ci_low=lo, ci_high=hi, p=row[f"{m}_p"]))
+    return cells, n_tested
+
+
+def beyond_noise_text(frame: pd.DataFrame, metrics=METRICS) -> str:
+    """One or two sentences naming every cell of `beyond_noise`, with how many such cells the number
+    of uncorrected tests would give by chance alone (5 % of them)."""
+    cells, n = beyond_noise(frame, metrics)
+    if n == 0:
+        return "With one seed no difference can be tested."
+    if not cells:
+        return f"None of the table's {n} differences has a 95 % CI that excludes 0."
+    named = "; ".join(f"{c['row']}, {METRIC_NAMES[c['metric']]}: {c['abs']:+.2f} points "
+                      f"(CI [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}], p = {format_p(c['p'])})" for c in cells)
+    verb = "has" if len(cells) == 1 else "have"
+    return (f"{len(cells)} of the table's {n} differences {verb} a 95 % CI that excludes 0: {named}. The tests "
+            f"are not corrected for their number: at the 5 % level about {0.05 * n:.1f} of {n} would pass by "
+            f"chance alone, so such cells are leads to re-test with more seeds, not findings.")
+
+
 def two_se(diffs) -> tuple[float, float, str]:
     """Mean and SEM of paired differences, and where the mean stands: "noise" (fewer than two values,
     or no spread: nothing can be said), "within" (|mean| < 2 SEM), "above" or "below" (beyond two SEMs,

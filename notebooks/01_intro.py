@@ -53,8 +53,9 @@
 # BI-R is usually combined with synaptic intelligence (SI), a penalty that protects weights that
 # mattered for earlier tasks; the "baseline" of this book is BI-R + SI with the reference settings
 # (at the `full` budget; the CPU-sized `short` budget scales width, iterations, batch sizes, learning
-# rate and the encoder's pre-training epochs, each change stated where it is used and argued in the
-# errata chapter). It does well on small benchmarks, much less so on CIFAR-100:
+# rate and the encoder's pre-training epochs, each change stated where it is used and listed in the
+# errata chapter, which argues the learning rate's; the reasons for the others are comments in
+# `birr/config.py`). It does well on small benchmarks, much less so on CIFAR-100:
 #
 # > The current state-of-the-art generative model, on which this paper builds [1], is able to obtain
 # > close to storage based performance on a 10-class MNIST dataset, however, when applied to the more

@@ -258,7 +258,7 @@ glue("applied_cells", int(cells.size), display=False)
 glue("applied_low", int((cells < 1).sum()), display=False)
 glue("applied_ranges", "; ".join(f"task {t}: {applied[t].min():.0f} to {applied[t].max():.0f} %"
                                  for t in applied.columns) or "not logged", display=False)
-applied.round(0).rename(columns=lambda t: f"task {t} (% applied)")
+applied.round(1).rename(columns=lambda t: f"task {t} (% applied)")   # 1 decimal: the "under 1 %" cells show
 
 # %% [markdown]
 # ## Runs on this page

@@ -94,6 +94,7 @@ for m in R.METRICS:
     glue(f"f20_{m}_ci", ci, display=False)
 for m in R.METRICS:
     glue(f"best_{m}", R.best_f(frame, m), display=False)
+glue("beyond_noise", R.beyond_noise_text(frame), display=False)
 paper_row = R.table1_row(frame, 20.0, "paper")
 for m in R.METRICS:
     glue(f"paperv_{m}_abs", float(paper_row[f"{m}_abs"]), display=False)
@@ -175,6 +176,7 @@ shown.style.format(precision=3).format("{:.2e}", subset=small).format("{:g}", su
 # and the rough gradient scale $\lambda \cdot RR^2$ averages {glue:text}`rr_grad_f20:.2e`. The further these two numbers lie below 1, the
 # less RR and RA can move the weights; either way, a difference in the table above is credited to them
 # only where it stands out from the seed-to-seed spread (its CI excludes 0).
+# {glue:text}`beyond_noise:s`
 #
 # ## At the full budget, on a GPU
 #

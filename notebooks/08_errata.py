@@ -287,7 +287,10 @@ for m in R.METRICS:
 # ## §9.4 How large RR and RA are
 # - **Paper says:** $\lambda_{RR} = \lambda_{RA} = 10^{-6}$ are "the optimal values".
 # - **Reference code does:** adds $\lambda_{RR} \cdot RR$ to the replay loss, which is weighted by
-#   $(1 - 1/t)$; RR's gradient is about $\lambda / \mathrm{MSE}^2$ times the reconstruction loss's.
+#   $(1 - 1/t)$. RR is $1/E$ with $E = \tfrac12\,\mathrm{MSE}$ the code's reconstruction error
+#   (spec §8.5), so its gradient is $\lambda / E^2 = 4\lambda / \mathrm{MSE}^2$ times the reconstruction
+#   loss's (spec §9.4 writes about $\lambda / \mathrm{MSE}^2$, dropping the factor 4; the Table 1 page's
+#   "grad. scale" column is $\lambda / E^2$).
 # - **birr does:** the same, and logs the raw values every few iterations.
 # - **Measured here:** see item 9 above and the table at the top: weighted RR is
 #   {glue:text}`code_rr_share:.1e` times the replay reconstruction loss in the code variant at $f = 20$.

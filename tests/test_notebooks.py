@@ -240,5 +240,8 @@ def test_book_builds(tmp_path, smoke_results):
     assert "<table" in table1_html and "<td" in table1_html, "the Table 1 page has no table"
     fig3_html = (site / "book" / "executed" / "07_fig3.html").read_text()
     assert re.search(r'<img[^>]+src="[^"]+\.png"', fig3_html), "the Fig. 3 page has no image"
+    # the book numbers its own figures "Book fig. N", apart from the paper's Fig. 1-3 that the prose cites
+    assert re.search(r'caption-number">Book fig\. \d+', fig3_html) and "Fig. 3" in fig3_html
+    assert "differences ha" in table1_html or "With one seed no difference" in table1_html   # beyond_noise_text
     for html in (table1_html, fig3_html):
         assert "synthetic" in html.lower()

@@ -343,3 +343,22 @@ def test_paired_summary_pairs_by_seed_and_keeps_the_scope_order():
     d = R.paired_diffs(frame[frame.scope == "all tasks"], "ratio")
     assert d.index.tolist() == [0] and d["difference"].tolist() == [1.0]
     assert R.two_se(R.paired_diffs(frame[frame.method == "real data"], "ratio")["difference"])[2] == "noise"
+
+
+def test_beyond_noise_names_every_cell_whose_ci_excludes_zero():
+    """f = 20 adds +1 point overall on every seed, with a little spread, so its CI excludes 0 (its other
+    metrics: exactly 0, a CI of [0, 0]);
+    f = 5's differences straddle 0. 2 rows x 3 metrics = 6 tests, 0.3 expected by chance."""
+    base = [fake(seed=s, acc=a) for s, a in BASE.items()]
+    up = {0: 0.010, 1: 0.011, 2: 0.009}                     # overall +1.0 points, SD 0.1
+    f20 = [fake("rr+ra", seed=s, acc=(a[0], a[1], a[2] + up[s]), f=20.0) for s, a in BASE.items()]
+    wobble = {0: 0.01, 1: -0.01, 2: 0.002}
+    f5 = [fake("rr+ra", seed=s, acc=(a[0] + wobble[s], a[1], a[2]), f=5.0) for s, a in BASE.items()]
+    frame = R.table1_frame(base + f20 + f5)
+    cells, n = R.beyond_noise(frame)
+    assert n == 6 and [(c["row"], c["metric"]) for c in cells] == [("f = 20", "overall")]
+    assert cells[0]["abs"] == pytest.approx(1.0) and cells[0]["ci_low"] > 0
+    text = R.beyond_noise_text(frame)
+    assert text.startswith("1 of the table's 6 differences has a 95 % CI that excludes 0: f = 20, overall: +1.00 points")
+    assert "about 0.3 of 6 would pass by chance alone" in text
+    assert R.beyond_noise_text(R.table1_frame(base + f5)) == "None of the table's 3 differences has a 95 % CI that excludes 0."
