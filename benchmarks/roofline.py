@@ -79,7 +79,16 @@ def count_step(method: str, batch: int, K: int = 2, bf16: bool = False,
     and half-size activations are then counted too), the counts of its parameter update alone (Adam + SI
     bookkeeping: eager, or with `copies` the uncompiled adam_si_update), and the stack. `copies` (bf16
     only): the linear layers' bf16 weight copies of bf16 + compile (Stack.enable_bf16_copies), so no
-    weight or gradient cast is counted."""
+    weight or gradient cast is counted. Every layer's matmul is one batched call for the stack, as on a
+    GPU (birr.losses.RUN_BY_RUN_ON_CPU off), not the CPU's call per run."""
+    speed.T.L.RUN_BY_RUN_ON_CPU = False
+    try:
+        return _count_step(method, batch, K, bf16, copies)
+    finally:
+        speed.T.L.RUN_BY_RUN_ON_CPU = True
+
+
+def _count_step(method, batch, K, bf16, copies):
     one = speed.setting(method, batch, K, bf16, torch.device("cpu"))
     stack, update = one.stack, Count()
     if copies:

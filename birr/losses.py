@@ -21,6 +21,33 @@ def one_hot(index: torch.Tensor, n: int, dtype=torch.float32) -> torch.Tensor:
     return torch.zeros(*index.shape, n, dtype=dtype, device=index.device).scatter_(-1, index[..., None], 1)
 
 
+# losses.bmm on a CPU: one matmul call per run (True), or one batched call for the stack as on a GPU
+# (False; benchmarks/roofline.py counts a GPU's step on the CPU so)
+RUN_BY_RUN_ON_CPU = True
+
+
+def bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Every run's own product: (K,B,n) @ (K,n,m) (+ bias (K,1,m)) -> (K,B,m); every matmul of a stack.
+
+    On a GPU, and for a single run, one batched call (`bmm` / `baddbmm`). For K > 1 on a CPU, one
+    batched call per run, each of the shapes the run has alone (1,B,n) @ (1,n,m): there the library
+    picks its kernel, and with it the order of its sums, by the shapes it is handed, so one call over
+    the whole stack rounds a run's numbers by the stack around it. Measured on an Intel Xeon with AMX
+    (benchmarks/stack_isolation.py): MKL's fp32 and oneDNN's AMX bf16 kernels both did, in 5 and 4 of
+    the 12 layer shapes (none on an AMD EPYC). Handed the call it gets alone, a run gets the alone
+    bits, in the forward and (autograd runs the same per-run graph backwards) in both backward
+    matmuls, on any CPU; a single run's call is unchanged; and the loop costs little there, where the
+    matmuls are compute-bound (the `cat` of every run's weight gradient adds one copy of them per step:
+~15 % on a 4-run fp32 stack of the full model on the 2-core CPU, benchmarks/speed.py; `split` /
+`cat` at least keep the backward free of (K,...) zero-filled gradients)."""
+    def call(x, w, c):
+        return torch.bmm(x, w) if c is None else torch.baddbmm(c, x, w)
+    if a.device.type != "cpu" or a.shape[0] == 1 or not RUN_BY_RUN_ON_CPU:
+        return call(a, b, bias)
+    biases = [None] * a.shape[0] if bias is None else bias.split(1)
+    return torch.cat([call(x, w, c) for x, w, c in zip(a.split(1), b.split(1), biases)])
+
+
 # --- BI-R, spec §5 ----------------------------------------------------------------------------
 
 def reconstruction_loss(x, x_recon):
@@ -49,12 +76,12 @@ def kl_current(z, mu, logvar, prior_mu, prior_logvar, divisor: float = 3072.0):
 def gmm_log_likelihoods(z, means, logvars):
     r"""$\ell_{i,c} = \log \mathcal N(z_i; \mu_c, \sigma_c^2)$ (constant dropped) for every mode at once.
 
-    z (K,B,Z), means / logvars (K,C,Z) -> (K,B,C). Expanded into three batched matmuls
+    z (K,B,Z), means / logvars (K,C,Z) -> (K,B,C). Expanded into two batched matmuls
     ($\sum_d z^2/\sigma^2 - 2 z\mu/\sigma^2 + \mu^2/\sigma^2$) instead of a (K,B,C,Z) tensor: the
     reference loops over the batch in Python here (spec §10 item 5)."""
     ivar = torch.exp(-logvars)                                   # (K,C,Z)
-    quad = torch.bmm(z.pow(2), ivar.transpose(1, 2))             # (K,B,C)
-    cross = torch.bmm(z, (means * ivar).transpose(1, 2))         # (K,B,C)
+    quad = bmm(z.pow(2), ivar.transpose(1, 2))                   # (K,B,C)
+    cross = bmm(z, (means * ivar).transpose(1, 2))               # (K,B,C)
     const = (logvars + means.pow(2) * ivar).sum(-1)              # (K,C)
     return -0.5 * (quad - 2 * cross + const[:, None, :])
 
@@ -165,7 +192,7 @@ def rr_ra_code(x_replay, x_recon, teacher_logits, f, use_f):
     competitive = (p1 < f[:, None] * p2) | ~use_f[:, None]                 # (K,B)
     onehot = one_hot(c1, C_old, x_replay.dtype)                            # (K,B,C_old)
     counts = onehot.sum(1)                                                 # (K,C_old)
-    x_hat = torch.bmm(onehot.transpose(1, 2), x_replay) / counts.clamp_min(1)[..., None]  # (K,C_old,D)
+    x_hat = bmm(onehot.transpose(1, 2), x_replay) / counts.clamp_min(1)[..., None]  # (K,C_old,D)
     kept = competitive & (counts.gather(1, c2) > 0)                        # (K,B)
     err_c2 = _half_mse(_gather_rows(x_hat, c2), x_recon)                   # (K,B)
     inv = 1.0 / torch.where(kept, err_c2, torch.ones_like(err_c2))         # no inf outside S
@@ -204,7 +231,7 @@ def rr_ra_paper(x_recon, own_logits, class_means, f, use_f, validate: bool = Tru
     comp = torch.where(use_f[:, None, None], comp_f, runner_up)            # (K,B,C)
     D = x_recon.shape[-1]
     # all (sample, class) errors at once: ||a-b||^2 = ||a||^2 - 2 a.b + ||b||^2, (K,B,C)
-    sq = (x_recon.pow(2).sum(-1)[..., None] - 2 * torch.bmm(x_recon, class_means.transpose(1, 2))
+    sq = (x_recon.pow(2).sum(-1)[..., None] - 2 * bmm(x_recon, class_means.transpose(1, 2))
           + class_means.pow(2).sum(-1)[:, None, :])
     err = 0.5 * sq.clamp_min(1e-12) / D
     inv = 1.0 / torch.where(comp, err, torch.ones_like(err))

@@ -8,9 +8,9 @@ are thirty independent runs (seeds or RR settings) trained in one process with b
 Each run's slice is initialised from its own seed, sees only its own data and its own loss, and Adam and
 SI are elementwise (Adam stepped run by run on a CPU, `train.Stack._adam_step`), so a run trained inside
 a stack ends with the weights it has trained alone, bit for bit on a CPU
-(tests/test_train.py::test_stacked_runs_are_bitwise_runs_trained_alone), except bf16 on an Intel
-Xeon with AMX, where the bf16 matmuls' rounding depends on the stack's shape (seen in CI: equal
-accuracies, a logged KL 4.7e-5 apart).
+(tests/test_train.py::test_stacked_runs_are_bitwise_runs_trained_alone), fp32 and bf16: there every
+layer calls its matmul run by run (`losses.bmm`), since an Intel Xeon's kernels (MKL fp32, oneDNN's
+AMX bf16) round one batched call by the stack's shape.
 
 Shapes use the paper's letters: K runs, B samples, D = 1024 encoder features, H = fc_units (2000),
 Z = z_dim (100), C = n_classes (100).
@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from birr.losses import one_hot
+from birr.losses import bmm, one_hot
 
 
 def _uniform(shape, bound, gens):
@@ -32,7 +32,7 @@ def _uniform(shape, bound, gens):
 
 
 class StackedLinear(nn.Module):
-    """K independent `Linear(fan_in, fan_out)` layers applied in one `baddbmm`.
+    """K independent `Linear(fan_in, fan_out)` layers applied as one (`losses.bmm`: one `baddbmm` on a GPU).
 
     Init as the reference (spec §4.1, `reset_parameters`): weights and biases U(-1/sqrt(fan_in), +).
     The weight is stored (K, fan_in, fan_out) so the forward is x @ W without a transpose.
@@ -45,9 +45,7 @@ class StackedLinear(nn.Module):
         self.bias = nn.Parameter(_uniform((1, fan_out), bound, gens)) if bias else None
 
     def forward(self, x):  # x: (K, B, fan_in) -> (K, B, fan_out)
-        if self.bias is None:
-            return torch.bmm(x, self.weight)
-        return torch.baddbmm(self.bias, x, self.weight)
+        return bmm(x, self.weight, self.bias)
 
 
 class BIR(nn.Module):
@@ -119,7 +117,7 @@ class BIR(nn.Module):
             k = torch.arange(M.shape[0], device=y.device)[:, None]
             rows.append(M[k, y])
         if g is not None:
-            rows.append(torch.bmm(g.to(dtype), M))
+            rows.append(bmm(g.to(dtype), M))
         return rows[0] if len(rows) == 1 else torch.cat(rows, 1)
 
     @staticmethod

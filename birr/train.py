@@ -868,8 +868,8 @@ def run_many(cfgs: list[Config], *, results_dir=None, force: bool = False, progr
     stacks in the order their first config appears in `cfgs`. results_dir defaults to
     default_results_dir(). A run's numbers do not depend on its stack: on a CPU a run trained alone
     and the same run trained in a stack end with the same weights and accuracies, bit for bit
-    (tests/test_train.py; `Stack._adam_step`); logged loss values agree to rounding. (bf16 on a CPU
-    with AMX is the exception: there the matmuls round by the stack's shape, so runs agree to it.)
+    (tests/test_train.py), fp32 and bf16, on every CPU: Adam steps run by run (`Stack._adam_step`)
+    and each run gets its own matmul calls (`losses.bmm`); logged loss values agree to rounding.
 
     checkpoint: after every task the stack's state goes to results/ckpt/ and a killed run resumes
     from it. At the full size that state is ~260 MB per run (seconds per task for an 18-run stack);

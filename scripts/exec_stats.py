@@ -282,8 +282,11 @@ def flags(repo: Path) -> str:
 
 def stacking(repo: Path) -> str:
     """The newest stack-isolation check (benchmarks/stack_isolation.py) per CPU, vector ISA and oneDNN
-    ISA cap: per dtype, how many layer shapes gave run 0 the same bits alone and in a stack of 3, the
-    largest relative difference, and whether another run's inputs leaked into run 0's numbers."""
+    ISA cap: per way of calling the matmuls and per dtype, how many layer shapes gave run 0 the same
+    bits alone and in a stack of 3, the largest relative difference, and whether another run's inputs
+    leaked into run 0's numbers. Calls: one batched call for the whole stack (what the CPU's kernels
+    do with it; entries older than the `call` field measured only that, birr's layer then) and birr's
+    layer as it is (one call per run on a CPU, `birr.losses.bmm`)."""
     path = repo / "benchmarks" / "results" / "stack_isolation.json"
     if not path.exists():
         return "No stack-isolation check has been recorded yet (`python benchmarks/stack_isolation.py`).\n"
@@ -291,20 +294,22 @@ def stacking(repo: Path) -> str:
     for entry in json.loads(path.read_text()):
         p = entry["provenance"]
         latest[(p["device_name"], p.get("cpu_isa", "?"), p.get("onednn_max_cpu_isa", "ALL"))] = entry
-    lines = ["| CPU | oneDNN (ISA cap), threads | dtype | alone == stacked (bit for bit) | largest relative difference "
-             "| other runs' inputs leak in |", "|---|---|---|--:|--:|---|"]
+    calls = {"batched": "one for the stack", "birr": "birr's layer (one per run)"}
+    lines = ["| CPU | oneDNN (ISA cap), threads | matmul calls | dtype | alone == stacked (bit for bit) "
+             "| largest relative difference | other runs' inputs leak in |", "|---|---|---|---|--:|--:|---|"]
     for (name, isa, cap), entry in latest.items():
         p = entry["provenance"]
         capped = "" if cap == "ALL" else f" (capped at {cap})"
         when = measured_at(p)
-        for dtype in ("fp32", "bf16"):
-            rows = [r for r in entry["rows"] if r["dtype"] == dtype]
-            if not rows:
-                continue
-            leaks = [f"{r['size']} {r['layer']}" for r in rows if r["nan_leaks"] or r["scale_leaks"]]
-            lines.append(f"| {name}, {isa} ({when}) | {p.get('onednn', '?')}{capped}, {p['threads']} | {dtype} "
-                         f"| {sum(r['alone_equals_stacked'] for r in rows)} of {len(rows)} layer shapes "
-                         f"| {max(r['max_rel_diff'] for r in rows):.1e} | {', '.join(leaks) if leaks else 'no'} |")
+        for call, said in calls.items():
+            for dtype in ("fp32", "bf16"):
+                rows = [r for r in entry["rows"] if r["dtype"] == dtype and r.get("call", "batched") == call]
+                if not rows:
+                    continue
+                leaks = [f"{r['size']} {r['layer']}" for r in rows if r["nan_leaks"] or r["scale_leaks"]]
+                lines.append(f"| {name}, {isa} ({when}) | {p.get('onednn', '?')}{capped}, {p['threads']} | {said} "
+                             f"| {dtype} | {sum(r['alone_equals_stacked'] for r in rows)} of {len(rows)} layer shapes "
+                             f"| {max(r['max_rel_diff'] for r in rows):.1e} | {', '.join(leaks) if leaks else 'no'} |")
     return "\n".join(lines) + "\n"
 
 

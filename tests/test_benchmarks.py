@@ -1,5 +1,6 @@
 """benchmarks/ (issue 7): the flag validation's verdict, and the speed benchmark's reference pattern."""
 import importlib.util
+import itertools
 import json
 from pathlib import Path
 
@@ -237,11 +238,14 @@ si = _load("stack_isolation")
 
 
 def test_stack_isolation_sees_a_run_whose_matmul_reads_another_runs_rows(monkeypatch):
-    """The diagnostic's verdicts: birr's StackedLinear in fp32 (bit for bit stacked or alone on every
-    CPU CI has had) shows no leakage; a layer that mixes a sliver of the other runs' inputs into each
-    run's output (what a kernel reading across a tile's tail would do) is caught by both leak checks."""
-    honest = si.check(64, 16, batch=8, bf16=False)
-    assert honest == dict(alone_equals_stacked=True, max_rel_diff=0.0, nan_leaks=False, scale_leaks=False)
+    """The diagnostic's verdicts: birr's StackedLinear (one matmul call per run on a CPU, so bit for bit
+    stacked or alone on every CPU, fp32 and bf16) shows no leakage; a layer that mixes a sliver of the
+    other runs' inputs into each run's output (what a kernel reading across a tile's tail would do) is
+    caught by both leak checks. (2000 -> 100 at batch 256, the toZ / head shape, is one where one
+    batched call for the stack rounded by it on an AMX Xeon, in fp32 and bf16.)"""
+    for (fan_in, fan_out, batch), bf16 in itertools.product([(64, 16, 8), (2000, 100, 256)], (False, True)):
+        honest = si.check(fan_in, fan_out, batch=batch, bf16=bf16)
+        assert honest == dict(alone_equals_stacked=True, max_rel_diff=0.0, nan_leaks=False, scale_leaks=False)
     real_forward = si.StackedLinear.forward
 
     def leaky(self, x):
@@ -260,7 +264,8 @@ def test_stack_isolation_records_an_entry_with_its_cpu(tmp_path, monkeypatch):
     si.main(["--sizes", "smoke", "--out", str(out)])
     si.main(["--sizes", "smoke", "--out", str(out)])
     history = json.loads(out.read_text())
-    assert len(history) == 2 and [r["dtype"] for r in history[0]["rows"]] == ["fp32", "bf16"]
+    assert len(history) == 2 and [(r["call"], r["dtype"]) for r in history[0]["rows"]] == [
+        ("batched", "fp32"), ("batched", "bf16"), ("birr", "fp32"), ("birr", "bf16")]
     assert history[0]["provenance"]["onednn"].startswith("v") and "cpu_isa" in history[0]["provenance"]
     assert history[0]["provenance"]["onednn_max_cpu_isa"] == "ALL"
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")      # read at the call: the record says what oneDNN was told
@@ -274,17 +279,21 @@ def test_status_page_stacking_table_from_the_isolation_checks(tmp_path):
     assert "No stack-isolation check" in es.stacking(tmp_path)
     prov = lambda isa, sha: dict(device_name="Xeon", cpu_isa=isa, onednn="v3.12.0", threads=2, date="2026-12-04T00:00",
                                  git_sha=sha)
-    row = lambda dtype, layer, same, rel, leak=False: dict(size="full", layer=layer, dtype=dtype, alone_equals_stacked=same,
-                                                          max_rel_diff=rel, nan_leaks=leak, scale_leaks=False)
+    row = lambda dtype, layer, same, rel, leak=False, **kw: dict(size="full", layer=layer, dtype=dtype, alone_equals_stacked=same,
+                                                                max_rel_diff=rel, nan_leaks=leak, scale_leaks=False, **kw)
     (res / "stack_isolation.json").write_text(json.dumps([
         dict(provenance=prov("AMX", "old"), rows=[row("bf16", "toZ", True, 0.0)]),
         dict(provenance=prov("AMX", "new"), rows=[row("fp32", "toZ", True, 0.0), row("bf16", "toZ", False, 2e-3),
                                                   row("bf16", "fromZ", False, 4e-3, leak=True)]),
         dict(provenance=prov("AVX512", "b"), rows=[row("bf16", "toZ", True, 0.0)]),
-        dict(provenance=dict(prov("AVX512", "c"), onednn_max_cpu_isa="AVX2"), rows=[row("bf16", "toZ", True, 0.0)])]))
+        dict(provenance=dict(prov("AVX512", "c"), onednn_max_cpu_isa="AVX2"), rows=[row("bf16", "toZ", True, 0.0)]),
+        dict(provenance=prov("AMX2", "d"), rows=[row("bf16", "toZ", False, 3e-4, call="batched"),
+                                                 row("bf16", "toZ", True, 0.0, call="birr")])]))
     table = es.stacking(tmp_path)
     assert "git old" not in table and table.count("| Xeon, AMX (2026-12-04, git new) |") == 2
     assert "| Xeon, AVX512 (2026-12-04, git b) | v3.12.0, 2 |" in table        # oneDNN's kernels as the CPU has them
     assert "| Xeon, AVX512 (2026-12-04, git c) | v3.12.0 (capped at AVX2), 2 |" in table   # a lesser ISA's: a row of its own
-    assert "| bf16 | 0 of 2 layer shapes | 4.0e-03 | full fromZ |" in table
+    assert "| one for the stack | bf16 | 0 of 2 layer shapes | 4.0e-03 | full fromZ |" in table   # no call: batched
+    assert "| v3.12.0, 2 | one for the stack | bf16 | 0 of 1 layer shapes | 3.0e-04 | no |" in table
+    assert "| v3.12.0, 2 | birr's layer (one per run) | bf16 | 1 of 1 layer shapes | 0.0e+00 | no |" in table
     assert "| fp32 | 1 of 1 layer shapes | 0.0e+00 | no |" in table and "| Xeon, AVX512 (" in table
