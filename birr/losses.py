@@ -36,10 +36,11 @@ def bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> t
     (benchmarks/stack_isolation.py): MKL's fp32 and oneDNN's AMX bf16 kernels both did, in 5 and 4 of
     the 12 layer shapes (none on an AMD EPYC). Handed the call it gets alone, a run gets the alone
     bits, in the forward and (autograd runs the same per-run graph backwards) in both backward
-    matmuls, on any CPU; a single run's call is unchanged; and the loop costs little there, where the
-    matmuls are compute-bound (the `cat` of every run's weight gradient adds one copy of them per step:
-~15 % on a 4-run fp32 stack of the full model on the 2-core CPU, benchmarks/speed.py; `split` /
-`cat` at least keep the backward free of (K,...) zero-filled gradients)."""
+    matmuls, on any CPU; a single run's call is unchanged. The loop costs little where the matmuls
+    are compute-bound: a 4-run stack of the full model at batch 256 on the 2-core AMX Xeon stepped
+    7-19 % slower in eager fp32 (the `cat` of every run's weight gradients is one more copy of them
+    per step) and no slower in bf16 + compile (two alternating rounds each, benchmarks/speed.py).
+    `split` / `cat` keep the backward free of (K,...) zero-filled gradients."""
     def call(x, w, c):
         return torch.bmm(x, w) if c is None else torch.baddbmm(c, x, w)
     if a.device.type != "cpu" or a.shape[0] == 1 or not RUN_BY_RUN_ON_CPU:
