@@ -125,3 +125,48 @@ def test_competing_classes_vectorised_over_batch_and_runs():
             pm = p[k, b].max()
             exp = [(p[k, b, c] > pm / 4).item() and c != p[k, b].argmax().item() for c in range(6)]
             assert comp[k, b].tolist() == exp
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("B,n,m,bias,transposed", [     # the layer shapes of benchmarks/stack_isolation.py
+    (256, 1024, 2000, True, False), (256, 2000, 2000, True, False), (256, 2000, 100, True, False),
+    (256, 100, 2000, True, False), (256, 2000, 1024, True, False), (32, 1024, 64, True, False),
+    (32, 64, 1024, True, False),
+    (256, 100, 100, False, True)])       # the GMM likelihood's products: a transposed (K,C,Z) mode tensor
+def test_cpu_stack_matmul_is_each_run_alone_bitwise_with_gradients(B, n, m, bias, transposed, bf16):
+    """losses.bmm on a K-run CPU stack (`_RunByRun`: per-run calls written into one result, its own
+    backward) gives every run the bits of autograd's baddbmm / bmm on that run alone (K = 1):
+    output and the gradients of input, weight and bias, fp32 and under bf16 autocast, at the full
+    model's layer shapes. This is what makes stacked training exact (tests/test_train.py) without
+    the `cat` of every gradient that autograd's `split` backward would add. Two threads, as the
+    benchmarks run: with one (the suite's default) the kernels split no work and a batched call
+    often gives the alone bits too, so a wrong `_RunByRun` could pass unseen."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _check_cpu_stack_matmul(B, n, m, bias, transposed, bf16)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_cpu_stack_matmul(B, n, m, bias, transposed, bf16):
+    K, g = 3, torch.Generator().manual_seed(B * n + m)
+    a0 = torch.randn(K, B, n, generator=g)
+    b0 = torch.randn(K, m, n, generator=g).transpose(1, 2) if transposed else torch.randn(K, n, m, generator=g)
+    c0 = torch.randn(K, 1, m, generator=g) if bias else None
+    up = torch.randn(K, B, m, generator=g)                        # the gradient that reaches the output
+
+    def product(a, b, c, u):
+        leaves = [t.clone().requires_grad_() for t in (a, b) + ((c,) if c is not None else ())]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = L.bmm(leaves[0], leaves[1], leaves[2] if c is not None else None)
+        (out.float() * u).sum().backward()
+        return [out] + [t.grad for t in leaves]
+
+    stacked = product(a0, b0, c0, up)
+    assert stacked[0].dtype == (torch.bfloat16 if bf16 else torch.float32)
+    assert all(t.dtype == torch.float32 for t in stacked[1:])   # gradients in the leaves' dtype
+    for k in range(K):
+        alone = product(a0[k:k + 1], b0[k:k + 1], None if c0 is None else c0[k:k + 1], up[k:k + 1])
+        for name, s, a in zip(["out", "grad a", "grad b", "grad bias"], stacked, alone):
+            assert torch.equal(s[k:k + 1], a), (name, k, float((s[k:k + 1].float() - a.float()).abs().max()))

@@ -259,8 +259,9 @@ def test_every_matmul_of_a_cpu_stack_has_the_shapes_of_a_run_alone(results):
 
     class BatchedMatmuls(torch.utils._python_dispatch.TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if str(func) in ("aten.bmm.default", "aten.baddbmm.default"):      # (self,) batch1, batch2
-                seen.append(tuple(args[1 if str(func) == "aten.baddbmm.default" else 0].shape))
+            op = str(func)                      # aten.bmm / aten.baddbmm, .default or .out (losses._RunByRun)
+            if op.startswith(("aten.bmm.", "aten.baddbmm.")):                  # (self,) batch1, batch2
+                seen.append(tuple(args[1 if op.startswith("aten.baddbmm.") else 0].shape))
             return func(*args, **(kwargs or {}))
 
     cfgs = [tiny(seed=0, iters=3), tiny(seed=1, iters=3),
