@@ -127,29 +127,29 @@ def test_competing_classes_vectorised_over_batch_and_runs():
             assert comp[k, b].tolist() == exp
 
 
+@pytest.fixture
+def two_threads():
+    """Two threads, as the benchmarks run: with one (the suite's default) the kernels split no work
+    and one batched call over a stack often gives the alone bits too, hiding a wrong per-run path."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("B,n,m,bias,transposed", [     # the layer shapes of benchmarks/stack_isolation.py
     (256, 1024, 2000, True, False), (256, 2000, 2000, True, False), (256, 2000, 100, True, False),
     (256, 100, 2000, True, False), (256, 2000, 1024, True, False), (32, 1024, 64, True, False),
     (32, 64, 1024, True, False),
     (256, 100, 100, False, True)])       # the GMM likelihood's products: a transposed (K,C,Z) mode tensor
-def test_cpu_stack_matmul_is_each_run_alone_bitwise_with_gradients(B, n, m, bias, transposed, bf16):
+def test_cpu_stack_matmul_is_each_run_alone_bitwise_with_gradients(B, n, m, bias, transposed, bf16, two_threads):
     """losses.bmm on a K-run CPU stack (`_RunByRun`: per-run calls written into one result, its own
     backward) gives every run the bits of autograd's baddbmm / bmm on that run alone (K = 1):
     output and the gradients of input, weight and bias, fp32 and under bf16 autocast, at the full
     model's layer shapes. This is what makes stacked training exact (tests/test_train.py) without
-    the `cat` of every gradient that autograd's `split` backward would add. Two threads, as the
-    benchmarks run: with one (the suite's default) the kernels split no work and a batched call
-    often gives the alone bits too, so a wrong `_RunByRun` could pass unseen."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        _check_cpu_stack_matmul(B, n, m, bias, transposed, bf16)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _check_cpu_stack_matmul(B, n, m, bias, transposed, bf16):
+    the `cat` of every gradient that autograd's `split` backward would add (with two threads:
+    `two_threads`)."""
     K, g = 3, torch.Generator().manual_seed(B * n + m)
     a0 = torch.randn(K, B, n, generator=g)
     b0 = torch.randn(K, m, n, generator=g).transpose(1, 2) if transposed else torch.randn(K, n, m, generator=g)
