@@ -38,6 +38,9 @@ class Config:
     encoder: str | None = None        # an imported encoder, "ref-<10 hex>" (the reference's shipped
                                       # checkpoint, `python -m birr import-encoder`); None: pre-train
                                       # by the recipe above (birr.encoder.for_config)
+    encoder_recipe: str = "supervised"  # what the pre-training learns from: "supervised" (spec §3, the
+                                      # labels) or "rotation" (which of 4 rotations an image shows: an
+                                      # encoder that never saw a label, birr.encoder.pretrain)
     # --- model, spec §4 ------------------------------------------------------------------------
     fc_units: int = 2000              # fcE / decoder width (spec §4.1: 1024 -> 2000 -> 2000)
     z_dim: int = 100                  # latent size (options L134)
@@ -63,7 +66,10 @@ class Config:
     # --- evaluation, spec §7 -------------------------------------------------------------------
     eval_every: int = 0               # also evaluate every N iterations (0 = only after each task)
     log_every: int = 50               # record the loss terms every N iterations (a shorter task: its last)
-    bf16: bool = False                # bf16 autocast of the matmuls (issue 7; validated in benchmarks/)
+    bf16: bool = False                # bf16 autocast of the matmuls (validated in benchmarks/)
+    grad_every: int = 0               # every N iterations (and at each task's first), the norm of each loss
+                                      # term's gradient on the decoder and on fcE (0 = never; a few extra
+                                      # backward passes each time, the weights are untouched)
     # --- bookkeeping: not part of the stamp ----------------------------------------------------
     budget: str = "full"              # which preset budget produced this config (smoke / short / full)
     device: str = "auto"              # "auto" = cuda if available else cpu
@@ -74,8 +80,9 @@ class Config:
 
     # fields that do not change the numbers a run produces (beyond floating-point rounding)
     NOT_STAMPED: typing.ClassVar[tuple[str, ...]] = ("budget", "device", "method", "compile")
-    # fields added after results were stored: stamped only when set, so every earlier stamp still names its run
-    STAMPED_IF_SET: typing.ClassVar[tuple[str, ...]] = ("encoder",)
+    # fields added after results were stored: stamped only when not at their default, so every earlier
+    # stamp still names its run (grad_every changes no number, but its results hold more: its own stamp)
+    STAMPED_IF_SET: typing.ClassVar[tuple[str, ...]] = ("encoder", "encoder_recipe", "grad_every")
 
     def __post_init__(self):
         validate(self)
@@ -84,7 +91,7 @@ class Config:
     def stamp(self) -> str:
         """12 hex digits of sha1 over the fields that change the numbers: the run's name everywhere."""
         d = {k: v for k, v in dataclasses.asdict(self).items()
-             if k not in self.NOT_STAMPED and not (k in self.STAMPED_IF_SET and v is None)}
+             if k not in self.NOT_STAMPED and not (k in self.STAMPED_IF_SET and v == _DEFAULTS[k])}
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict:
@@ -93,6 +100,10 @@ class Config:
     def replace(self, **changes) -> "Config":
         _check_keys(changes)
         return dataclasses.replace(self, **changes)
+
+
+_DEFAULTS = {f.name: f.default for f in fields(Config)}
+ENCODER_RECIPES = ("supervised", "rotation")
 
 
 def _check_keys(d: dict):
@@ -132,6 +143,7 @@ def validate(cfg: Config) -> None:
         (cfg.replay in ("generative", "none"), "replay", ("generative", "none")),
         (cfg.si_params in ("fcE+head", "all"), "si_params", ("fcE+head", "all")),
         (cfg.rr_variant in RR_VARIANTS, "rr_variant", RR_VARIANTS),
+        (cfg.encoder_recipe in ENCODER_RECIPES, "encoder_recipe", ENCODER_RECIPES),
         (re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.device) is not None, "device", ("auto", "cpu", "cuda[:N]")),
     ]
     for ok, name, allowed in checks:
@@ -165,6 +177,13 @@ def validate(cfg: Config) -> None:
         raise ValueError("config.rr/ra need replay='generative': RR and RA act on replayed samples only (spec §8.2)")
     if cfg.eval_every < 0:
         raise ValueError(f"config.eval_every={cfg.eval_every} must be >= 0")
+    if cfg.grad_every < 0:
+        raise ValueError(f"config.grad_every={cfg.grad_every} must be >= 0 (0 = no gradient norms)")
+    if cfg.grad_every and cfg.compile:
+        raise ValueError("config.grad_every needs compile=False: the per-term gradients are taken through the eager step")
+    if cfg.encoder is not None and cfg.encoder_recipe != "supervised":
+        raise ValueError(f"config.encoder_recipe={cfg.encoder_recipe!r} applies to pre-trained encoders; "
+                         f"an imported encoder ({cfg.encoder}) comes with its own weights")
 
 
 # --- presets ----------------------------------------------------------------------------------
@@ -260,6 +279,34 @@ def table1_configs(*, budget: str = "full", dataset: str | None = None, seeds=(0
     for f in factors:
         out += [preset("rr+ra", budget=budget, dataset=dataset, seed=s, rep_f=float(f), rr_variant=variant, **big)
                 for s in seeds]
+    return out
+
+
+# lambda_RR = lambda_RA over every decade from the paper's 1e-6 upward (written out: 10.0 ** -6 is not 1e-6,
+# and a stamp must match the stored runs of the same setting)
+LAMBDA_DECADES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def sweep_configs(*, budget: str = "short", dataset: str | None = None, seeds=(0, 1, 2, 3, 4), lambdas=(1e-6,),
+                  factors=(20.0,), variants=("code",), **overrides) -> list[Config]:
+    """One baseline run per seed, shared by every cell, then RR+RA at each (variant, lambda, f) with
+    lambda_RR = lambda_RA = lambda and the same seeds, so each cell is a paired comparison with the
+    same baseline. A lambda sweep is `sweep_configs(lambdas=LAMBDA_DECADES, variants=("code", "paper"))`,
+    an f sweep `sweep_configs(factors=(1.5, 5, 20, 100), lambdas=(1e-6, 1e-2))`."""
+    _not_swept("sweep_configs", overrides, dict(_SWEPT, rep_f="use factors=(...)", rr_variant="use variants=(...)",
+                                                lambda_rr="use lambdas=(...)", lambda_ra="use lambdas=(...)"))
+    seeds = _sweep("seeds", seeds, int, "(0, 1, 2)")
+    lambdas = _sweep("lambdas", lambdas, float, "(1e-6, 1e-3)")
+    factors = _sweep("factors", factors, float, "(5, 20)")
+    if isinstance(variants, str) or not set(variants) <= set(RR_VARIANTS) or not variants:
+        raise ValueError(f"variants={variants!r} is not allowed; choose a non-empty list from {RR_VARIANTS}")
+    kw = dict(budget=budget, dataset=dataset, **overrides)
+    out = [preset("bir+si", seed=s, **kw) for s in seeds]
+    for v in dict.fromkeys(variants):
+        for lam in lambdas:
+            for f in factors:
+                out += [preset("rr+ra", seed=s, rep_f=f, rr_variant=v, lambda_rr=lam, lambda_ra=lam, **kw)
+                        for s in seeds]
     return out
 
 

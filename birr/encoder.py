@@ -158,19 +158,49 @@ def recipe_stamp(recipe: dict) -> str:
     return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _recipe(dataset, epochs, seed, batch, lr, n_train_per_class, augment) -> dict:
-    return dict(dataset=dataset, epochs=int(epochs), seed=int(seed), batch=int(batch), lr=float(lr),
-                n_train_per_class=n_train_per_class, augment=bool(augment))
+OBJECTIVES = ("supervised", "rotation")   # Config.encoder_recipe
+
+
+def _recipe(dataset, epochs, seed, batch, lr, n_train_per_class, augment, objective="supervised") -> dict:
+    out = dict(dataset=dataset, epochs=int(epochs), seed=int(seed), batch=int(batch), lr=float(lr),
+               n_train_per_class=n_train_per_class, augment=bool(augment))
+    if objective != "supervised":      # only when set: the supervised artefacts keep their names
+        out["objective"] = objective
+    return out
+
+
+def rotate(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Image b of x (B, C, H, W) turned by k_b quarter turns counter-clockwise (k in 0..3): the pretext
+    task of Gidaris et al. (2018), "Unsupervised representation learning by predicting image rotations".
+    To tell which way is up the encoder must find objects and their parts, and no label is used."""
+    out = x.clone()
+    for q in range(1, 4):
+        m = k == q
+        if m.any():
+            out[m] = torch.rot90(x[m], q, dims=(2, 3))
+    return out
+
+
+def _targets(objective: str, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(quarter turns or None, targets) of a batch: its labels, or a rotation drawn per image."""
+    if objective == "rotation":
+        k = torch.randint(0, 4, (len(y),), generator=gen).to(y.device)
+        return k, k
+    return None, y
 
 
 @torch.no_grad()
-def _accuracy(model: nn.Module, bench: Benchmark, device, batch: int = 1000) -> float:
-    """Top-1 accuracy on the test split, eval mode (BN on running statistics), spec §7."""
+def _accuracy(model: nn.Module, bench: Benchmark, device, batch: int = 1000, objective: str = "supervised") -> float:
+    """Top-1 accuracy on the test split, eval mode (BN on running statistics), spec §7; for the rotation
+    objective, of the rotation (each test image at a fixed pseudo-random turn)."""
     model.eval()
     correct = 0
+    gen = torch.Generator().manual_seed(12345)
     for k in range(0, len(bench.test), batch):
-        x = bench.normalise(bench.test.images[k:k + batch].to(device))
-        correct += (model(x).argmax(1).cpu() == bench.test.labels[k:k + batch]).sum().item()
+        x = bench.test.images[k:k + batch].to(device)
+        turns, y = _targets(objective, bench.test.labels[k:k + batch].to(device), gen)
+        x = rotate(x, turns) if turns is not None else x
+        correct += (model(bench.normalise(x)).argmax(1) == y).sum().item()
     return correct / max(len(bench.test), 1)
 
 
@@ -189,22 +219,31 @@ def _save_atomic(obj, path: Path) -> None:
 
 def pretrain(dataset: str = "cifar10-jpg", epochs: int = 100, seed: int = 0, device: str = "cpu",
              batch: int = 256, lr: float = 1e-4, n_train_per_class: int | None = None,
-             augment: bool = True, out_dir: str | Path = ARTEFACTS, progress: bool = True) -> Path:
+             augment: bool = True, objective: str = "supervised", out_dir: str | Path = ARTEFACTS,
+             progress: bool = True) -> Path:
     """
     Train ConvEncoder + MLP head (1024 -> 2000 -> 2000 -> n_classes, ReLU, no BN) with cross-entropy
     and Adam(lr, betas 0.9/0.999), batch 256 with drop_last, on crop+flip augmented images normalised
     with the pre-training dataset's own statistics (spec §3). Every layer is trained; only the conv
     stack is kept. Everything random (init, shuffling, augmentation) comes from one generator seeded
     with `seed`, so a recipe fixes the weights on a given device. Returns the artefact's path.
+
+    objective="rotation" trains the same network, with a 4-way head, to tell by how many quarter turns
+    each augmented image was rotated (`rotate`): the labels are never read, so the encoder knows
+    nothing of the classes the continual learner will meet (the paper's CIFAR-100 learner meets
+    classes its CIFAR-10 encoder never saw; on the CIFAR-10 proxy the supervised encoder was trained
+    on the very labels the learner then learns).
     """
-    recipe = _recipe(dataset, epochs, seed, batch, lr, n_train_per_class, augment)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective={objective!r} is not allowed; choose one of {OBJECTIVES}")
+    recipe = _recipe(dataset, epochs, seed, batch, lr, n_train_per_class, augment, objective)
     bench = load(dataset, n_tasks=1, seed=seed, n_train_per_class=n_train_per_class)
     if len(bench.train) < batch:
         raise ValueError(f"batch={batch} is larger than the {len(bench.train)} training images of {dataset}; with drop_last no step would run")
     gen = torch.Generator().manual_seed(seed)
     encoder = ConvEncoder()
     head = nn.Sequential(nn.Linear(1024, 2000), nn.ReLU(), nn.Linear(2000, 2000), nn.ReLU(),
-                         nn.Linear(2000, bench.n_classes))  # models/classifier.py: fc 1024x2000x2000, then 2000 -> classes
+                         nn.Linear(2000, 4 if objective == "rotation" else bench.n_classes))  # models/classifier.py: fc 1024x2000x2000, then 2000 -> classes
     model = nn.Sequential(encoder, head)
     init_(model, gen)
     model.to(device)
@@ -224,7 +263,8 @@ def pretrain(dataset: str = "cifar10-jpg", epochs: int = 100, seed: int = 0, dev
         for s in bar:
             idx = order[s * batch:(s + 1) * batch]
             x = random_crop_flip(images[idx], gen) if augment else images[idx]
-            y = labels[idx]
+            turns, y = _targets(objective, labels[idx], gen)
+            x = rotate(x, turns) if turns is not None else x
             logits = model(bench.normalise(x))  # (B, n_classes)
             loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
@@ -239,7 +279,7 @@ def pretrain(dataset: str = "cifar10-jpg", epochs: int = 100, seed: int = 0, dev
             tqdm.write(f"encoder {dataset} epoch {epoch + 1}/{epochs}: loss {total / steps:.4f}, "
                        f"train acc {correct / (steps * batch):.4f}, {time.perf_counter() - t0:.0f} s")
     train_seconds = time.perf_counter() - t0
-    test_acc = _accuracy(model, bench, device)
+    test_acc = _accuracy(model, bench, device, objective=objective)
 
     stamp = recipe_stamp(recipe)
     path = Path(out_dir) / f"encoder-{stamp}.pt"
@@ -275,11 +315,12 @@ def load_encoder(path: str | Path, device: str = "cpu") -> tuple[ConvEncoder, di
 
 
 def get_encoder(dataset: str, epochs: int, seed: int = 0, batch: int = 256, lr: float = 1e-4,
-                n_train_per_class: int | None = None, augment: bool = True, device: str = "cpu",
-                force: bool = False, out_dir: str | Path = ARTEFACTS, progress: bool = True) -> tuple[ConvEncoder, dict]:
-    """Train-or-load by recipe stamp (style.md 11): reuse artefacts/encoder-<stamp>.pt when it exists
-    (unless force), else pre-train and save it. The encoder comes back frozen and in eval mode."""
-    recipe = _recipe(dataset, epochs, seed, batch, lr, n_train_per_class, augment)
+                n_train_per_class: int | None = None, augment: bool = True, objective: str = "supervised",
+                device: str = "cpu", force: bool = False, out_dir: str | Path = ARTEFACTS,
+                progress: bool = True) -> tuple[ConvEncoder, dict]:
+    """Train-or-load by recipe stamp: reuse artefacts/encoder-<stamp>.pt when it exists (unless force),
+    else pre-train and save it. The encoder comes back frozen and in eval mode."""
+    recipe = _recipe(dataset, epochs, seed, batch, lr, n_train_per_class, augment, objective)
     path = Path(out_dir) / f"encoder-{recipe_stamp(recipe)}.pt"
     if force or not path.is_file():
         path = pretrain(**recipe, device=device, out_dir=out_dir, progress=progress)
@@ -292,7 +333,33 @@ def for_config(cfg: Config, device: str = "cpu", progress: bool = True) -> tuple
     (`cfg.encoder_data`, `cfg.encoder_epochs`; get_encoder)."""
     if cfg.encoder is not None:
         return load_imported(cfg.encoder, device)
-    return get_encoder(cfg.encoder_data, cfg.encoder_epochs, device=device, progress=progress)
+    return get_encoder(cfg.encoder_data, cfg.encoder_epochs, objective=cfg.encoder_recipe, device=device,
+                       progress=progress)
+
+
+def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                 *, epochs: int = 30, batch: int = 256, lr: float = 1e-3, seed: int = 0) -> float:
+    """Test accuracy of a linear softmax classifier trained on frozen features: the standard measure of
+    how much class information a representation holds, whatever objective made it. Features are
+    standardised with the training split's mean and SD; Adam, cross-entropy, `epochs` shuffled passes,
+    everything random from one seed."""
+    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    tx, vx = (train_x - mean) / std, (test_x - mean) / std
+    n_classes = int(max(train_y.max(), test_y.max())) + 1
+    gen = torch.Generator().manual_seed(seed)
+    probe = nn.Linear(tx.shape[1], n_classes)
+    init_(probe, gen)
+    opt = torch.optim.Adam(probe.parameters(), lr=lr)
+    for _ in range(epochs):
+        order = torch.randperm(len(tx), generator=gen)
+        for k in range(0, len(tx), batch):
+            idx = order[k:k + batch]
+            loss = F.cross_entropy(probe(tx[idx]), train_y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return float((probe(vx).argmax(1) == test_y).float().mean())
 
 # -----------------------------------------------------------------------------
 # the reference's shipped checkpoint (spec §3, "The shipped checkpoint")

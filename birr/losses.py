@@ -250,7 +250,7 @@ def rr_ra_code(x_replay, x_recon, teacher_logits, f, use_f):
     applied = competitive.any(1)                                           # the f gate (spec §8.3 item 4)
     ra = _half_mse(_gather_rows(x_hat, c1), x_recon).mean(1) * applied
     stats = dict(n_competitive=competitive.sum(1), n_kept=kept.sum(1), applied=applied,
-                 label=c1, competitor=c2, pair_mask=kept)
+                 rr_applied=kept.any(1), ra_applied=applied, label=c1, competitor=c2, pair_mask=kept)
     return rr, ra, stats
 
 
@@ -287,6 +287,7 @@ def rr_ra_paper(x_recon, own_logits, class_means, f, use_f, validate: bool = Tru
     inv = 1.0 / torch.where(comp, err, torch.ones_like(err))
     rr = (inv * comp).flatten(1).sum(1) / comp.flatten(1).sum(1).clamp_min(1)
     ra = _half_mse(_gather_rows(class_means, label), x_recon).mean(1)
-    stats = dict(n_competitive=comp.any(-1).sum(1), n_kept=comp.flatten(1).sum(1), applied=comp.flatten(1).any(1),
-                 label=label, competitors=comp)
+    any_comp = comp.flatten(1).any(1)
+    stats = dict(n_competitive=comp.any(-1).sum(1), n_kept=comp.flatten(1).sum(1), applied=any_comp,
+                 rr_applied=any_comp, ra_applied=torch.ones_like(any_comp), label=label, competitors=comp)
     return rr, ra, stats

@@ -47,6 +47,10 @@ from birr.model import BIR, StackedLinear
 # fields that may differ between the runs of one stack (per-run tensors in the step)
 PER_RUN = ("seed", "rr", "ra", "lambda_rr", "lambda_ra", "rep_f", "si_c", "method")
 TERMS = ("total", "recon", "kl", "ce", "recon_r", "kl_r", "distill_r", "rr", "ra", "si")
+# Config.grad_every: the norm of each term's gradient (as weighted in the total loss, spec §5) on two
+# parameter groups. The decoder is where RR and RA act; fcE is what SI protects and the classifier reads.
+GRAD_TERMS = ("reconstruction", "kl", "classification", "distillation", "si", "rr", "ra")
+GRAD_GROUPS = {"decoder": ("fromZ.", "fcD1.", "fcD2."), "fcE": ("fcE1.", "fcE2.")}
 # 2: forgetting and BWT from acc_matrix_seen (metrics.summarise); load_result upgrades format 1 files
 RESULTS_FORMAT = 2
 
@@ -486,9 +490,11 @@ class Stack:
                 torch.sub(p, self.anchor[n], out=tmp)
                 p.grad.addcmul_(self.si_scale[n], tmp)
 
-    def step(self, t: int, x, y, gens, log: torch.Tensor | None, rr_log: dict | None):
+    def step(self, t: int, x, y, gens, log: torch.Tensor | None, rr_log: dict | None,
+             grad_log: torch.Tensor | None = None):
         """One iteration (spec §6 step 3): current batch, replay, total loss, backward, Adam, SI path
-        integral. x (K,B,D), y (K,B). Writes the loss terms into `log` (K, len(TERMS)) if given."""
+        integral. x (K,B,D), y (K,B). Writes the loss terms into `log` (K, len(TERMS)) if given, and the
+        norms of the terms' gradients into `grad_log` (K, len(GRAD_TERMS), len(GRAD_GROUPS)) if given."""
         c, m, d = self.cfg, self.model, self.data
         K, C, n_old = self.K, d.n_classes, d.cpt * (t - 1)
         zeros = torch.zeros(K, device=self.device)
@@ -515,6 +521,8 @@ class Stack:
         total, terms, st = self.losses(t, out, x, y, x_, w, t_logits)
         if st is not None and rr_log is not None:
             self._log_rr(rr_log, st)
+        if grad_log is not None:
+            grad_log.copy_(self.term_grad_norms(t, terms))
         # every parameter gets a gradient in every step, so dropping .grad (instead of zero-filling it and
         # adding the new one to it) changes no bit and saves two passes over all parameters (issue 7,
         # benchmarks/roofline.py: ~6 GB a step for 30 stacked runs)
@@ -578,6 +586,40 @@ class Stack:
             rnt = 1.0 / t                                                      # spec §5: rnt = 1/t
             total = rnt * loss_cur + (1 - rnt) * loss_rep
         return total, (recon, kl, ce, recon_r, kl_r, dist_r, rr, ra), st
+
+    def term_grad_norms(self, t: int, terms) -> torch.Tensor:
+        """(K, len(GRAD_TERMS), len(GRAD_GROUPS)): for each run, the L2 norm of each loss term's gradient,
+        weighted as in the total loss (spec §5: 1/t on the current terms, 1 - 1/t on the replayed ones,
+        lambda (1 - 1/t) on RR and RA, c on L_SI), over the decoder's and over fcE's weights and biases.
+        One extra backward pass per term through the step's graph (kept for the step's own backward,
+        which follows unchanged); SI's gradient is its closed form 2 c omega (p - p*) (add_si_grad)."""
+        recon, kl, ce, recon_r, kl_r, dist_r, rr, ra = terms
+        rnt, zeros = 1.0 / t, torch.zeros(self.K, device=self.device)
+        weighted = dict(reconstruction=rnt * recon + (1 - rnt) * recon_r, kl=rnt * kl + (1 - rnt) * kl_r,
+                        classification=rnt * ce, distillation=(1 - rnt) * dist_r, si=None,
+                        rr=(1 - rnt) * torch.where(self.lambda_rr > 0, self.lambda_rr * rr, zeros),
+                        ra=(1 - rnt) * torch.where(self.lambda_ra > 0, self.lambda_ra * ra, zeros))
+        names = [[n for n in self.params if n.startswith(prefixes)] for prefixes in GRAD_GROUPS.values()]
+        flat = [n for group in names for n in group]
+        out = torch.zeros(self.K, len(GRAD_TERMS), len(GRAD_GROUPS), device=self.device)
+        for i, term in enumerate(GRAD_TERMS):
+            if term == "si":
+                if t == 1:
+                    continue      # omega is zero until the first task ends
+                with torch.no_grad():
+                    grads = [self.si_scale[n] * (self.params[n] - self.anchor[n]) if n in self.si_scale else None
+                             for n in flat]
+            elif weighted[term].requires_grad:
+                grads = torch.autograd.grad(weighted[term].sum(), [self.params[n] for n in flat],
+                                            retain_graph=True, allow_unused=True)
+            else:
+                continue          # a constant zero (no replay in task 1, or no RR/RA in this stack)
+            by_name = dict(zip(flat, grads))
+            for j, group in enumerate(names):
+                sq = [by_name[n].float().flatten(1).pow(2).sum(1) for n in group if by_name[n] is not None]
+                if sq:
+                    out[:, i, j] = torch.stack(sq).sum(0).sqrt()
+        return out
 
     def _eager_update(self, si_grad: bool):
         """+ c L_SI's gradient in closed form, Adam, then SI's path integral (spec §6 step 3.3-3.4)."""
@@ -658,6 +700,8 @@ class Stack:
         return dict(n_replayed=0, n_competitive=torch.zeros(K, dtype=torch.long, device=dev),
                     n_kept=torch.zeros(K, dtype=torch.long, device=dev),
                     n_applied=torch.zeros(K, dtype=torch.long, device=dev),
+                    n_rr_applied=torch.zeros(K, dtype=torch.long, device=dev),
+                    n_ra_applied=torch.zeros(K, dtype=torch.long, device=dev),
                     pairs=torch.zeros(K, C, C, dtype=torch.long, device=dev))
 
     def _log_rr(self, rr_log, st):
@@ -667,6 +711,8 @@ class Stack:
         rr_log["n_competitive"] += st["n_competitive"]
         rr_log["n_kept"] += st["n_kept"]
         rr_log["n_applied"] += st["applied"].long()
+        rr_log["n_rr_applied"] += st["rr_applied"].long()       # iterations whose RR term is not zero
+        rr_log["n_ra_applied"] += st["ra_applied"].long()       # ... whose RA term is not zero
         K, C = self.K, self.data.n_classes
         pairs = st["pairs"]
         if self.cfg.rr_variant == "code":
@@ -772,6 +818,9 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
         n_logs = cfg.iters // every
         logbuf = torch.zeros(n_logs, K, len(TERMS), device=device)
         rr_log = stack.new_rr_log(t)
+        grad_iters = sorted({1, *range(cfg.grad_every, cfg.iters + 1, cfg.grad_every)}) if cfg.grad_every else []
+        gradbuf = torch.zeros(len(grad_iters), K, len(GRAD_TERMS), len(GRAD_GROUPS), device=device)
+        grad_slot = {it: j for j, it in enumerate(grad_iters)}
         order, pos = None, n_t
         bar = tqdm(range(1, cfg.iters + 1), desc=f"task {t}/{d.n_tasks}", disable=not progress, leave=False,
                    mininterval=1.0)
@@ -785,7 +834,7 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
             x = d.train_x[idx]                                                  # (K,B,D)
             y = d.train_y.gather(1, idx)                                        # (K,B)
             log = logbuf[it // every - 1] if it % every == 0 else None
-            stack.step(t, x, y, gens, log, rr_log)
+            stack.step(t, x, y, gens, log, rr_log, gradbuf[grad_slot[it]] if it in grad_slot else None)
             if cfg.eval_every and it % cfg.eval_every == 0 and it != cfg.iters:
                 pt, _, _ = evaluate(stack.model, d)
                 for k in range(K):
@@ -797,7 +846,7 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
                                 refresh=False)
         stack.end_task()
         per_task, per_class, per_task_seen = evaluate(stack.model, d, n_seen=t * d.cpt)
-        logs = logbuf.cpu()
+        logs, grads = logbuf.cpu(), gradbuf.cpu()
         wall = time.time() - t0
         for k in range(K):
             r = per_run[k]
@@ -807,11 +856,17 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
             r["curves"].append(dict(task=t, iter=cfg.iters, per_task=per_task[k].tolist()))
             r["loss_traces"].append(dict(task=t, iters=[(j + 1) * every for j in range(n_logs)],
                                          **{name: logs[:, k, j].tolist() for j, name in enumerate(TERMS)}))
+            if grad_iters:
+                r.setdefault("grad_norms", []).append(dict(task=t, iters=grad_iters, **{
+                    group: {term: grads[:, k, i, j].tolist() for i, term in enumerate(GRAD_TERMS)}
+                    for j, group in enumerate(GRAD_GROUPS)}))
             if rr_log is not None and (cfgs[k].rr or cfgs[k].ra):
                 pairs = rr_log["pairs"][k].nonzero().tolist()
                 r["rr_stats"].append(dict(task=t, n_replayed=rr_log["n_replayed"],
                                           n_competitive=int(rr_log["n_competitive"][k]),
                                           n_kept=int(rr_log["n_kept"][k]), n_applied=int(rr_log["n_applied"][k]),
+                                          n_rr_applied=int(rr_log["n_rr_applied"][k]),
+                                          n_ra_applied=int(rr_log["n_ra_applied"][k]), iters=cfg.iters,
                                           pairs=[[a, b, int(rr_log["pairs"][k, a, b])] for a, b in pairs]))
             r["task_wall_s"].append(wall / K)
         if progress:
@@ -835,7 +890,7 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
             acc_matrix=r["acc_matrix"], acc_matrix_seen=r["acc_matrix_seen"], per_class_acc=final_pc, per_task_acc=r["acc_matrix"][-1],
             metrics=metrics.summarise(r["acc_matrix_seen"], final_pc),
             per_class_acc_after_task=r["per_class_acc_after_task"], curves=r["curves"],
-            loss_traces=r["loss_traces"], rr_stats=r["rr_stats"],
+            loss_traces=r["loss_traces"], rr_stats=r["rr_stats"], **({"grad_norms": r["grad_norms"]} if "grad_norms" in r else {}),
             task_wall_s=r["task_wall_s"], wall_time_s=sum(r["task_wall_s"]) + setup_s / K, stacked_with=K,
             encoder=_jsonable(stack.data.encoder_meta),
             provenance=prov,

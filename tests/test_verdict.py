@@ -1,0 +1,225 @@
+"""The verdict's machinery: sweeps, applied shares, gradient norms per loss term, Holm, TOST, power."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import birr
+from birr import losses as L
+from birr import verdict as V
+from birr.train import GRAD_TERMS
+
+
+# --- sweeps ------------------------------------------------------------------------------------
+
+def test_sweep_configs_share_one_baseline_and_pair_every_cell():
+    cfgs = birr.sweep_configs(budget="smoke", seeds=(0, 1), lambdas=(1e-6, 1e-2), factors=(5, 20),
+                              variants=("code", "paper"))
+    assert len(cfgs) == 2 + 2 * 2 * 2 * 2
+    assert [c.method for c in cfgs[:2]] == ["bir+si", "bir+si"]
+    cells = {(c.rr_variant, c.lambda_rr, c.rep_f) for c in cfgs[2:]}
+    assert len(cells) == 8 and all(c.lambda_rr == c.lambda_ra for c in cfgs[2:])
+    assert {c.seed for c in cfgs[2:]} == {0, 1}
+    # the paper's setting is the same run (stamp) as Table 1's f = 20 row: stored runs are reused
+    t1 = birr.table1_configs(budget="smoke", seeds=(0,), factors=(20,))
+    sw = birr.sweep_configs(budget="smoke", seeds=(0,))
+    assert [c.stamp for c in sw] == [c.stamp for c in t1]
+    assert birr.LAMBDA_DECADES[0] == 1e-6 and birr.LAMBDA_DECADES[-1] == 1.0
+
+
+@pytest.mark.parametrize("kw, msg", [(dict(seed=3), "sets seed itself"), (dict(lambda_rr=1.0), "use lambdas"),
+                                     (dict(variants="code"), "variants='code' is not allowed"),
+                                     (dict(lambdas=3), "expected a list")])
+def test_sweep_configs_refuse_in_one_line(kw, msg):
+    with pytest.raises((ValueError, TypeError), match=msg):
+        birr.sweep_configs(budget="smoke", **kw)
+
+
+def test_new_fields_are_stamped_only_when_set():
+    base = birr.preset("rr+ra", budget="smoke")
+    assert birr.preset("rr+ra", budget="smoke", grad_every=0).stamp == base.stamp
+    assert birr.preset("rr+ra", budget="smoke", grad_every=5).stamp != base.stamp
+    assert birr.preset("rr+ra", budget="smoke", encoder_recipe="rotation").stamp != base.stamp
+    with pytest.raises(ValueError, match="encoder_recipe='labels' is not allowed"):
+        birr.preset("rr+ra", budget="smoke", encoder_recipe="labels")
+    with pytest.raises(ValueError, match="grad_every needs compile=False"):
+        birr.preset("rr+ra", budget="smoke", grad_every=5, compile=True)
+
+
+# --- applied shares -------------------------------------------------------------------------------
+
+def test_a_batch_without_a_competitor_applies_neither_term():
+    # every replayed sample is confidently class 0 (p1/p2 = e^5 > f = 20): the f gate never opens
+    x = torch.randn(1, 4, 3)
+    logits = torch.tensor([[[5.0, 0.0, 0.0]] * 4])
+    rr, ra, st = L.rr_ra_code(x, x + 1, logits, torch.tensor([20.0]), torch.tensor([True]))
+    assert st["rr_applied"].tolist() == [False] and st["ra_applied"].tolist() == [False]
+    assert rr.item() == 0 and ra.item() == 0
+    # paper variant: its own classifier, 3 classes, all far below p_max / f: no competitor, RA still acts
+    own = torch.tensor([[[9.0, 0.0, 0.0]] * 4])
+    rr, ra, st = L.rr_ra_paper(x + 1, own, torch.randn(1, 3, 3), torch.tensor([20.0]), torch.tensor([True]))
+    assert st["rr_applied"].tolist() == [False] and st["ra_applied"].tolist() == [True]
+    assert rr.item() == 0 and ra.item() > 0
+
+
+def test_applied_shares_count_iterations_per_task():
+    r = dict(config=dict(iters=40), rr_stats=[dict(task=2, n_applied=20, n_rr_applied=10, n_ra_applied=20, iters=40),
+                                               dict(task=3, n_applied=40, iters=40)])
+    shares = V.applied_shares(r)
+    assert shares["rr"].tolist() == [25.0, 100.0] and shares["ra"].tolist() == [50.0, 100.0]
+
+
+# --- gradient norms per term ---------------------------------------------------------------------
+
+def _grad_runs(tmp_path, lambdas, **kw):
+    cfgs = [birr.preset("rr+ra", budget="smoke", seed=0, grad_every=20, lambda_rr=lam, lambda_ra=lam, **kw)
+            for lam in lambdas]
+    return birr.run_many(cfgs, results_dir=tmp_path, progress=False)
+
+
+def test_gradient_norms_known_cases(tmp_path):
+    zero, small, double = _grad_runs(tmp_path, (0.0, 1e-3, 2e-3))
+    i = {t: GRAD_TERMS.index(t) for t in GRAD_TERMS}
+    for r in (zero, small, double):
+        assert [g["iters"] for g in r["grad_norms"]] == [[1, 20, 40]] * 2
+        t1, t2 = r["grad_norms"]
+        # task 1 has no replay (no distillation, RR, RA) and SI's omega is still zero
+        for term in ("distillation", "rr", "ra", "si"):
+            assert t1["decoder"][term] == [0.0] * 3 and t1["fcE"][term] == [0.0] * 3
+        # the classification, distillation and KL terms never reach the decoder
+        for term in ("classification", "distillation", "kl"):
+            assert t2["decoder"][term] == [0.0] * 3
+        assert all(v > 0 for v in t2["fcE"]["classification"] + t2["decoder"]["reconstruction"])
+        # SI pulls back towards the anchor: zero at the first step of a task, positive after
+        assert t2["fcE"]["si"][0] == 0.0 and t2["fcE"]["si"][1] > 0 and t2["decoder"]["si"] == [0.0] * 3
+    # lambda = 0: RR and RA give exactly no gradient anywhere
+    for group in ("decoder", "fcE"):
+        assert zero["grad_norms"][1][group]["rr"] == [0.0] * 3 and zero["grad_norms"][1][group]["ra"] == [0.0] * 3
+    # at the first step of task 2 all three runs are the same model (RR acts from task 2 on), so the
+    # weighted RR gradient is linear in lambda and the other terms are equal
+    a, b = small["grad_norms"][1], double["grad_norms"][1]
+    assert b["decoder"]["rr"][0] == pytest.approx(2 * a["decoder"]["rr"][0], rel=1e-5)
+    assert b["decoder"]["ra"][0] == pytest.approx(2 * a["decoder"]["ra"][0], rel=1e-5)
+    assert a["decoder"]["rr"][0] > 0
+    assert b["fcE"]["classification"][0] == zero["grad_norms"][1]["fcE"]["classification"][0]
+    frame = V.grad_share_frame(small)
+    sums = frame.groupby(["task", "iter", "group"])["share"].sum()
+    assert np.allclose(sums[sums > 0], 1.0)
+
+
+def test_gradient_logging_changes_no_number(tmp_path):
+    logged = birr.run(birr.preset("rr+ra", budget="smoke", seed=1, grad_every=10, lambda_rr=1e-3, lambda_ra=1e-3),
+                      results_dir=tmp_path / "a", progress=False)
+    plain = birr.run(birr.preset("rr+ra", budget="smoke", seed=1, lambda_rr=1e-3, lambda_ra=1e-3),
+                     results_dir=tmp_path / "b", progress=False)
+    assert logged["stamp"] != plain["stamp"]
+    assert logged["acc_matrix"] == plain["acc_matrix"]
+    assert logged["loss_traces"] == plain["loss_traces"]
+    assert "grad_norms" not in plain
+    wa = torch.load(tmp_path / "a" / "models" / f"{logged['stamp']}.pt")
+    wb = torch.load(tmp_path / "b" / "models" / f"{plain['stamp']}.pt")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+# --- statistics -----------------------------------------------------------------------------------
+
+def test_holm_known_answer():
+    # sorted 0.01, 0.03, 0.04 -> 3 x 0.01, max(0.03, 2 x 0.03), max(0.06, 1 x 0.04)
+    assert V.holm([0.04, 0.01, 0.03]).tolist() == pytest.approx([0.06, 0.03, 0.06])
+    out = V.holm([0.5, float("nan"), 0.9])
+    assert math.isnan(out[1]) and out[0] == pytest.approx(1.0) and out[2] == pytest.approx(1.0)
+
+
+def test_tost_against_a_gain():
+    from scipy import stats
+    d = [0.1, -0.2, 0.3, 0.0, -0.1]
+    res = V.tost(d, -math.inf, 4.8)
+    se = np.std(d, ddof=1) / math.sqrt(5)
+    assert res["p_high"] == pytest.approx(stats.t.cdf((np.mean(d) - 4.8) / se, 4))
+    assert res["p_high"] < 1e-4 and res["upper95"] < 4.8
+    # a mean at the margin is not excluded: p = 0.5
+    assert V.tost([4.7, 4.9, 4.8, 4.6, 5.0], -math.inf, 4.8)["p_high"] == pytest.approx(0.5)
+    two = V.tost(d, -1.0, 1.0)
+    assert two["p"] == max(two["p_low"], two["p_high"]) < 0.05
+
+
+def test_detectable_difference_matches_published_power_tables():
+    # two-sample t-test, 5 per arm, alpha 0.05 two-sided, power 0.8: Cohen's d = 2.02 (G*Power)
+    assert V.detectable_difference(1.0, 5) == pytest.approx(2.02, abs=0.01)
+    # it scales with the SD, and pairing removes the run-to-run spread the pairs share
+    assert V.detectable_difference(3.0, 5) == pytest.approx(3 * V.detectable_difference(1.0, 5))
+    # paired, 5 pairs: d_z = 1.68 (G*Power)
+    assert V.detectable_difference(1.0, 5, paired=True) == pytest.approx(1.68, abs=0.01)
+
+
+def test_sweep_frame_and_acting_lambda_on_made_up_runs():
+    def run(seed, acc, lam=None):
+        cfg = dict(rr=lam is not None, ra=lam is not None, rr_variant="code", lambda_rr=lam or 1e-6,
+                   rep_f=20.0 if lam is not None else None, iters=10)
+        return dict(stamp=f"{seed}-{lam}", seed=seed, method="rr+ra" if lam else "bir+si", config=cfg,
+                    metrics=dict(first20=acc, first50=acc, overall=acc),
+                    rr_stats=[dict(task=2, n_applied=5, n_rr_applied=5, n_ra_applied=5, iters=10)] if lam else [])
+    runs = [run(s, 0.5 + 0.01 * s) for s in range(4)]
+    runs += [run(s, 0.5 + 0.01 * s + 0.001 * (-1) ** s, 1e-6) for s in range(4)]     # noise: +-0.1 point
+    runs += [run(s, 0.4 + 0.01 * s + 0.001 * s, 1e-2) for s in range(4)]            # ~ -10 points
+    frame = V.sweep_frame(runs)
+    assert list(frame["lam"]) == [1e-6, 1e-2]
+    assert frame.loc[0, "overall_diff"] == pytest.approx(0.0, abs=1e-9)
+    assert frame.loc[1, "overall_diff"] == pytest.approx(-10 + 0.15)
+    assert frame.loc[0, "rr_applied"] == 50.0
+    assert V.acting_lambda(frame) == 1e-2
+    tests = V.headline_tests(frame, V.paired_differences(runs))
+    assert len(tests) == 6 and (tests["p_holm"] >= tests["p"]).all()
+    text = V.verdict_sentence(tests)
+    assert "4 seeds" in text and "excluded at 95 % in all three columns" in text
+
+
+def test_format_lambda():
+    assert [V.format_lambda(x) for x in (1e-6, 1e-2, 1.0, 0.0, 3e-4)] == ["1e-6", "1e-2", "1", "0", "0.0003"]
+
+
+# --- an encoder that never saw a label ----------------------------------------------------------
+
+def test_rotate_turns_each_image_by_its_own_quarter_turns():
+    from birr.encoder import rotate
+    img = torch.tensor([[1, 2], [3, 4]], dtype=torch.uint8)[None, None]          # (1,1,2,2)
+    x = img.repeat(3, 1, 1, 1)
+    out = rotate(x, torch.tensor([0, 1, 2]))
+    assert out[0, 0].tolist() == [[1, 2], [3, 4]]
+    assert out[1, 0].tolist() == [[2, 4], [1, 3]]      # a quarter turn counter-clockwise
+    assert out[2, 0].tolist() == [[4, 3], [2, 1]]
+
+
+def test_rotation_recipe_never_reads_labels(birr_cache, tmp_path, monkeypatch):
+    from birr import encoder as benc
+    from birr import data as bdata
+    real_load = bdata.load
+
+    def shuffled_labels(*a, **kw):      # labels replaced by noise: a label-free recipe cannot notice
+        b = real_load(*a, **kw)
+        g = torch.Generator().manual_seed(7)
+        b.train.labels.copy_(torch.randint(0, b.n_classes, b.train.labels.shape, generator=g))
+        return b
+    p1 = benc.pretrain("synthetic", epochs=1, objective="rotation", out_dir=tmp_path / "a", progress=False)
+    monkeypatch.setattr(benc, "load", shuffled_labels)
+    p2 = benc.pretrain("synthetic", epochs=1, objective="rotation", out_dir=tmp_path / "b", progress=False)
+    a, b = torch.load(p1, weights_only=True), torch.load(p2, weights_only=True)
+    assert a["recipe"]["objective"] == "rotation" and p1.name == p2.name
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    # the supervised recipe does read them, and keeps its artefact name (no "objective" key)
+    p3 = benc.pretrain("synthetic", epochs=1, out_dir=tmp_path / "c", progress=False)
+    assert "objective" not in torch.load(p3, weights_only=True)["recipe"] and p3.name != p1.name
+    with pytest.raises(ValueError, match="objective='labels' is not allowed"):
+        benc.pretrain("synthetic", epochs=1, objective="labels", out_dir=tmp_path, progress=False)
+
+
+def test_linear_probe_known_cases():
+    from birr.encoder import linear_probe
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (600,), generator=g)
+    x = torch.randn(600, 8, generator=g) * 0.1
+    x[torch.arange(600), y] += 3.0               # the class is written in one coordinate: separable
+    assert linear_probe(x[:400], y[:400], x[400:], y[400:], epochs=100, lr=1e-2) == 1.0
+    noise = torch.randn(600, 8, generator=g)     # features that hold nothing of the labels: near chance
+    assert linear_probe(noise[:400], y[:400], noise[400:], y[400:], epochs=100, lr=1e-2) < 0.5
