@@ -9,5 +9,6 @@ Modules, in reading order: config -> data -> encoder -> model -> losses -> train
 from birr.config import (Config, LAMBDA_DECADES, book_configs, fig3_configs, preset, sweep_configs,  # noqa: F401
                          table1_configs, table1_page_configs)
 from birr.train import default_results_dir, load_model, load_result, run, run_many  # noqa: F401
+from birr import params  # noqa: F401
 
 __version__ = "0.1.0"

@@ -41,9 +41,9 @@ _REPO = Path(__file__).resolve().parents[1]
 
 
 def cache_dir() -> Path:
-    """Where downloads and decoded arrays live: $BIRR_CACHE, else ~/.cache/birr.
-    Read on every call (not at import) so tests and notebooks can point it elsewhere."""
-    return Path(os.environ.get("BIRR_CACHE") or Path.home() / ".cache" / "birr")
+    """Where downloads and decoded arrays live: $BIRR_CACHE (read on every call), else ~/.cache/birr. A relative
+    $BIRR_CACHE is taken from the cwd: `make` and scripts/build_book.sh make it absolute before chapters run in notebooks/."""
+    return Path(os.environ.get("BIRR_CACHE") or Path.home() / ".cache" / "birr").absolute()
 
 
 def __getattr__(name):

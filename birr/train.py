@@ -144,9 +144,9 @@ def cpu_isa() -> str:
 
 
 def default_results_dir() -> Path:
-    """$BIRR_RESULTS if set (tests point it at a temp folder), else the repository's results/."""
+    """$BIRR_RESULTS if set (a relative one from the cwd: `make`, build_book.sh make it absolute), else the repository's results/."""
     env = os.environ.get("BIRR_RESULTS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "results"
+    return Path(env).absolute() if env else Path(__file__).resolve().parents[1] / "results"
 
 
 def results_path(results_dir, cfg: Config) -> Path:

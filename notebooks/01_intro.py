@@ -139,6 +139,7 @@ from myst_nb import glue
 
 import birr.data
 
+dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
 bench = birr.data.load(dataset, seed=seeds[0])  # class order of the first seed (spec §2)
 info = bench.describe()
 

@@ -44,6 +44,7 @@ from myst_nb import glue
 import birr.data
 from birr import report as R
 
+dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
 benches = {s: birr.data.load(dataset, seed=s) for s in seeds}   # same images, one class order per seed
 bench = benches[seeds[0]]
 glue("data_label", R.dataset_label(dataset=dataset, budget=budget, device=device), display=False)

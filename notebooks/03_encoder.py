@@ -49,6 +49,7 @@ import birr.encoder
 from birr import report as R
 from birr.train import resolve_device
 
+dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
 cfg = birr.preset("bir+si", budget=budget, dataset=dataset, seed=seeds[0], device=device)
 dev = str(resolve_device(cfg.device))
 # the artefact every run of this budget uses: loaded by its recipe stamp, pre-trained if missing

@@ -45,6 +45,7 @@ from myst_nb import glue
 import birr
 from birr import report as R
 
+dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
 cfgs = [birr.preset(method, budget=budget, dataset=dataset, seed=s, device=device)
         for method in ("bir+si", "finetune") for s in seeds]
 results = birr.run_many(cfgs, progress=False)          # trains what is missing, loads the rest by stamp

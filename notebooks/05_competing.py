@@ -62,6 +62,7 @@ import birr
 from birr import report as R
 from birr.losses import competing_classes
 
+dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
 p_example = torch.tensor([0.04, 0.10, 0.26, 0.60])   # classes 0..3; the paper's example has p_max = 0.6
 label, threshold, competitors = competing_classes(p_example, 3.0)
 glue("fig2_label", int(label), display=False)

@@ -54,6 +54,7 @@ from myst_nb import glue
 import birr
 from birr import report as R
 
+dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
 cfgs = birr.table1_page_configs(budget=budget, dataset=dataset, seeds=seeds, device=device)
 code_cfgs = [c for c in cfgs if c.rr_variant == "code"]
 results = birr.run_many(cfgs, progress=False)

@@ -55,6 +55,7 @@ from myst_nb import glue
 import birr
 from birr import report as R
 
+dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
 cfgs = birr.fig3_configs(budget=budget, dataset=dataset, seeds=seeds, f=20.0, device=device)
 results = birr.run_many(cfgs, progress=False)
 label = R.dataset_label(results)

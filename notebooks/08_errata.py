@@ -38,6 +38,7 @@ from myst_nb import glue
 import birr
 from birr import report as R
 
+dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
 # the runs of the Table 1 page: loaded by stamp (trained here only if that page has not run)
 cfgs = birr.table1_page_configs(budget=budget, dataset=dataset, seeds=seeds, device=device)
 code_cfgs = [c for c in cfgs if c.rr_variant == "code"]

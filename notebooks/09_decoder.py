@@ -51,6 +51,7 @@ from birr import report as R
 from birr import viz
 from birr.train import resolve_device
 
+dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
 FIGURES = Path("../book/figures")          # cwd is notebooks/ (papermill --cwd notebooks)
 FIGURES.mkdir(parents=True, exist_ok=True)
 
