@@ -78,12 +78,15 @@ def sweep_frame(results, metrics=METRICS) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def acting_lambda(frame: pd.DataFrame, variant: str = "code", metrics=METRICS) -> float | None:
-    """The smallest lambda of `variant` at which accuracy moves: some metric's 95 % CI of the paired
-    difference excludes 0 (either way). None if no lambda of the sweep moves it."""
+def acting_lambda(frame: pd.DataFrame, variant: str = "code", metrics=METRICS, min_points: float = 1.0) -> float | None:
+    """The smallest lambda of `variant` at which accuracy moves: in some metric the mean paired
+    difference is at least `min_points` points either way and its 95 % CI excludes 0. The size
+    threshold keeps a shift far below any claimed effect (the paper's gains are 1.5-5.8 points) from
+    being called a move just because the seeds agree on it. None if no lambda of the sweep moves it."""
     rows = frame[frame["variant"] == variant].sort_values("lam")
     for _, row in rows.iterrows():
-        if any(row[f"{m}_ci_low"] > 0 or row[f"{m}_ci_high"] < 0 for m in metrics):
+        if any((row[f"{m}_ci_low"] > 0 or row[f"{m}_ci_high"] < 0) and abs(row[f"{m}_diff"]) >= min_points
+               for m in metrics):
             return float(row["lam"])
     return None
 
@@ -118,6 +121,28 @@ def mean_grad_shares(results, group: str = "decoder", first_task: int = 2) -> pd
     frame = pd.concat(frames)
     frame = frame[(frame["group"] == group) & (frame["task"] >= first_task)]
     return 100 * frame.groupby("term", sort=False)["share"].mean()
+
+# -----------------------------------------------------------------------------
+# 2b. separation of replayed classes (the positive control)
+
+
+def separation(features_by_class: dict, rr_result: dict) -> dict:
+    """The separation ratio rho of the exaggeration chapter (birr.viz.exaggeration: distance between two
+    class means over their mean spread) averaged over the pairs an RR+RA run logged as competing, each
+    weighted by how often it competed over all tasks. Returns distance, spread, ratio, n_pairs."""
+    from birr import viz
+    scopes = viz.pair_scopes(rr_result)
+    pairs = list(scopes["all tasks"][["a", "b"]].itertuples(index=False, name=None))
+    return viz.weighted_ratio(viz.exaggeration(features_by_class, pairs), scopes["all tasks"])
+
+
+def model_separation(model, rr_result: dict, n_per_class: int = 500, seed: int = 0) -> dict:
+    """`separation` of a trained model's replay: n_per_class generated feature vectors for every class
+    that was ever replayed (tasks 1..T-1), the same latent noise for every model asked with one seed."""
+    from birr import viz
+    n_old = (rr_result["n_tasks"] - 1) * rr_result["classes_per_task"]
+    return separation(viz.by_class(*viz.replay_features(model, range(n_old), n_per_class, seed=seed)), rr_result)
+
 
 # -----------------------------------------------------------------------------
 # 3. the tests a reviewer asks for
@@ -226,13 +251,12 @@ def verdict_sentence(tests: pd.DataFrame, variant: str = "code", lam: float = 1e
     rows = tests[(tests["variant"] == variant) & np.isclose(tests["lam"], lam) & np.isclose(tests["f"], f)]
     if rows.empty:
         raise KeyError(f"verdict_sentence: no row for variant={variant!r}, lambda={lam:g}, f={f:g}")
-    parts = [f"{METRIC_NAMES[r.metric]} {r['diff']:+.2f} points (95 % CI [{r.ci_low:+.2f}, {r.ci_high:+.2f}])"
-             for _, r in rows.iterrows()]
+    parts = [f"{METRIC_NAMES[r.metric]} by {ci_text(r['diff'], r.ci_low, r.ci_high)}" for _, r in rows.iterrows()]
     n = int(rows["n"].iloc[0])
     holm_ok = (rows["p_holm"] < 0.05).any()
     excluded = [METRIC_NAMES[r.metric] for _, r in rows.iterrows() if r.p_paper_gain < 0.05]
-    text = (f"At λ = {lam:g} and f = {f:g} ({variant} variant, {n} seeds), RR + RA changes "
-            + ", ".join(parts) + ". ")
+    text = (f"At the paper's setting (λ = {format_lambda(lam)}, f = {f:g}, {variant} variant, {n} seed{'s' * (n != 1)}), "
+            f"RR + RA changes the " + ", ".join(parts) + " points (mean paired difference [95 % CI]). ")
     text += ("At least one of these differences survives Holm's correction over the table. " if holm_ok
              else "None of them survives Holm's correction over the table. ")
     if len(excluded) == len(rows):
@@ -250,3 +274,201 @@ def format_lambda(lam: float) -> str:
         return "0"
     e = math.log10(lam)
     return f"1e{int(round(e))}" if abs(e - round(e)) < 1e-9 and round(e) != 0 else f"{lam:g}"
+
+# -----------------------------------------------------------------------------
+# 5. figures
+
+
+def _plt():
+    import matplotlib.pyplot as plt
+    return plt
+
+
+VARIANT_STYLE = {"code": dict(color="#1f77b4", marker="o"), "paper": dict(color="#d62728", marker="s")}
+
+
+def plot_sweep(frame: pd.DataFrame, x: str = "lam", *, metrics=METRICS, gains=PAPER_GAINS_F20, hue: str = "variant",
+               title: str | None = None):
+    """One panel per metric: the mean paired difference (points) with its 95 % CI against `x` ("lam",
+    log axis, or "f"), one line per value of `hue` (variant, or "lam" for an f sweep), the zero line,
+    and the paper's claimed gain at f = 20 as a dashed line."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), sharex=True, squeeze=False)
+    groups = list(dict.fromkeys(frame[hue]))
+    colours = plt.get_cmap("tab10")
+    for ax, m in zip(axes[0], metrics):
+        for i, g in enumerate(groups):
+            rows = frame[frame[hue] == g].sort_values(x)
+            style = VARIANT_STYLE.get(g, dict(color=colours(i), marker="o^sD"[i % 4]))
+            # side by side, not on top of each other: a small offset per group along x
+            shift = (1.12 ** (i - (len(groups) - 1) / 2)) if x in ("lam", "f") else 1.0
+            xs = rows[x].to_numpy() * shift
+            y, lo, hi = rows[f"{m}_diff"], rows[f"{m}_ci_low"], rows[f"{m}_ci_high"]
+            yerr = np.vstack([(y - lo).fillna(0).to_numpy(), (hi - y).fillna(0).to_numpy()])
+            label = f"{g} variant" if hue == "variant" else f"λ = {format_lambda(g)}" if hue == "lam" else str(g)
+            ax.errorbar(xs, y, yerr=yerr, capsize=3, lw=1.5, ms=5, label=label, **style)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.axhline(gains[m], color="grey", ls="--", lw=1)
+        ax.set_xscale("log")
+        ax.set_title(METRIC_NAMES[m])
+        ax.set_xlabel("λ_RR = λ_RA" if x == "lam" else "repulsion factor f")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("RR + RA − baseline (points)")
+    axes[0, 0].legend(loc="lower left", fontsize=8)
+    axes[0, -1].annotate("paper's gain at f = 20", xy=(1, gains[metrics[-1]]), xycoords=("axes fraction", "data"),
+                         ha="right", va="bottom", fontsize=8, color="grey")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+GRAD_COLOURS = {"reconstruction": "#1f77b4", "kl": "#9467bd", "classification": "#2ca02c",
+                "distillation": "#17becf", "si": "#7f7f7f", "rr": "#d62728", "ra": "#ff7f0e"}
+
+
+def plot_grad_shares(runs_by_label: dict, groups=("decoder", "fcE")):
+    """Share of each loss term in the gradient norm (percent), against training iterations, one
+    column per labelled set of runs (e.g. "λ = 1e-6", "λ = 1e-2") and one row per parameter group;
+    the mean over the runs of a set, log scale so that a term at 1e-4 % is as visible as one at 50 %."""
+    plt = _plt()
+    labels = list(runs_by_label)
+    fig, axes = plt.subplots(len(groups), len(labels), figsize=(5.2 * len(labels), 3.3 * len(groups)),
+                             sharex=True, sharey=True, squeeze=False)
+    for j, label in enumerate(labels):
+        frame = pd.concat([grad_share_frame(r) for r in runs_by_label[label]])
+        mean = frame.groupby(["group", "term", "step"])["share"].mean().reset_index()
+        for i, group in enumerate(groups):
+            ax = axes[i, j]
+            for term, colour in GRAD_COLOURS.items():
+                line = mean[(mean.group == group) & (mean.term == term)]
+                if (line["share"] > 0).any():
+                    ax.plot(line["step"], 100 * line["share"].clip(lower=1e-9), color=colour, lw=1.4, label=term)
+            ax.set_yscale("log")
+            ax.set_ylim(1e-7, 200)
+            ax.set_title(f"{label}: {group}", fontsize=10)
+            ax.grid(alpha=0.3)
+            iters = runs_by_label[label][0]["config"]["iters"]
+            for t in range(1, runs_by_label[label][0]["n_tasks"]):
+                ax.axvline(t * iters, color="black", lw=0.5, alpha=0.4)
+        axes[-1, j].set_xlabel("iteration (all tasks; lines: task boundaries)")
+    for i, group in enumerate(groups):
+        axes[i, 0].set_ylabel(f"share of |∇| on {group} (%)")
+    handles = {h.get_label(): h for ax in axes.flat for h in ax.get_lines()}
+    fig.legend(list(handles.values()), list(handles), loc="upper center", ncol=len(handles), fontsize=9,
+               bbox_to_anchor=(0.5, 1.02), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    return fig
+
+# -----------------------------------------------------------------------------
+# 6. setups side by side, and the sentences the Findings boxes print
+
+
+def ci_text(mean: float, lo: float, hi: float, digits: int = 2) -> str:
+    """'+0.12 [-0.31, +0.55]'; without an interval (one seed) just the mean; '–' without a mean."""
+    if mean is None or not math.isfinite(mean):
+        return "–"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{mean:+.{digits}f}"
+    return f"{mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def setups_frame(setups: dict, lambdas, metrics=("first20", "overall"), variant: str = "code",
+                 f: float = 20.0) -> pd.DataFrame:
+    """One row per setup ({name: results of one sweep_configs call}), one column per (lambda, metric):
+    the paired difference with its 95 % CI as text, and the number of seeds. The table that says
+    whether a finding survives a change of encoder, width or task split."""
+    rows = []
+    for name, results in setups.items():
+        frame = sweep_frame(results, metrics)
+        row = {"setup": name}
+        for lam in lambdas:
+            hit = frame[(frame["variant"] == variant) & np.isclose(frame["lam"], lam) & np.isclose(frame["f"], f)]
+            for m in metrics:
+                r = hit.iloc[0] if len(hit) else None
+                row[f"λ = {format_lambda(lam)}, {METRIC_NAMES[m]}"] = (
+                    ci_text(r[f"{m}_diff"], r[f"{m}_ci_low"], r[f"{m}_ci_high"]) if r is not None else "–")
+            if len(hit):
+                row["seeds"] = int(hit.iloc[0]["n"])
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("setup")
+
+
+def moved(frame: pd.DataFrame, lam: float, variant: str = "code", f: float = 20.0, metrics=METRICS) -> list[str]:
+    """The metrics whose 95 % CI excludes 0 at (variant, lam, f) in a sweep_frame, e.g. ['first 20 % (+2.42)']."""
+    hit = frame[(frame["variant"] == variant) & np.isclose(frame["lam"], lam) & np.isclose(frame["f"], f)]
+    out = []
+    for _, r in hit.iterrows():
+        for m in metrics:
+            if r[f"{m}_ci_low"] > 0 or r[f"{m}_ci_high"] < 0:
+                out.append(f"{METRIC_NAMES[m]} ({r[f'{m}_diff']:+.2f})")
+    return out
+
+
+def lambda_sentence(frame: pd.DataFrame, lam_star: float | None, variant: str = "code", metrics=METRICS) -> str:
+    """Where accuracy first moves along the lambda sweep, by how much, and what the largest lambda costs."""
+    rows = frame[frame["variant"] == variant].sort_values("lam")
+    if rows.empty:
+        return f"No {variant}-variant runs in the sweep."
+    top = rows.iloc[-1]
+    cost = " / ".join(f"{top[f'{m}_diff']:+.1f}" for m in metrics)
+    end = (f"At λ = {format_lambda(top['lam'])} RR + RA changes the first 20 % / first 50 % / overall accuracy by "
+           f"{cost} points.")
+    if lam_star is None:
+        return f"No λ of the sweep moves accuracy by a point or more with a CI that excludes 0 ({variant} variant). " + end
+    r = rows[np.isclose(rows["lam"], lam_star)].iloc[0]
+    parts = [f"{METRIC_NAMES[m]} {ci_text(r[f'{m}_diff'], r[f'{m}_ci_low'], r[f'{m}_ci_high'])}" for m in metrics
+             if (r[f"{m}_ci_low"] > 0 or r[f"{m}_ci_high"] < 0)]
+    return (f"Accuracy first moves at λ = {format_lambda(lam_star)} ({variant} variant, {int(r['n'])} seeds): "
+            + "; ".join(parts) + " points (95 % CI), "
+            + f"{lam_star / 1e-6:,.0f} times the paper's λ. " + end)
+
+
+def confirm_sentence(stats: dict, metric: str, lam: float, seeds) -> str:
+    """The outcome of re-testing a lead on seeds it was not selected on (stats: paired_stats output)."""
+    seeds = list(seeds)
+    span = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+    text = (f"Re-tested on {stats['n']} fresh seeds ({span}), λ = {format_lambda(lam)} changes the "
+            f"{METRIC_NAMES[metric]} accuracy by {ci_text(stats['mean_diff'], stats['ci_low'], stats['ci_high'])} points")
+    if not math.isfinite(stats["p"]):
+        return text + "; one seed cannot test it."
+    if stats["ci_low"] > 0:
+        return text + f" (p = {stats['p']:.3f}): the gain holds on seeds it was not selected on."
+    if stats["ci_high"] < 0:
+        return text + f" (p = {stats['p']:.3f}): on fresh seeds it is a loss."
+    return text + f" (p = {stats['p']:.2f}): the lead does not hold on seeds it was not selected on."
+
+
+def grad_sentence(small: pd.Series, star: pd.Series | None, lam_small: float, lam_star: float | None) -> str:
+    """RR's and RA's measured share of the decoder's gradient at the paper's lambda and where accuracy moves
+    (small, star: mean_grad_shares outputs, percent)."""
+    def share(s):
+        v = s.get("rr", 0.0) + s.get("ra", 0.0)
+        return f"{v:.3g} %" if v >= 1e-3 or v == 0 else f"{v:.1e} %"
+    text = (f"Measured, not estimated: at λ = {format_lambda(lam_small)} RR and RA together carry {share(small)} of the "
+            f"gradient norm on the decoder (reconstruction: {small.get('reconstruction', 0.0):.3g} %)")
+    if star is not None and lam_star is not None:
+        text += f", at λ = {format_lambda(lam_star)} {share(star)}"
+    return text + "."
+
+
+def control_sentence(diff_paper, diff_act, base_mean: float, lam_paper: float, lam_act: float) -> str:
+    """The positive control in one sentence: the paired change in the separation ratio rho of competing
+    replay at the paper's lambda and at the acting one (diff_*: per-seed differences RR+RA - baseline)."""
+    def part(d, lam):
+        m, sem = float(np.mean(d)), float(np.std(d, ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
+        pm = f" ± {sem:.3f} SEM" if math.isfinite(sem) else ""
+        return f"λ = {format_lambda(lam)}: {m:+.3f}{pm} ({100 * m / base_mean:+.1f} % of the baseline's ρ)"
+    return ("The separation ratio ρ of competing replay, the measure of exaggeration, moves by "
+            f"{part(diff_paper, lam_paper)}, and by {part(diff_act, lam_act)}.")
+
+
+def applied_sentence(per_task: pd.DataFrame) -> str:
+    """How often RR acted, from a frame of applied_shares rows (task, rr, ra) over seeds: the range over
+    seeds in task 2, where one old task is replayed, and the least share in any later task."""
+    t2 = per_task[per_task["task"] == 2]["rr"]
+    later = per_task[per_task["task"] > 2]["rr"]
+    text = f"RR is applied in {t2.min():.1f}-{t2.max():.1f} % of task 2's iterations, depending on the seed"
+    if len(later):
+        text += f", and in at least {later.min():.0f} % of every later task's"
+    return text + "."

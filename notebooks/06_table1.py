@@ -22,6 +22,13 @@
 #
 # ```{include} /book/_admonition/gpu.md
 # ```
+
+# ```{admonition} Findings
+# :class: important
+#
+# {glue:text}`11_verdict.ipynb::find_paper:s` {glue:text}`11_verdict.ipynb::find_lambda:s`
+# ({doc}`11_verdict` tests every explanation.)
+# ```
 #
 # > The final performance of the RR+RA model with optimised hyperparameters was compared to that of
 # > the state-of-the-art BI-R "baseline" model [...]. All results stated relate to the average test
@@ -42,7 +49,7 @@
 # %% tags=["parameters"]
 dataset = "cifar10-jpg"
 budget = "short"
-seeds = [0, 1, 2]
+seeds = [0, 1, 2, 3, 4]
 device = "auto"
 
 # %%

@@ -21,6 +21,13 @@
 #
 # ```{include} /book/_admonition/gpu.md
 # ```
+
+# ```{admonition} Findings
+# :class: important
+#
+# {glue:text}`11_verdict.ipynb::find_paper:s` {glue:text}`11_verdict.ipynb::find_lambda:s`
+# ({doc}`11_verdict` tests every explanation.)
+# ```
 #
 # > Fig. 3. A comparison of the final classification test set precision and convergence rates of the
 # > RR+RA adaptation (RR) and baseline (BL). Presented are the overall precision (average across all
@@ -41,7 +48,7 @@
 # %% tags=["parameters"]
 dataset = "cifar10-jpg"
 budget = "short"
-seeds = [0, 1, 2]
+seeds = [0, 1, 2, 3, 4]
 device = "auto"
 
 # %%

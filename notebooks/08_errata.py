@@ -25,7 +25,7 @@
 # %% tags=["parameters"]
 dataset = "cifar10-jpg"
 budget = "short"
-seeds = [0, 1, 2]
+seeds = [0, 1, 2, 3, 4]
 device = "auto"
 
 # %%

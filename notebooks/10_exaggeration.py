@@ -38,10 +38,17 @@
 # ```{include} /book/_admonition/gpu.md
 # ```
 
+# ```{admonition} Findings
+# :class: important
+#
+# {glue:text}`11_verdict.ipynb::find_paper:s` {glue:text}`11_verdict.ipynb::find_rho:s`
+# ({doc}`11_verdict` tests every explanation.)
+# ```
+
 # %% tags=["parameters"]
 dataset = "cifar10-jpg"
 budget = "short"
-seeds = [0, 1, 2]
+seeds = [0, 1, 2, 3, 4]
 device = "auto"
 
 # %%

@@ -245,3 +245,14 @@ def test_book_builds(tmp_path, smoke_results):
     assert "differences ha" in table1_html or "With one seed no difference" in table1_html   # beyond_noise_text
     for html in (table1_html, fig3_html):
         assert "synthetic" in html.lower()
+    # the verdict: a chapter of its own, and its Findings glued onto the landing page and the chapters it
+    # answers for, as text computed in this build (a glue key that failed would have failed the -W build)
+    landing = page_text(site / "book" / "intro.html")
+    assert "Findings" in landing and "Measured on synthetic" in landing and "At the paper's setting (λ = 1e-6" in landing
+    verdict = page_text(site / "book" / "executed" / "11_verdict.html")
+    assert "Does it work?" in verdict and "linear probe" in verdict
+    for page in ("06_table1", "07_fig3", "10_exaggeration"):
+        assert "At the paper's setting (λ = 1e-6" in page_text(site / "book" / "executed" / f"{page}.html"), page
+    for page in ("intro", "executed/11_verdict"):
+        raw = (site / "book" / f"{page}.html").read_text()
+        assert "glue(" not in raw and ">nan<" not in raw.lower(), page

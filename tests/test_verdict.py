@@ -1,6 +1,8 @@
 """The verdict's machinery: sweeps, applied shares, gradient norms per loss term, Holm, TOST, power."""
 import math
 
+import pandas as pd
+
 import numpy as np
 import pytest
 import torch
@@ -169,10 +171,13 @@ def test_sweep_frame_and_acting_lambda_on_made_up_runs():
     assert frame.loc[1, "overall_diff"] == pytest.approx(-10 + 0.15)
     assert frame.loc[0, "rr_applied"] == 50.0
     assert V.acting_lambda(frame) == 1e-2
+    assert V.acting_lambda(frame, min_points=20) is None          # a 10-point move is below a 20-point bar
+    assert V.acting_lambda(frame, variant="paper") is None
     tests = V.headline_tests(frame, V.paired_differences(runs))
     assert len(tests) == 6 and (tests["p_holm"] >= tests["p"]).all()
     text = V.verdict_sentence(tests)
-    assert "4 seeds" in text and "excluded at 95 % in all three columns" in text
+    assert "(λ = 1e-6, f = 20, code variant, 4 seeds)" in text and "excluded at 95 % in all three columns" in text
+    assert "first 20 % by +0.00 [" in text
 
 
 def test_format_lambda():
@@ -223,3 +228,47 @@ def test_linear_probe_known_cases():
     assert linear_probe(x[:400], y[:400], x[400:], y[400:], epochs=100, lr=1e-2) == 1.0
     noise = torch.randn(600, 8, generator=g)     # features that hold nothing of the labels: near chance
     assert linear_probe(noise[:400], y[:400], noise[400:], y[400:], epochs=100, lr=1e-2) < 0.5
+
+
+def test_separation_weights_pairs_by_how_often_they_competed():
+    g = torch.Generator().manual_seed(0)
+    # three classes, unit spread per coordinate in 2-d (RMS distance to the mean ~ sqrt(2)); means 0, (4,0), (0,8)
+    means = {0: torch.tensor([0.0, 0.0]), 1: torch.tensor([4.0, 0.0]), 2: torch.tensor([0.0, 8.0])}
+    feats = {c: m + torch.randn(20000, 2, generator=g) for c, m in means.items()}
+    rr = dict(n_tasks=3, classes_per_task=1, rr_stats=[dict(task=2, pairs=[[0, 1, 3]]), dict(task=3, pairs=[[2, 0, 1]])])
+    out = V.separation(feats, rr)
+    # pair (0, 1) competed 3 times (distance 4), pair (0, 2) once (distance 8): weighted distance 5
+    assert out["n_pairs"] == 2 and out["distance"] == pytest.approx(5.0, abs=0.05)
+    assert out["ratio"] == pytest.approx(5.0 / math.sqrt(2), rel=0.02)
+
+
+def test_sentences_from_numbers():
+    frame = pd.DataFrame([dict(variant="code", lam=1e-6, f=20.0, n=5, **{f"{m}_{k}": v for m in V.METRICS
+                               for k, v in dict(diff=0.1, ci_low=-0.3, ci_high=0.5, p=0.6).items()}),
+                          dict(variant="code", lam=1e-4, f=20.0, n=5, **{f"{m}_{k}": v for m in V.METRICS
+                               for k, v in dict(diff=2.4, ci_low=0.4, ci_high=4.4, p=0.03).items()})])
+    text = V.lambda_sentence(frame, 1e-4)
+    assert text.startswith("Accuracy first moves at λ = 1e-4 (code variant, 5 seeds): first 20 % +2.40 [+0.40, +4.40]")
+    assert "100 times the paper's λ" in text
+    assert V.lambda_sentence(frame, None).startswith("No λ of the sweep moves accuracy")
+    assert V.moved(frame, 1e-6) == [] and V.moved(frame, 1e-4)[0] == "first 20 % (+2.40)"
+    held = V.confirm_sentence(dict(n=10, mean_diff=1.0, ci_low=0.2, ci_high=1.8, p=0.02), "first20", 1e-4, range(5, 15))
+    assert "10 fresh seeds (5-14)" in held and "holds" in held
+    gone = V.confirm_sentence(dict(n=10, mean_diff=0.3, ci_low=-1.0, ci_high=1.6, p=0.6), "first20", 1e-4, range(5, 15))
+    assert "does not hold" in gone
+    g = V.grad_sentence(pd.Series(dict(reconstruction=99.0, rr=1e-4, ra=0.0)), pd.Series(dict(rr=40.0, ra=2.0)), 1e-6, 1e-4)
+    assert "1.0e-04 %" in g and "at λ = 1e-4 42 %" in g and "(reconstruction: 99 %)" in g
+    assert V.ci_text(float("nan"), 0, 0) == "–" and V.ci_text(1.0, float("nan"), float("nan")) == "+1.00"
+
+
+def test_control_sentence():
+    text = V.control_sentence([0.0, 0.002], [0.3, 0.5], 2.0, 1e-6, 1e-4)
+    assert "λ = 1e-6: +0.001 ± 0.001 SEM (+0.1 % of the baseline's ρ)" in text
+    assert "λ = 1e-4: +0.400 ± 0.100 SEM (+20.0 % of the baseline's ρ)" in text
+
+
+def test_applied_sentence():
+    rows = pd.DataFrame(dict(task=[2, 2, 3, 4], rr=[0.7, 96.0, 100.0, 99.4], ra=[0.7, 96.0, 100.0, 99.4]))
+    assert V.applied_sentence(rows) == ("RR is applied in 0.7-96.0 % of task 2's iterations, depending on the seed, "
+                                        "and in at least 99 % of every later task's.")
+    assert V.applied_sentence(rows[rows.task == 2]).endswith("depending on the seed.")
