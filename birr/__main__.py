@@ -14,7 +14,10 @@
 
 Each run is looked up by its config stamp in --results-dir ($BIRR_RESULTS, else results/ next to birr/,
 the same store the Python API uses) and trained only if missing (or --force). Bad input, missing or
-corrupt files and an unreachable download end in one line, `error: ...`, and exit status 2.
+corrupt files (a hash that does not match, a truncated or empty file, a corrupt pickle), a full disk or
+an unwritable folder, an unreachable download, and a run whose losses stop being finite end in one line,
+`error: ...` (naming the file, or the run), and exit status 2. Ctrl-C (SIGINT) and SIGTERM end in one
+line saying what is checkpointed and how to resume, and exit status 130 and 143.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 import typing
 
@@ -67,6 +71,30 @@ SETS["book"] = dict(SETS["table1"], iters="(the Fig. 3 runs sweep it)", rr_varia
 DEFAULTS = {"train": ("smoke", [0]), "table1": ("full", [0, 1, 2, 3, 4]), "book": ("short", [0, 1, 2])}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is (as Ctrl-C raises KeyboardInterrupt), so that training stops
+    the same way: the checkpoint of the last finished task stays, and one line says so."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def interrupted_line(e: KeyboardInterrupt, checkpoint: bool) -> str:
+    """What a Ctrl-C or SIGTERM leaves, in one line: the stack's checkpoint and how to resume from it."""
+    how = "SIGTERM" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
+    where = getattr(e, "birr_checkpoint", "outside training")
+    again = "run the same command again to"
+    if where == "outside training":
+        return f"{how}: no run was training; finished runs are stored; {again} go on"
+    if where is not None:
+        path, task = where
+        return f"{how}: the run is checkpointed after task {task} in {path}; {again} resume from task {task + 1}"
+    if not checkpoint:
+        return f"{how}: nothing is checkpointed (--no-checkpoint); {again} train it from task 1"
+    return f"{how}: no task had finished, so nothing is checkpointed; {again} train it from task 1"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad option ends in one line like every other mistake (argparse prints its
     usage block first); --help still prints the usage."""
@@ -103,6 +131,23 @@ def main(argv=None) -> int:
     p = sub.add_parser("import-encoder", help="convert the reference's conv-stack checkpoint (spec §3) into an artefact")
     p.add_argument("path", help="the reference's store/models/C3-5x16-bn (or any checkpoint of that stack)")
     args = ap.parse_args(argv)
+    old_term = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
+    try:
+        return _run(args)
+    except KeyboardInterrupt as e:
+        print(interrupted_line(e, not getattr(args, "no_checkpoint", False)), file=sys.stderr, flush=True)
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _run(args) -> int:
     try:
         if args.cmd == "import-encoder":
             from birr.encoder import import_reference
@@ -134,7 +179,9 @@ def main(argv=None) -> int:
         results = run_many(cfgs, results_dir=results_dir, force=args.force, progress=not args.quiet,
                            checkpoint=not args.no_checkpoint)
     except (TypeError, ValueError, OSError) as e:   # bad input, missing or corrupt files, no network: one line
-        print(f"error: {e}", file=sys.stderr)
+        # (a DivergedError names each diverged run on a line of its own)
+        for line in str(e).splitlines() or [type(e).__name__]:
+            print(f"error: {line}", file=sys.stderr)
         return 2
     for r in results:
         m, c = r["metrics"], r["config"]

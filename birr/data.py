@@ -299,15 +299,11 @@ def _decode_jpg_archive(archive):
 
 
 def _save_npz_atomic(path, **arrays):
-    """Write to a temporary file beside path and rename, so a crash never leaves a half-written cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # uncompressed: reading it back takes well under a second
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    """Write through birr.store's one atomic, durable writer (temp file beside path, fsync, rename), so a
+    crash never leaves a half-written cache. No sidecar hash: the file is a zip whose members carry
+    CRC-32s that np.load checks as it reads them, and an unreadable cache is decoded again below."""
+    from birr.store import write_atomic
+    write_atomic(path, lambda f: np.savez(f, **arrays), digest=False)  # uncompressed: read back in well under a second
 
 
 def _load_cifar10_jpg(root, verify):

@@ -28,9 +28,7 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from birr import store
 from birr.config import IMPORTED_ENCODER, Config
 from birr.data import CIFAR10_STATS, Benchmark, cache_dir, load
 
@@ -205,16 +204,10 @@ def _accuracy(model: nn.Module, bench: Benchmark, device, batch: int = 1000, obj
 
 
 def _save_atomic(obj, path: Path) -> None:
-    """torch.save into a temporary file in the same folder, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; artefacts are committed and shared
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    """torch.save through birr.store's one atomic, durable writer (temp file in the same folder, fsync,
+    rename, fsync of the folder: a reader never sees half a file), with a sidecar `<file>.sha256` that
+    read_artefact and features() check before using the file again."""
+    store.torch_save(path, obj)
 
 
 def pretrain(dataset: str = "cifar10-jpg", epochs: int = 100, seed: int = 0, device: str = "cpu",
@@ -298,11 +291,21 @@ def pretrain(dataset: str = "cifar10-jpg", epochs: int = 100, seed: int = 0, dev
 
 def read_artefact(path: str | Path, module: nn.Module, what: str = "artefact", fmt: int = FORMAT) -> dict:
     """Load an artefact's weights into `module` and return its metadata (with "path"); refuse another
-    format version. Shared by the encoder and birr.viz's decoder."""
-    meta = torch.load(path, map_location="cpu", weights_only=True)
+    format version. Shared by the encoder and birr.viz's decoder. The file is checked against its sidecar
+    `<file>.sha256` first (birr.store; artefacts committed before hashes existed got theirs afterwards,
+    and one without a sidecar is read unchecked); a mismatch, a truncated file or a corrupt pickle is one
+    ValueError naming the file."""
+    remedy = "retrain it (force=True), or restore it (git checkout -- artefacts/ for a committed one)"
+    meta = store.torch_load(path, what=what, remedy=remedy, map_location="cpu", weights_only=True)
+    if not isinstance(meta, dict) or "state_dict" not in meta:
+        raise ValueError(f"{path}: not a birr {what} (no state_dict); {remedy}")
     if meta.get("format") != fmt:
         raise ValueError(f"{path}: {what} format {meta.get('format')!r}, this code reads format {fmt}; retrain it")
-    module.load_state_dict(meta.pop("state_dict"))
+    try:
+        module.load_state_dict(meta.pop("state_dict"))
+    except RuntimeError as e:
+        raise ValueError(f"{path}: its weights do not fit the {what}'s layers "
+                         f"({(str(e).strip().splitlines() or [''])[0][:160]}); {remedy}") from None
     meta["path"] = str(path)
     return meta
 
@@ -487,7 +490,7 @@ def _forward_all(encoder: ConvEncoder, bench: Benchmark, images: torch.Tensor, d
 
 
 def features(encoder: ConvEncoder, bench: Benchmark, device: str = "cpu", batch: int = 1000,
-             progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+             progress: bool = False, info: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """
     The 1024 conv features of every train and test image of `bench`: float32 (N_train, 1024) and
     (N_test, 1024), in the order of bench.train / bench.test. Images are normalised with the
@@ -495,11 +498,20 @@ def features(encoder: ConvEncoder, bench: Benchmark, device: str = "cpu", batch:
     encoder was pre-trained under CIFAR-10's (spec §3: the mismatch is copied for fidelity). Eval mode,
     no gradients. Cached in cache_dir() as one file per (encoder, dataset, images); later calls read it.
     progress: a bar over the batches when they are computed (30-95 s for 60,000 images on 2 cores).
+
+    The cache file has a sidecar `<file>.sha256` (birr.store). A file that does not match it, has none
+    (written before hashes existed, or its sidecar lost), cannot be read, or holds tensors of the wrong
+    shape or non-finite values is not used: the features are computed again and the file rewritten,
+    with a notice on stderr. info: a dict to fill with the encoder's weight hash (encoder_hash) and the
+    cache file's name and sha256, which a run's results record.
     """
-    path = cache_dir() / f"features-{bench.name}-{encoder_hash(encoder)}-{_images_hash(bench)}.pt"
-    if path.is_file():
-        cached = torch.load(path, map_location="cpu", weights_only=True)
-        return cached["train"], cached["test"]
+    ehash = encoder_hash(encoder)
+    path = cache_dir() / f"features-{bench.name}-{ehash}-{_images_hash(bench)}.pt"
+    cached = _read_features(path, bench) if path.is_file() else None
+    if cached is not None:
+        if info is not None:
+            info.update(encoder_hash=ehash, file=path.name, sha256=store.recorded_sha256(path))
+        return cached
     was_training = encoder.training
     encoder.eval()
     try:
@@ -507,5 +519,31 @@ def features(encoder: ConvEncoder, bench: Benchmark, device: str = "cpu", batch:
         test = _forward_all(encoder, bench, bench.test.images, device, batch, f"features {bench.name} test", progress)
     finally:
         encoder.train(was_training)
-    _save_atomic(dict(train=train, test=test), path)
+    sha = store.torch_save(path, dict(train=train, test=test))
+    if info is not None:
+        info.update(encoder_hash=ehash, file=path.name, sha256=sha)
     return train, test
+
+
+def _read_features(path: Path, bench: Benchmark) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The cached features at `path`, or None (with a notice on stderr) if they must be computed again
+    (features() says when). The old file is deleted then, so that a failure to rewrite it is not
+    followed by a read of the bad one."""
+    import sys
+    try:
+        if store.recorded_sha256(path) is None:
+            raise store.CorruptFile(path, "", "it has no sha256 beside it")
+        cached = store.torch_load(path, what="features cache", map_location="cpu", weights_only=True)
+        train, test = cached["train"], cached["test"]
+        for name, t, n in (("train", train, len(bench.train)), ("test", test, len(bench.test))):
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != (n, ConvEncoder.out_dim) or t.dtype != torch.float32:
+                raise store.CorruptFile(path, "", f"its {name} features are not float32 ({n}, {ConvEncoder.out_dim})")
+            if not torch.isfinite(t).all():
+                raise store.CorruptFile(path, "", f"its {name} features are not all finite")
+        return train, test
+    except (store.CorruptFile, KeyError, TypeError) as e:
+        reason = e.reason if isinstance(e, store.CorruptFile) else f"{type(e).__name__}: {e}"
+        print(f"[birr] features cache {path} is not used ({reason}); computing the features again",
+              file=sys.stderr, flush=True)
+        store.remove(path)
+        return None

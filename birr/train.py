@@ -28,10 +28,12 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -41,6 +43,7 @@ from tqdm import tqdm
 from birr import data as bdata
 from birr import losses as L
 from birr import metrics
+from birr import store
 from birr.config import Config
 from birr.model import BIR, StackedLinear
 
@@ -76,26 +79,47 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def atomic_write_json(path: Path, obj) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
-        os.replace(tmp, path)
-    finally:  # a failed write (disk full, an object json cannot write) leaves no temp file behind
-        tmp.unlink(missing_ok=True)
+def atomic_write_json(path: Path, obj, *, embed_digest: bool = False) -> None:
+    """JSON through birr.store's one atomic, durable writer (temp file, fsync, rename, fsync of the
+    folder): readers never see half a file, and a write that fails is one OSError naming the file and
+    leaves nothing behind. embed_digest: with a "sha256" of the content that load_result checks."""
+    store.write_json(path, obj, embed_digest=embed_digest)
 
 
 def atomic_torch_save(path: Path, obj) -> None:
-    """The same for torch.save (checkpoints of a stack's state, trained models)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """The same for torch.save (checkpoints of a stack's state, trained models), with a sidecar
+    `<file>.sha256` that is checked before the file is read again (birr.store)."""
+    store.torch_save(path, obj)
+
+
+# The code a checkpoint was written by: a hash of the source of the modules training runs (read when
+# this module is imported, i.e. of the code that is running). A checkpoint of other code is not resumed:
+# its state would continue under other arithmetic, and the result would be stored under a stamp that
+# says nothing of the change. Only these modules: an edit to the book's report code keeps checkpoints.
+TRAINING_SOURCES = ("config", "data", "encoder", "losses", "metrics", "model", "store", "train")
+
+
+def code_version() -> str:
+    """16 hex digits of sha256 over birr's TRAINING_SOURCES files."""
+    h = hashlib.sha256()
+    for name in TRAINING_SOURCES:
+        p = Path(__file__).with_name(f"{name}.py")
+        h.update(f"{name}\0".encode())
+        h.update(p.read_bytes() if p.is_file() else b"(missing)")
+    return h.hexdigest()[:16]
+
+
+CODE_VERSION = code_version()
+CKPT_FORMAT = 2          # 2: code_version and stamps recorded; format-1 checkpoints are not resumed
+
+
+class DivergedError(ValueError):
+    """Runs whose losses or weights stopped being finite: one line per run (stamp, seed, task, iteration,
+    terms). `results` holds the runs of the same call that finished and were stored."""
+
+    def __init__(self, lines: list[str], results: list[dict] | None = None):
+        super().__init__("\n".join(lines))
+        self.lines, self.results = list(lines), list(results or [])
 
 
 def provenance(device: torch.device) -> dict:
@@ -153,19 +177,41 @@ def results_path(results_dir, cfg: Config) -> Path:
     return Path(results_dir) / "runs" / f"{cfg.stamp}.json"
 
 
+def stamp_of(config: dict) -> str:
+    """The stamp of a stored config (Config.stamp's rule on a dict; fields added since it was stored
+    take their defaults): which run a results file really holds, whatever its name says."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+    d = {k: v for k, v in {**defaults, **config}.items()
+         if k not in Config.NOT_STAMPED and not (k in Config.STAMPED_IF_SET and v == defaults.get(k))}
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def load_result(results_dir, cfg: Config) -> dict | None:
     """The stored result of `cfg` (found by its stamp) in results_dir (None: default_results_dir()),
-    in the current RESULTS_FORMAT, or None if it has not been trained there. A file that is not a
-    readable result is a one-line ValueError naming it (re-train with force=True, or delete it)."""
+    in the current RESULTS_FORMAT, or None if it has not been trained there. Refused, in one ValueError
+    line naming the file (re-train with force=True, or delete it): a file that is not a readable result,
+    one whose content no longer matches the sha256 recorded in it (birr.store), and one that holds
+    another run (its config's stamp, or its "stamp", is not cfg's: a file copied under another name).
+    Results written before hashes existed have none and are read unchecked; the stamp check applies to all."""
     path = results_path(results_dir if results_dir is not None else default_results_dir(), cfg)
     if not path.exists():
         return None
+    remedy = "re-train with force=True (--force) or delete it"
     try:
         res = json.loads(path.read_text())
+        if not isinstance(res, dict):
+            raise ValueError(f"a JSON {type(res).__name__}, not an object")
+        res = store.check_json_digest(res, path, remedy)
         missing = [k for k in ("stamp", "config", "acc_matrix_seen", "per_class_acc") if k not in res]
         if missing:
             raise ValueError(f"no {', '.join(missing)}")
+        got = stamp_of(res["config"])
+        if got != cfg.stamp or res["stamp"] != cfg.stamp:
+            raise store.CorruptFile(path, f"{path} holds the result of run {got if got != cfg.stamp else res['stamp']}, "
+                                          f"not {cfg.stamp}: it was saved under another run's name; {remedy}")
         return upgrade_result(res)
+    except store.CorruptFile:
+        raise
     except (ValueError, TypeError, KeyError, AttributeError) as e:   # json's errors are ValueErrors
         raise ValueError(f"{path} is not a readable birr result ({e}); re-train with force=True "
                          f"(--force) or delete it") from None
@@ -186,11 +232,13 @@ def model_path(results_dir, cfg: Config) -> Path:
 
 def load_model(cfg: Config, results_dir=None, device="cpu") -> BIR | None:
     """The final model of a finished run (a K=1 BIR), or None if its weights were not kept here
-    (results/models/ is not committed: re-run with force=True to get it)."""
+    (results/models/ is not committed: re-run with force=True to get it). Checked against its sidecar
+    sha256 where it has one (birr.store); a corrupt or truncated file is one ValueError naming it."""
     path = model_path(results_dir, cfg)
     if not path.exists():
         return None
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = store.torch_load(path, what="saved model", remedy="re-train with force=True (--force) or delete it",
+                             map_location=device, weights_only=True)
     m = BIR([cfg.seed], n_classes=state["head.weight"].shape[-1], fc_units=cfg.fc_units, z_dim=cfg.z_dim,
             in_dim=state["fcD2.weight"].shape[-1], dg_prop=cfg.dg_prop)
     m.load_state_dict(state)
@@ -224,7 +272,8 @@ class TaskData:
             if not torch.equal(b.train.images, b0.train.images):
                 raise ValueError(f"dataset {cfg.dataset!r} gives different images for seeds {seeds}: cannot stack")
         enc, self.encoder_meta = benc.for_config(cfg, device=str(device), progress=progress)
-        train, test = benc.features(enc, b0, device=str(device), progress=progress)
+        self.inputs: dict = {}   # which encoder weights and which feature cache file (hashes), for the results
+        train, test = benc.features(enc, b0, device=str(device), progress=progress, info=self.inputs)
         self.train_x, self.test_x = train.to(device), test.to(device)                  # (N,D), (N_test,D)
         self.train_y = torch.stack([b.train.labels for b in self.benches]).to(device)  # (K,N)
         self.test_y = torch.stack([b.test.labels for b in self.benches]).to(device)    # (K,N_test)
@@ -772,12 +821,96 @@ class Stack:
         self._set_prev()
 
 
-def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoint: bool = True) -> list[dict]:
-    cfg = cfgs[0]
-    device = resolve_device(cfg.device)
-    K = len(cfgs)
+def _checkpoint_path(results_dir, cfgs: list[Config]) -> Path:
     group = hashlib.sha1("-".join(c.stamp for c in cfgs).encode()).hexdigest()[:12]
-    ckpt_path = Path(results_dir) / "ckpt" / f"stack-{group}-k{K}.pt"
+    return Path(results_dir) / "ckpt" / f"stack-{group}-k{len(cfgs)}.pt"
+
+
+def _note(msg: str) -> None:
+    """A notice that must be seen whatever `progress` says (a checkpoint discarded, a run diverged)."""
+    print(f"[birr] {msg}", file=sys.stderr, flush=True)
+
+
+def _read_checkpoint(path: Path, cfgs: list[Config], device, fresh: bool) -> dict | None:
+    """The checkpoint of this stack to resume from, or None to train from task 1. Discarded (deleted,
+    with a notice) where resuming would be wrong: asked for a fresh start (force), written by other
+    code (CODE_VERSION) or before checkpoints recorded their code, or holding other runs. A file that
+    does not match its sha256 or cannot be read is one ValueError naming it: it is not deleted unasked."""
+    if not path.exists():
+        return None
+    if fresh:
+        _note(f"force: discarding checkpoint {path}; training from task 1")
+        store.remove(path)
+        return None
+    try:
+        ck = store.torch_load(path, what="checkpoint", map_location=device, weights_only=True)
+    except store.CorruptFile as e:
+        raise ValueError(f"checkpoint {path} cannot be resumed from ({e.reason}); train the stack again from task 1 "
+                         f"with force=True (--force), or delete it") from None
+    stamps = [c.stamp for c in cfgs]
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT or "code_version" not in ck:
+        why = "it was written before checkpoints recorded the code that wrote them"
+    elif ck["code_version"] != CODE_VERSION:
+        why = f"it was written by other code (version {ck['code_version']}, this is {CODE_VERSION})"
+    elif ck.get("stamps") != stamps:
+        why = "it holds other runs"
+    else:
+        return ck
+    _note(f"checkpoint {path} is not resumed: {why}; deleted, training from task 1")
+    store.remove(path)
+    return None
+
+
+@contextmanager
+def _signals_deferred():
+    """Ctrl-C and SIGTERM wait until the block is done: a checkpoint is written and recorded as written
+    before the interrupt lands, so the line that reports it says what is on disk. The signal is then
+    handled as it would have been (its handler called, or, for the default action, raised again)."""
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in sigs}
+    got = []
+    for s in sigs:
+        if old[s] is not None and old[s] != signal.SIG_IGN:   # None: a handler set outside Python, left alone
+            signal.signal(s, lambda n, frame: got.append(n))
+    try:
+        yield
+    finally:
+        for s in sigs:
+            if old[s] is not None and old[s] != signal.SIG_IGN:
+                signal.signal(s, old[s])
+        if got:
+            handler = old[got[0]]
+            if callable(handler):
+                handler(got[0], None)
+            else:
+                os.kill(os.getpid(), got[0])
+
+
+def _divergence(c: Config, t: int, logs: torch.Tensor, every: int, weights_finite: bool) -> str | None:
+    """One line if run `c`'s logged losses (n_logs, len(TERMS)) of task t, or its weights at the task's
+    end, are not all finite; else None. Names the run, the task, the first logged iteration with a
+    non-finite value and the terms that are (the total only when no single term is)."""
+    bad = ~torch.isfinite(logs)
+    if bad.any():
+        j = int(bad.any(1).nonzero()[0, 0])
+        names = [TERMS[i] for i in bad[j].nonzero()[:, 0].tolist() if TERMS[i] != "total"] or ["total"]
+        values = "/".join(sorted({f"{float(logs[j, TERMS.index(n)])}" for n in names}))
+        what = f"loss term{'s' if len(names) > 1 else ''} {', '.join(names)} {'are' if len(names) > 1 else 'is'} " \
+               f"{values} at iteration {(j + 1) * every} (the first logged one that is not finite)"
+    elif not weights_finite:
+        what = f"its weights are not finite after iteration {c.iters} (the logged losses were)"
+    else:
+        return None
+    return f"run {c.stamp} (seed {c.seed}, lr={c.lr:g}) diverged in task {t}: {what}"
+
+
+def _setup_stack(cfgs, device, ck, ckpt_path, progress):
+    """The stack (data, model, optimiser), its state loaded from checkpoint `ck` if given; the runs'
+    records so far; the seconds it took."""
+    cfg, K = cfgs[0], len(cfgs)
     t_setup = time.time()
     stack = Stack(cfgs, device, progress=progress)
     d = stack.data
@@ -789,98 +922,56 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
                          f"(n_tasks={cfg.n_tasks} on {d.n_classes} classes); use fewer tasks or rr_variant='paper'")
     per_run = [dict(acc_matrix=[], acc_matrix_seen=[], per_class_acc_after_task=[], curves=[], loss_traces=[], rr_stats=[],
                     task_wall_s=[]) for _ in cfgs]
-    start_task = 1
-    if checkpoint and ckpt_path.exists():
+    if ck is not None:
         try:
-            ck = torch.load(ckpt_path, map_location=device, weights_only=False)
             stack.load_state(ck["stack"])
-            per_run, start_task = ck["per_run"], ck["task"] + 1
-        except Exception as e:          # unpickling raises anything; the message must name the file
-            raise ValueError(f"checkpoint {ckpt_path} cannot be resumed from ({type(e).__name__}: {e}); "
-                             f"delete it to train the stack again from task 1") from None
+            per_run = ck["per_run"]
+        except Exception as e:          # a state of other shapes; the message must name the file
+            raise ValueError(f"checkpoint {ckpt_path} cannot be resumed from ({type(e).__name__}: "
+                             f"{(str(e).strip().splitlines() or [''])[0][:160]}); train the stack again from task 1 "
+                             f"with force=True (--force), or delete it") from None
         if progress:
             print(f"[birr] resuming {K} run(s) after task {ck['task']} from {ckpt_path}")
-    setup_s = time.time() - t_setup
+    return stack, per_run, time.time() - t_setup
 
-    B = cfg.batch
-    for t in range(start_task, d.n_tasks + 1):
-        t0 = time.time()
-        gens = stack.generators(t)
-        if cfg.rr_variant == "paper":
-            lo = (t - 1) * d.cpt
-            stack.paper_means[:, lo:lo + d.cpt] = d.class_means(t)
-        idx_t = d.task_indices(t)                                               # (K,N_t)
-        n_t = idx_t.shape[1]
-        if n_t < B:
-            raise ValueError(f"task {t} has {n_t} training images, fewer than batch={B}")
-        stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}  # spec §6 step 1
-        every = min(cfg.log_every, cfg.iters)   # a task shorter than log_every still logs its last iteration
-        n_logs = cfg.iters // every
-        logbuf = torch.zeros(n_logs, K, len(TERMS), device=device)
-        rr_log = stack.new_rr_log(t)
-        grad_iters = sorted({1, *range(cfg.grad_every, cfg.iters + 1, cfg.grad_every)}) if cfg.grad_every else []
-        gradbuf = torch.zeros(len(grad_iters), K, len(GRAD_TERMS), len(GRAD_GROUPS), device=device)
-        grad_slot = {it: j for j, it in enumerate(grad_iters)}
-        order, pos = None, n_t
-        bar = tqdm(range(1, cfg.iters + 1), desc=f"task {t}/{d.n_tasks}", disable=not progress, leave=False,
-                   mininterval=1.0)
-        stack.model.train()
-        for it in bar:
-            if pos + B > n_t:                                   # new shuffled epoch, drop_last (spec §2)
-                perms = torch.stack([torch.randperm(n_t, generator=g, device=device) for g in gens])
-                order, pos = idx_t.gather(1, perms), 0
-            idx = order[:, pos:pos + B]
-            pos += B
-            x = d.train_x[idx]                                                  # (K,B,D)
-            y = d.train_y.gather(1, idx)                                        # (K,B)
-            log = logbuf[it // every - 1] if it % every == 0 else None
-            stack.step(t, x, y, gens, log, rr_log, gradbuf[grad_slot[it]] if it in grad_slot else None)
-            if cfg.eval_every and it % cfg.eval_every == 0 and it != cfg.iters:
-                pt, _, _ = evaluate(stack.model, d)
-                for k in range(K):
-                    per_run[k]["curves"].append(dict(task=t, iter=it, per_task=pt[k].tolist()))
-            if progress and log is not None:   # no redraw now: tqdm's count is only current at its ticks
-                # the total includes c * L_SI (c = 1e8, spec §5), which dwarfs everything else from task 2
-                # on (~1e14 at the short budget's lr), so the classification loss is shown beside it
-                bar.set_postfix(ce=f"{log[:, 3].mean().item():.3f}", total=f"{log[:, 0].mean().item():.3g}",
-                                refresh=False)
-        stack.end_task()
-        per_task, per_class, per_task_seen = evaluate(stack.model, d, n_seen=t * d.cpt)
-        logs, grads = logbuf.cpu(), gradbuf.cpu()
-        wall = time.time() - t0
-        for k in range(K):
-            r = per_run[k]
-            r["acc_matrix"].append([v if i < t else None for i, v in enumerate(per_task[k].tolist())])
-            r["acc_matrix_seen"].append([v if i < t else None for i, v in enumerate(per_task_seen[k].tolist())])
-            r["per_class_acc_after_task"].append(per_class[k].tolist())
-            r["curves"].append(dict(task=t, iter=cfg.iters, per_task=per_task[k].tolist()))
-            r["loss_traces"].append(dict(task=t, iters=[(j + 1) * every for j in range(n_logs)],
-                                         **{name: logs[:, k, j].tolist() for j, name in enumerate(TERMS)}))
-            if grad_iters:
-                r.setdefault("grad_norms", []).append(dict(task=t, iters=grad_iters, **{
-                    group: {term: grads[:, k, i, j].tolist() for i, term in enumerate(GRAD_TERMS)}
-                    for j, group in enumerate(GRAD_GROUPS)}))
-            if rr_log is not None and (cfgs[k].rr or cfgs[k].ra):
-                pairs = rr_log["pairs"][k].nonzero().tolist()
-                r["rr_stats"].append(dict(task=t, n_replayed=rr_log["n_replayed"],
-                                          n_competitive=int(rr_log["n_competitive"][k]),
-                                          n_kept=int(rr_log["n_kept"][k]), n_applied=int(rr_log["n_applied"][k]),
-                                          n_rr_applied=int(rr_log["n_rr_applied"][k]),
-                                          n_ra_applied=int(rr_log["n_ra_applied"][k]), iters=cfg.iters,
-                                          pairs=[[a, b, int(rr_log["pairs"][k, a, b])] for a, b in pairs]))
-            r["task_wall_s"].append(wall / K)
-        if progress:
-            seen = per_task[:, :t].mean(1)
-            print(f"[birr] task {t}/{d.n_tasks} done in {wall:.1f}s ({cfg.iters} iterations, batch {B}, {K} run(s), "
-                  f"{1000 * wall / cfg.iters:.1f} ms/iteration) | mean acc on tasks 1..{t}: "
-                  + ", ".join(f"{v:.3f}" for v in seen.tolist()))
+
+def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoint: bool = True,
+                 fresh: bool = False) -> list[dict]:
+    """Train one stack of runs from task 1, or from its checkpoint (not with fresh=True, run_many's
+    force), and store each run's result and model. After every task the logged losses and the weights
+    are checked to be finite, from the host copies read once per task anyway (nothing is read in the
+    step): a run that diverged stores nothing; the stack stops when all of its runs have, and
+    DivergedError names them (with the results of the others). A KeyboardInterrupt (Ctrl-C, or the
+    command line's SIGTERM) leaves the checkpoint of the last finished task and carries
+    `birr_checkpoint` = (path, task) or None, for the command line's message."""
+    cfg = cfgs[0]
+    device = resolve_device(cfg.device)
+    K = len(cfgs)
+    ckpt_path = _checkpoint_path(results_dir, cfgs)
+    ck = _read_checkpoint(ckpt_path, cfgs, device, fresh) if checkpoint else None
+    if fresh and not checkpoint and ckpt_path.exists():
+        _note(f"force: discarding checkpoint {ckpt_path}")
+        store.remove(ckpt_path)
+    saved_task = ck["task"] if ck is not None else 0     # the last task whose state is in ckpt_path
+    try:
+        stack, per_run, setup_s = _setup_stack(cfgs, device, ck, ckpt_path, progress)
+        _train_tasks(stack, cfgs, per_run, saved_task + 1, ckpt_path if checkpoint else None, progress)
+    except KeyboardInterrupt as e:
+        saved_task = getattr(e, "saved_task", saved_task)
+        e.birr_checkpoint = (ckpt_path, saved_task) if checkpoint and saved_task > 0 and ckpt_path.exists() else None
+        raise
+    except DivergedError:
         if checkpoint:
-            atomic_torch_save(ckpt_path, dict(task=t, stack=stack.state(), per_run=per_run))
+            store.remove(ckpt_path)      # every run of the stack diverged: nothing to resume
+        raise
+    d = stack.data
 
     prov = provenance(device)
     out = []
     for k, c in enumerate(cfgs):
         r = per_run[k]
+        if "diverged" in r:
+            continue
         final_pc = r["per_class_acc_after_task"][-1]
         res = dict(
             format=RESULTS_FORMAT, stamp=c.stamp, method=c.method, dataset=c.dataset, budget=c.budget,
@@ -892,15 +983,123 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
             per_class_acc_after_task=r["per_class_acc_after_task"], curves=r["curves"],
             loss_traces=r["loss_traces"], rr_stats=r["rr_stats"], **({"grad_norms": r["grad_norms"]} if "grad_norms" in r else {}),
             task_wall_s=r["task_wall_s"], wall_time_s=sum(r["task_wall_s"]) + setup_s / K, stacked_with=K,
-            encoder=_jsonable(stack.data.encoder_meta),
+            # which encoder weights (birr.encoder.encoder_hash) and which feature cache file (its sha256)
+            encoder=dict(_jsonable(stack.data.encoder_meta), weights_hash=d.inputs.get("encoder_hash")),
+            features=dict(file=d.inputs.get("file"), sha256=d.inputs.get("sha256")),
             provenance=prov,
         )
         atomic_torch_save(model_path(results_dir, c), {n: v[k:k + 1].clone() for n, v in stack.model.state_dict().items()})
-        atomic_write_json(results_path(results_dir, c), res)
+        atomic_write_json(results_path(results_dir, c), res, embed_digest=True)
         out.append(res)
     if checkpoint:
-        ckpt_path.unlink(missing_ok=True)
+        store.remove(ckpt_path)
+    lines = [r["diverged"] for r in per_run if "diverged" in r]
+    if lines:
+        raise DivergedError(lines, out)
     return out
+
+
+def _train_tasks(stack: Stack, cfgs: list[Config], per_run: list[dict], start_task: int, ckpt_path: Path | None,
+                 progress: bool) -> None:
+    """Tasks start_task.. of a stack (spec §6), each run's record appended to per_run, the state saved to
+    ckpt_path (None: not saved) after each task. See _train_stack."""
+    cfg, d, K, device = stack.cfg, stack.data, stack.K, stack.device
+    saved_task = start_task - 1
+    B = cfg.batch
+    try:
+        for t in range(start_task, d.n_tasks + 1):
+            t0 = time.time()
+            gens = stack.generators(t)
+            if cfg.rr_variant == "paper":
+                lo = (t - 1) * d.cpt
+                stack.paper_means[:, lo:lo + d.cpt] = d.class_means(t)
+            idx_t = d.task_indices(t)                                               # (K,N_t)
+            n_t = idx_t.shape[1]
+            if n_t < B:
+                raise ValueError(f"task {t} has {n_t} training images, fewer than batch={B}")
+            stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}  # spec §6 step 1
+            every = min(cfg.log_every, cfg.iters)   # a task shorter than log_every still logs its last iteration
+            n_logs = cfg.iters // every
+            logbuf = torch.zeros(n_logs, K, len(TERMS), device=device)
+            rr_log = stack.new_rr_log(t)
+            grad_iters = sorted({1, *range(cfg.grad_every, cfg.iters + 1, cfg.grad_every)}) if cfg.grad_every else []
+            gradbuf = torch.zeros(len(grad_iters), K, len(GRAD_TERMS), len(GRAD_GROUPS), device=device)
+            grad_slot = {it: j for j, it in enumerate(grad_iters)}
+            order, pos = None, n_t
+            bar = tqdm(range(1, cfg.iters + 1), desc=f"task {t}/{d.n_tasks}", disable=not progress, leave=False,
+                       mininterval=1.0)
+            stack.model.train()
+            for it in bar:
+                if pos + B > n_t:                                   # new shuffled epoch, drop_last (spec §2)
+                    perms = torch.stack([torch.randperm(n_t, generator=g, device=device) for g in gens])
+                    order, pos = idx_t.gather(1, perms), 0
+                idx = order[:, pos:pos + B]
+                pos += B
+                x = d.train_x[idx]                                                  # (K,B,D)
+                y = d.train_y.gather(1, idx)                                        # (K,B)
+                log = logbuf[it // every - 1] if it % every == 0 else None
+                stack.step(t, x, y, gens, log, rr_log, gradbuf[grad_slot[it]] if it in grad_slot else None)
+                if cfg.eval_every and it % cfg.eval_every == 0 and it != cfg.iters:
+                    pt, _, _ = evaluate(stack.model, d)
+                    for k in range(K):
+                        per_run[k]["curves"].append(dict(task=t, iter=it, per_task=pt[k].tolist()))
+                if progress and log is not None:   # no redraw now: tqdm's count is only current at its ticks
+                    # the total includes c * L_SI (c = 1e8, spec §5), which dwarfs everything else from task 2
+                    # on (~1e14 at the short budget's lr), so the classification loss is shown beside it
+                    bar.set_postfix(ce=f"{log[:, 3].mean().item():.3f}", total=f"{log[:, 0].mean().item():.3g}",
+                                    refresh=False)
+            stack.end_task()
+            per_task, per_class, per_task_seen = evaluate(stack.model, d, n_seen=t * d.cpt)
+            # finite weights per run (K,), read with the loss log: the one host read of the task's checks
+            finite = torch.stack([torch.isfinite(p.detach()).flatten(1).all(1) for p in stack.model.parameters()]).all(0)
+            logs, grads, finite = logbuf.cpu(), gradbuf.cpu(), finite.cpu()
+            wall = time.time() - t0
+            for k in range(K):
+                r = per_run[k]
+                r["acc_matrix"].append([v if i < t else None for i, v in enumerate(per_task[k].tolist())])
+                r["acc_matrix_seen"].append([v if i < t else None for i, v in enumerate(per_task_seen[k].tolist())])
+                r["per_class_acc_after_task"].append(per_class[k].tolist())
+                r["curves"].append(dict(task=t, iter=cfg.iters, per_task=per_task[k].tolist()))
+                r["loss_traces"].append(dict(task=t, iters=[(j + 1) * every for j in range(n_logs)],
+                                             **{name: logs[:, k, j].tolist() for j, name in enumerate(TERMS)}))
+                if grad_iters:
+                    r.setdefault("grad_norms", []).append(dict(task=t, iters=grad_iters, **{
+                        group: {term: grads[:, k, i, j].tolist() for i, term in enumerate(GRAD_TERMS)}
+                        for j, group in enumerate(GRAD_GROUPS)}))
+                if rr_log is not None and (cfgs[k].rr or cfgs[k].ra):
+                    pairs = rr_log["pairs"][k].nonzero().tolist()
+                    r["rr_stats"].append(dict(task=t, n_replayed=rr_log["n_replayed"],
+                                              n_competitive=int(rr_log["n_competitive"][k]),
+                                              n_kept=int(rr_log["n_kept"][k]), n_applied=int(rr_log["n_applied"][k]),
+                                              n_rr_applied=int(rr_log["n_rr_applied"][k]),
+                                              n_ra_applied=int(rr_log["n_ra_applied"][k]), iters=cfg.iters,
+                                              pairs=[[a, b, int(rr_log["pairs"][k, a, b])] for a, b in pairs]))
+                r["task_wall_s"].append(wall / K)
+            # the finite-loss check, on the host copies just read: one line per run that diverged
+            new = {k: line for k in range(K) if "diverged" not in per_run[k]
+                   and (line := _divergence(cfgs[k], t, logs[:, k], every, bool(finite[k]))) is not None}
+            stop = all("diverged" in r or k in new for k, r in enumerate(per_run))
+            for k, line in new.items():
+                per_run[k]["diverged"] = line + ("; training stopped, nothing is stored for it" if stop else
+                                                 "; nothing is stored for it (the stack's other runs go on)")
+                if not stop:
+                    _note(per_run[k]["diverged"])
+            if stop:                                      # nothing left worth training or checkpointing
+                raise DivergedError([r["diverged"] for r in per_run])
+            if progress:
+                seen = per_task[:, :t].mean(1)
+                print(f"[birr] task {t}/{d.n_tasks} done in {wall:.1f}s ({cfg.iters} iterations, batch {B}, {K} run(s), "
+                      f"{1000 * wall / cfg.iters:.1f} ms/iteration) | mean acc on tasks 1..{t}: "
+                      + ", ".join(f"{v:.3f}" for v in seen.tolist()))
+            if ckpt_path is not None:
+                with _signals_deferred():
+                    atomic_torch_save(ckpt_path, dict(format=CKPT_FORMAT, code_version=CODE_VERSION,
+                                                      stamps=[c.stamp for c in cfgs], task=t, stack=stack.state(),
+                                                      per_run=per_run))
+                    saved_task = t
+    except KeyboardInterrupt as e:
+        e.saved_task = saved_task
+        raise
 
 
 def _jsonable(obj):
@@ -928,7 +1127,12 @@ def run_many(cfgs: list[Config], *, results_dir=None, force: bool = False, progr
 
     checkpoint: after every task the stack's state goes to results/ckpt/ and a killed run resumes
     from it. At the full size that state is ~260 MB per run (seconds per task for an 18-run stack);
-    turn it off only where a killed stack may as well start again from task 1."""
+    turn it off only where a killed stack may as well start again from task 1. A checkpoint records the
+    code that wrote it (CODE_VERSION) and its runs' stamps; one of other code, or of other runs, is
+    deleted and the stack starts from task 1, as with force=True, and both say so on stderr.
+
+    Runs whose losses or weights stop being finite store nothing; once every stack has trained,
+    DivergedError names them, one line each, with the results of the others in its `results`."""
     if isinstance(cfgs, Config):
         raise TypeError("run_many takes a list of Configs; for one config use birr.run(cfg)")
     cfgs = list(cfgs)
@@ -952,10 +1156,17 @@ def run_many(cfgs: list[Config], *, results_dir=None, force: bool = False, progr
             todo.setdefault(_stack_key(c), []).append(c)
     if todo:
         _check_writable(results_dir)
+    diverged = []
     for group in todo.values():
         for i in range(0, len(group), max_stack):
-            for r in _train_stack(group[i:i + max_stack], results_dir, progress, checkpoint):
+            try:
+                trained = _train_stack(group[i:i + max_stack], results_dir, progress, checkpoint, fresh=force)
+            except DivergedError as e:       # the other stacks still train; the diverged runs are named at the end
+                trained, diverged = e.results, diverged + e.lines
+            for r in trained:
                 done[r["stamp"]] = r
+    if diverged:
+        raise DivergedError(diverged, [_as_asked(done[c.stamp], c) for c in cfgs if c.stamp in done])
     return [_as_asked(done[c.stamp], c) for c in cfgs]
 
 

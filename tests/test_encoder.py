@@ -93,7 +93,8 @@ def test_random_crop_flip_batch():
 
 def test_pretrain_writes_artefact_atomically(artefact):
     files = sorted(p.name for p in artefact.parent.iterdir())
-    assert files == [artefact.name]  # no temp file left behind
+    assert files == [artefact.name, artefact.name + ".sha256"]  # no temp file left behind, and its hash beside it
+    assert (artefact.parent / files[1]).read_text() == f"{hashlib.sha256(artefact.read_bytes()).hexdigest()}  {artefact.name}\n"
     recipe = dict(dataset="synthetic", epochs=1, seed=0, batch=32, lr=1e-4, n_train_per_class=24, augment=True)
     assert artefact.name == f"encoder-{recipe_stamp(recipe)}.pt"
     enc, meta = load_encoder(artefact)
@@ -160,8 +161,8 @@ def test_features_cache(artefact):
     train2, test2 = features(enc, bench)
     assert not calls, "second call should be served from the cache"
     assert torch.equal(train, train2) and torch.equal(test, test2)
-    files = list(cache_dir().iterdir())
-    assert len(files) == 1 and not any(f.name.endswith(".tmp") for f in files)
+    files = sorted(f.name for f in cache_dir().iterdir())
+    assert len(files) == 2 and files[1] == files[0] + ".sha256"    # the cache and its hash, no temporary file
 
 
 def test_features_key_ignores_label_order_but_not_images(artefact):
@@ -171,10 +172,10 @@ def test_features_key_ignores_label_order_but_not_images(artefact):
     # same images, labels permuted differently (what another seed does to CIFAR): same file
     b = type(a)(**{**a.__dict__, "seed": 7, "class_order": a.class_order[::-1]})
     features(enc, b)
-    assert len(list(cache_dir().iterdir())) == 1
+    assert len(list(cache_dir().glob("*.pt"))) == 1
     # a subsampled benchmark is another file
     features(enc, load("synthetic", n_tasks=2, seed=0, n_train_per_class=8, n_test_per_class=5))
-    assert len(list(cache_dir().iterdir())) == 2
+    assert len(list(cache_dir().glob("*.pt"))) == 2
 
 
 def test_budgets():
