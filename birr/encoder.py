@@ -292,8 +292,8 @@ def pretrain(dataset: str = "cifar10-jpg", epochs: int = 100, seed: int = 0, dev
 def read_artefact(path: str | Path, module: nn.Module, what: str = "artefact", fmt: int = FORMAT) -> dict:
     """Load an artefact's weights into `module` and return its metadata (with "path"); refuse another
     format version. Shared by the encoder and birr.viz's decoder. The file is checked against its sidecar
-    `<file>.sha256` first (birr.store; artefacts committed before hashes existed got theirs afterwards,
-    and one without a sidecar is read unchecked); a mismatch, a truncated file or a corrupt pickle is one
+    `<file>.sha256` first (birr.store; the artefacts committed before hashes existed got theirs
+    afterwards, and one without a sidecar is read unchecked); a mismatch, a truncated file or a corrupt pickle is one
     ValueError naming the file."""
     remedy = "retrain it (force=True), or restore it (git checkout -- artefacts/ for a committed one)"
     meta = store.torch_load(path, what=what, remedy=remedy, map_location="cpu", weights_only=True)

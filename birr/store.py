@@ -20,9 +20,11 @@ Hashes, two ways, each where it fits:
   results are copied back file by file, scripts/gpu_session.py): an embedded hash travels with its
   file, where a sidecar left behind would go stale and refuse a good file.
 
-Files written before hashes existed (the committed results/runs/*.json, results/models/*.pt) carry
-none: they are checked only where a hash is present (`verify` returns False for them). A cache is
-different: one without a hash is rebuilt (encoder.features), as is one whose hash does not match.
+Files written before hashes existed carry none: the committed results/runs/*.json, and any model or
+artefact saved outside git by older code. They are checked only where a hash is present (`verify`
+returns False for them; results are still checked to hold the run their name says). The committed
+artefacts/*.pt and results/models/*.pt got their sidecars once, hashed from the committed bytes. A
+cache is different: one without a hash is rebuilt (encoder.features), as is one whose hash does not match.
 
 The order of a write keeps a file and its sidecar consistent even if the process dies between two
 steps: the old sidecar is removed first, then the file renamed, then the new sidecar renamed. A file
