@@ -272,3 +272,27 @@ def test_applied_sentence():
     assert V.applied_sentence(rows) == ("RR is applied in 0.7-96.0 % of task 2's iterations, depending on the seed, "
                                         "and in at least 99 % of every later task's.")
     assert V.applied_sentence(rows[rows.task == 2]).endswith("depending on the seed.")
+
+
+def test_f_note_counts_cells():
+    def row(f, lo):
+        return dict(variant="code", lam=1e-6, f=f, n=5, **{f"{m}_{k}": v for m in V.METRICS
+                    for k, v in dict(diff=lo + 0.1, ci_low=lo, ci_high=lo + 0.2, p=0.04).items()})
+    frame = pd.DataFrame([row(5.0, -0.1), row(20.0, 0.1)])
+    text = V.f_note(frame, 1e-6)
+    assert text.startswith("At λ = 1e-6 1 of 2 values of f move a column") and "f = 20: first 20 % (+0.20)" in text
+    assert "out of 6 cells, where about 0.3 would by chance alone" in text
+    assert V.f_note(frame[frame.f == 5.0], 1e-6) == "At λ = 1e-6 no f moves any column beyond its 95 % CI (3 cells)."
+
+
+def test_power_control_and_separation_readings():
+    text = V.power_sentence({"first20": 19.4, "first50": 8.0, "overall": 6.4}, {"first20": 0.5, "first50": 0.9, "overall": 0.3})
+    assert "detect (80 % power, two-sided 5 %) a true difference of 19.4 / 8.0 / 6.4 points" in text
+    assert "smaller than all three" in text
+    assert "column(s)" in V.power_sentence({"first20": 3.0, "first50": 8.0, "overall": 1.0}, {"first20": 1, "first50": 1, "overall": 1})
+    assert V.power_sentence({"first20": float("nan")}, {}) == "With fewer than two seeds no power can be computed."
+    assert "does respond" in V.control_reading([0.01, -0.01, 0.0], [0.5, 0.6, 0.55])
+    assert "stays within two standard errors" in V.control_reading([0.01, -0.01, 0.0], [0.5, -0.6, 0.05])
+    assert V.control_reading([0.0], [0.1]).startswith("With one seed")
+    assert "2.0 times further apart" in V.separation_reading(2.0, 1.0)
+    assert "2.0 times closer" in V.separation_reading(0.5, 1.0)
