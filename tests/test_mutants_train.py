@@ -26,9 +26,9 @@ def _spy_steps(monkeypatch):
     seen = []
     real = T.Stack.step
 
-    def spy(self, t, x, y, gens, log, rr_log):
+    def spy(self, t, x, y, gens, log, rr_log, grad_log=None):
         seen.append((t, x.detach().clone(), y.clone()))
-        return real(self, t, x, y, gens, log, rr_log)
+        return real(self, t, x, y, gens, log, rr_log, grad_log)
     monkeypatch.setattr(T.Stack, "step", spy)
     return seen
 
