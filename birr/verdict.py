@@ -354,7 +354,7 @@ def plot_grad_shares(runs_by_label: dict, groups=("decoder", "fcE")):
         axes[-1, j].set_xlabel("iteration (all tasks; lines: task boundaries)")
     for i, group in enumerate(groups):
         axes[i, 0].set_ylabel(f"share of |∇| on {group} (%)")
-    handles = {h.get_label(): h for ax in axes.flat for h in ax.get_lines()}
+    handles = {h.get_label(): h for ax in axes.flat for h in ax.get_lines() if not h.get_label().startswith("_")}
     fig.legend(list(handles.values()), list(handles), loc="upper center", ncol=len(handles), fontsize=9,
                bbox_to_anchor=(0.5, 1.02), frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
