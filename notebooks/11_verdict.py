@@ -86,11 +86,13 @@ def save(fig, name):
 # baseline. `birr.sweep_configs` makes each sweep one call:
 
 # %%
-sweep = birr.sweep_configs(lambdas=birr.LAMBDA_DECADES, **kw)                     # code variant
-sweep += birr.sweep_configs(lambdas=PAPER_VARIANT_LAMBDAS, variants=("paper",), **kw)[len(seeds):]
-sweep_runs = birr.run_many(sweep, progress=False)   # trains what is missing, loads the rest
-frame = V.sweep_frame(sweep_runs)                   # paired differences, CIs, applied shares
-lam_star = V.acting_lambda(frame, "code")           # the first lambda that moves accuracy
+# the code variant, then the paper variant (its baseline runs are the same: left out)
+sweep = birr.sweep_configs(lambdas=birr.LAMBDA_DECADES, **kw)
+sweep += birr.sweep_configs(lambdas=PAPER_VARIANT_LAMBDAS, variants=("paper",),
+                            **kw)[len(seeds):]
+sweep_runs = birr.run_many(sweep, progress=False)  # trains what is missing, loads the rest
+frame = V.sweep_frame(sweep_runs)           # paired differences, CIs, applied shares
+lam_star = V.acting_lambda(frame, "code")   # the first lambda that moves accuracy
 
 # %% tags=["remove-input"]
 label = R.dataset_label(sweep_runs)
@@ -190,7 +192,8 @@ share_table.map(lambda v: f"{v:.2g}" if v >= 1e-3 or v == 0 else f"{v:.1e}")
 # $\lambda$ = {glue:text}`lam_act:s`, code variant:
 
 # %%
-f_cfgs = birr.sweep_configs(lambdas=(PAPER_LAMBDA, lam_act), factors=(1.5, 5, 20, 100), **kw)
+f_cfgs = birr.sweep_configs(lambdas=(PAPER_LAMBDA, lam_act), factors=(1.5, 5, 20, 100),
+                            **kw)
 f_frame = V.sweep_frame(birr.run_many(f_cfgs, progress=False))
 
 # %% tags=["remove-input"]
@@ -218,7 +221,7 @@ f_table
 # tested again on seeds it was not chosen on, twice as many:
 
 # %%
-fresh = list(range(max(seeds) + 1, max(seeds) + 1 + 2 * len(seeds)))   # never used above
+fresh = list(range(max(seeds) + 1, max(seeds) + 1 + 2 * len(seeds)))  # unused above
 fresh_cfgs = birr.sweep_configs(budget=budget, dataset=dataset, seeds=fresh, lambdas=(lam_act,),
                                 device=device)
 fresh_runs = birr.run_many(fresh_cfgs, progress=False)
@@ -406,7 +409,8 @@ encoders = {
     "supervised (birr's recipe)": birr.encoder.for_config(cfg0, progress=False)[0],
     "label-free (rotation)": birr.encoder.for_config(cfg0.replace(encoder_recipe="rotation"),
                                                      progress=False)[0],
-    "the reference's checkpoint": birr.encoder.for_config(cfg0.replace(encoder="ref-47e8a89a81"))[0],
+    "the reference's checkpoint":
+        birr.encoder.for_config(cfg0.replace(encoder="ref-47e8a89a81"))[0],
 }
 bench = birr.data.load(dataset, seed=0)
 probe = {}
@@ -486,19 +490,21 @@ WIDE = {"smoke": dict(fc_units=2000),
         "short": dict(fc_units=2000, bf16=True),
         "full": {}}[budget]                     # the full budget is the paper's width already
 headline = dict(lambdas=(PAPER_LAMBDA, lam_act), **kw)
-# fc 2000 runs ~0.15-0.25 s per iteration per run on a 2-core CPU: the paper's setting only, 3 seeds
+# fc 2000 takes 0.15-0.25 s per iteration per run on a 2-core CPU: the paper's setting, 3 seeds
 wide_cfgs = birr.sweep_configs(lambdas=(PAPER_LAMBDA,), **WIDE, **dict(kw, seeds=seeds[:3]))
 wide_runs = birr.run_many(wide_cfgs, progress=False)
 enc_runs = {
-    "label-free encoder": birr.run_many(birr.sweep_configs(encoder_recipe="rotation", **headline), progress=False),
-    "the reference's encoder": birr.run_many(birr.sweep_configs(encoder="ref-47e8a89a81", **headline), progress=False),
+    "label-free encoder": birr.run_many(
+        birr.sweep_configs(encoder_recipe="rotation", **headline), progress=False),
+    "the reference's encoder": birr.run_many(
+        birr.sweep_configs(encoder="ref-47e8a89a81", **headline), progress=False),
 }
 
 # %% tags=["remove-input"]
 glue("wide_iters", wide_runs[0]["config"]["iters"], display=False)
 glue("wide_seeds", len(wide_cfgs) // 2, display=False)
 glue("wide_bf16", "bf16 autocast" if wide_runs[0]["config"]["bf16"] else "fp32", display=False)
-setups = {f"as above (fc {sweep_runs[0]['config']['fc_units']})": sweep_runs}
+setups = {f"the proxy as above (fc {sweep_runs[0]['config']['fc_units']})": sweep_runs}
 setups[f"full width (fc {wide_runs[0]['config']['fc_units']})"] = wide_runs
 setups.update(enc_runs)
 setups[f"{split_runs[0]['n_tasks']} tasks x {split_runs[0]['classes_per_task']} classes"] = split_runs
