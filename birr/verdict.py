@@ -522,8 +522,12 @@ def control_reading(diff_paper, diff_act) -> str:
     if act == "noise":
         return "With one seed the two cannot be told from noise."
     if act == "moves" and paper != "moves":
+        sign = ("ρ rises: the competing classes' replay moves apart, the exaggeration the paper describes"
+                if np.mean(diff_act) > 0 else
+                "but ρ falls: the competing classes' replay comes closer relative to its spread, the opposite of "
+                "the exaggeration the paper describes")
         return ("So the measure does respond when the terms act, by more than two standard errors, and a null "
-                "result at the paper's λ reflects the terms' size, not a blind measure.")
+                f"result at the paper's λ reflects the terms' size, not a blind measure; {sign}.")
     if act == "moves":
         return "The measure moves at both values of λ, by more than two standard errors."
     return ("Even where the terms move accuracy, ρ stays within two standard errors of the baseline's: what changes "

@@ -292,6 +292,8 @@ def test_power_control_and_separation_readings():
     assert "column(s)" in V.power_sentence({"first20": 3.0, "first50": 8.0, "overall": 1.0}, {"first20": 1, "first50": 1, "overall": 1})
     assert V.power_sentence({"first20": float("nan")}, {}) == "With fewer than two seeds no power can be computed."
     assert "does respond" in V.control_reading([0.01, -0.01, 0.0], [0.5, 0.6, 0.55])
+    assert "ρ rises" in V.control_reading([0.01, -0.01, 0.0], [0.5, 0.6, 0.55])
+    assert "the opposite of the exaggeration" in V.control_reading([0.01, -0.01, 0.0], [-0.5, -0.6, -0.55])
     assert "stays within two standard errors" in V.control_reading([0.01, -0.01, 0.0], [0.5, -0.6, 0.05])
     assert V.control_reading([0.0], [0.1]).startswith("With one seed")
     assert "2.0 times further apart" in V.separation_reading(2.0, 1.0)
