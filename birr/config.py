@@ -3,7 +3,7 @@
 The defaults are the reference "BI-R + SI" command on class-incremental CIFAR-100 (spec §1):
 `main_cl.py --experiment=CIFAR100 --scenario=class --replay=generative --brain-inspired --si --c=1e8
 --dg-prop=0.6`. Every field says where its value comes from. `preset()` is the one place where a method
-name and a budget are resolved into a complete config (style.md 2): the config printed is the config
+name and a budget are resolved into a complete config: the config printed is the config
 that ran. The stamp (a hash of the fields that change the numbers) names the run's results file.
 """
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Config:
     device: str = "auto"              # "auto" = cuda if available else cpu
     compile: bool = False             # torch.compile the model's passes (on a CPU the loss terms too,
                                       # train.compile_static) and fuse Adam + SI bookkeeping into one
-                                      # kernel per parameter (issue 7, train.adam_si_update): same
+                                      # kernel per parameter (train.adam_si_update): same
                                       # arithmetic, equal to eager up to rounding (tests/test_train.py)
 
     # fields that do not change the numbers a run produces (beyond floating-point rounding)
@@ -346,7 +346,7 @@ def table1_page_configs(*, budget: str = "full", dataset: str | None = None, see
 
 
 def book_configs(*, budget: str = "short", dataset: str | None = None, seeds=(0, 1, 2), **overrides) -> list[Config]:
-    """Every run the book's chapters read, in one list (style.md 11: one list of the paper's commands),
+    """Every run the book's chapters read, in one list (one list of the paper's commands, so nothing is trained twice),
     but for the errata chapter's one lr = 1e-4 run (`python -m birr book` leaves it to that chapter):
     baseline and fine-tuning (chapter 4), Table 1 with the code variant at every f and the paper variant
     at f = 20 (chapter 6), the Fig. 3 sweep (chapter 7). `python -m birr book` trains them stacked, one

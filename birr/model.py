@@ -4,7 +4,7 @@ Read top to bottom: a stacked linear layer -> the model (encoder fcE, split laye
 gated decoder, GMM prior) -> sampling for replay.
 
 Every parameter carries a leading *run* dimension K = len(seeds). `BIR([seed])` is one run; thirty seeds
-are thirty independent runs (seeds or RR settings) trained in one process with batched matmuls (issue 7).
+are thirty independent runs (seeds or RR settings) trained in one process with batched matmuls, so small runs fill the machine.
 Each run's slice is initialised from its own seed, sees only its own data and its own loss, and Adam and
 SI are elementwise (Adam stepped run by run on a CPU, `train.Stack._adam_step`), so a run trained inside
 a stack ends with the weights it has trained alone, bit for bit on a CPU
@@ -111,7 +111,7 @@ class BIR(nn.Module):
     def class_gate(M, g, y, dtype):
         """The gate g @ M of spec §4.2 for every sample, (K,B,H). For a known class c (y) the one-hot
         product is M's row c: gathered, not multiplied (the reference multiplies, a 2 x B x C x H
-        matmul per layer; issue 7). M is 0/1, so the row equals the product bit for bit, in bf16 too."""
+        matmul per layer, for speed). M is 0/1, so the row equals the product bit for bit, in bf16 too."""
         M, rows = M.to(dtype), []                               # cast the C x H table once, not B x H rows
         if y is not None:
             k = torch.arange(M.shape[0], device=y.device)[:, None]

@@ -2,7 +2,7 @@
 resume.
 
 `run(cfg)` trains one run or loads it by its stamp; `run_many(cfgs)` trains every missing run of a list,
-stacking runs that share their shapes into one batched model (issue 7): seeds, RR/RA switches,
+stacking runs that share their shapes into one batched model (one process keeps the machine busy): seeds, RR/RA switches,
 lambdas, f and SI strength may differ inside a stack, nothing else.
 
 Hot path rules: the encoder features live on the device (spec §3 "consequence"), batches are index
@@ -63,7 +63,7 @@ RESULTS_FORMAT = 2
 def resolve_device(name: str) -> torch.device:
     """"auto" -> cuda if present, else cpu. On a GPU, matmuls run in TF32 (10-bit mantissa products,
     fp32 accumulation), which is what makes the H100's tensor cores usable for fp32 models. That is
-    birr's default because issue 7 asks for it; torch's own default is off (since 1.12), and the
+    birr's default because it is several times faster on the matmuls; torch's own default is off (since 1.12), and the
     reference's environments (torch 1.1; the fork's torch 1.9 with CUDA 10.2, spec §10) had no TF32.
     provenance() records the setting with every result. A GPU that is asked for but absent is a
     one-line ValueError here, before any data is loaded."""
@@ -328,7 +328,7 @@ def evaluate(model: BIR, data: TaskData, n_seen: int | None = None, chunk: int =
 
 def adam_si_update(si: tuple, rest: tuple, steps: list, *, lr: float, beta1: float, beta2: float, eps: float,
                    si_grad: bool, kernel=None) -> None:
-    """Adam's step fused with SI's per-step bookkeeping, one pass per parameter (issue 7).
+    """Adam's step fused with SI's per-step bookkeeping, one pass per parameter.
 
     si = (params, grads, exp_avgs, exp_avg_sqs, lows, scales, anchors, Ws) of the fcE and head parameters,
     rest = (params, grads, exp_avgs, exp_avg_sqs, lows) of the others, steps = Adam's step counters.
@@ -385,7 +385,7 @@ def adam_si_pass(si: tuple, rest: tuple, step_size: torch.Tensor, bias2_sqrt: to
 
 
 def compile_static(fn, graphs: int = 256, **kw):
-    """torch.compile(fn, dynamic=False, **kw), with room for `graphs` graphs of fn (issue 7). Every
+    """torch.compile(fn, dynamic=False, **kw), with room for `graphs` graphs of fn. Every
     compiled pass of a Stack goes through here (Config.compile).
 
     Why static shapes: a graph's kernels, hence its roundings, then depend only on the shapes of the
@@ -437,7 +437,7 @@ class Stack:
                          z_dim=c.z_dim, in_dim=self.data.train_x.shape[1], dg_prop=c.dg_prop).to(device)
         self.prev: BIR | None = None
         # one Adam for the whole run, never reset between tasks (spec §1, §6)
-        # (fused: one pass over the 12.9 M parameters per step instead of ~8 (issue 7); same update rule)
+        # (fused: one pass over the 12.9 M parameters per step instead of ~8; same update rule)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=(0.9, 0.999), fused=True)
         # SI state (spec §6): anchor p* = the parameters at the end of the last task (start: init)
         self.params = dict(self.model.named_parameters())
@@ -489,7 +489,7 @@ class Stack:
 
     def enable_bf16_copies(self):
         """Give every linear layer's weight and bias a bf16 copy (`self.low`) and return the training pass
-        that reads the copies instead of the fp32 parameters (Config.bf16 with Config.compile; issue 7).
+        that reads the copies instead of the fp32 parameters (Config.bf16 with Config.compile).
 
         Why: under autocast every step casts the 12.9 M fp32 weights of a run to bf16 for its matmuls,
         and casts their bf16 gradients back to fp32 for Adam: two extra passes over the parameters (on
@@ -531,7 +531,7 @@ class Stack:
 
     def add_si_grad(self):
         """p.grad += d(c L_SI)/dp = 2 c omega (p - p*) (spec §6), written in closed form: two passes over
-        the SI parameters instead of autograd's ~6 over all of them (issue 7). Equal to autograd's
+        the SI parameters instead of autograd's ~6 over all of them. Equal to autograd's
         gradient of `si_c * si_loss()` up to rounding (tests/test_train.py)."""
         with torch.no_grad():
             for n in self.si_names:
@@ -560,7 +560,7 @@ class Stack:
                 t_logits = self.classify_prev(x_)[..., :n_old].float()           # (K,Br,C_old)
                 w = F.softmax(t_logits / c.temp, dim=-1)                         # soft gate, T = 2
             # one pass over the current and the replayed samples together: every weight is read once
-            # and its gradient is one product, not two that autograd then adds (issue 7; the same
+            # and its gradient is one product, not two that autograd then adds (the same
             # numbers up to rounding, benchmarks/roofline.py)
             x_in = torch.cat([x, x_], 1)
             g = F.pad(w, (0, C - n_old))                      # soft gates of the replayed samples
@@ -573,7 +573,7 @@ class Stack:
         if grad_log is not None:
             grad_log.copy_(self.term_grad_norms(t, terms))
         # every parameter gets a gradient in every step, so dropping .grad (instead of zero-filling it and
-        # adding the new one to it) changes no bit and saves two passes over all parameters (issue 7,
+        # adding the new one to it) changes no bit and saves two passes over all parameters (
         # benchmarks/roofline.py: ~6 GB a step for 30 stacked runs)
         self.opt.zero_grad(set_to_none=True)
         for low in self.low.values():
@@ -793,7 +793,7 @@ class Stack:
                 p.requires_grad_(False)
             if self.cfg.bf16:
                 # its weights are fixed for a whole task: cast its linear layers to bf16 once here, the
-                # very rounding autocast would otherwise repeat in every step (same bits; issue 7)
+                # very rounding autocast would otherwise repeat in every step (same bits)
                 for mod in self.prev.modules():
                     if isinstance(mod, StackedLinear):
                         mod.to(torch.bfloat16)

@@ -1,5 +1,5 @@
 r"""
-Seeing the method (issue 8): a feature -> image "lens", and measures of exaggeration in feature space.
+Seeing the method: a feature -> image "lens", and measures of exaggeration in feature space.
 
 BI-R replays 1,024-d conv features, not pixels (spec §11: "no image decoder under hidden replay"), so
 nothing in the reference can *show* what RR / RA do to a replayed memory. Spec §11's suggestion is
@@ -231,7 +231,7 @@ def get_decoder(encoder_dataset: str, encoder_epochs: int, epochs: int, *, datas
                 n_train_per_class: int | None = None, seed: int = 0, batch: int = 64, lr: float = 1e-3,
                 device: str = "cpu", force: bool = False, out_dir: str | Path = ARTEFACTS,
                 progress: bool = True) -> tuple[ImageDecoder, dict]:
-    """Train-or-load by recipe stamp (style.md 11): reuse artefacts/decoder-<stamp>.pt when it exists
+    """Train-or-load by recipe stamp: reuse artefacts/decoder-<stamp>.pt when it exists
     (unless force), else train and save it. The stamp covers the encoder's weights (its hash), so a
     retrained encoder gets a new lens."""
     dataset = dataset or encoder_dataset
