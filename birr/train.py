@@ -573,8 +573,8 @@ class Stack:
         if grad_log is not None:
             grad_log.copy_(self.term_grad_norms(t, terms))
         # every parameter gets a gradient in every step, so dropping .grad (instead of zero-filling it and
-        # adding the new one to it) changes no bit and saves two passes over all parameters (
-        # benchmarks/roofline.py: ~6 GB a step for 30 stacked runs)
+        # adding the new one to it) changes no bit and saves two passes over all parameters
+        # (benchmarks/roofline.py: ~6 GB a step for 30 stacked runs)
         self.opt.zero_grad(set_to_none=True)
         for low in self.low.values():
             low.grad = None
