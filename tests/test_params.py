@@ -189,7 +189,11 @@ def test_build_book_check_resolves_as_papermill(tmp_path):
 
 
 def make(*args, cwd=REPO, env=None):
-    return subprocess.run(["make", *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    # Run as a top-level make even under `make test`: a sub-make inherits MAKELEVEL and MAKEFLAGS and
+    # then prints "Entering directory" lines into the stdout these tests read.
+    base = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**base, **(env or {})})
 
 
 def test_make_exports_absolute_folders():
