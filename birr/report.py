@@ -987,3 +987,54 @@ def runs_table(results):
     """`status_rows` indexed by stamp, captioned with what its columns mean (each chapter's "Runs on
     this page")."""
     return status_rows(results).set_index("stamp").style.set_caption(RUNS_NOTE).format(precision=1)
+
+
+def _seed_text(seeds) -> str:
+    s = sorted(seeds)
+    if not s:
+        return "–"
+    return f"{s[0]}-{s[-1]}" if s == list(range(s[0], s[-1] + 1)) and len(s) > 2 else ", ".join(map(str, s))
+
+
+def _machine_of(r: dict) -> str:
+    """"cpu (Intel Xeon)" or "cuda (NVIDIA H200)": the device and, where recorded, its model."""
+    prov = r.get("provenance", {})
+    dev = str(prov.get("device") or r.get("config", {}).get("device", "?")).split(":")[0]
+    return f"{dev} ({prov['device_name']})" if prov.get("device_name") else dev
+
+
+def coverage_targets(seeds=(0, 1, 2, 3, 4)) -> list[tuple[str, list]]:
+    """What the paper reports, as the configs that would reproduce it at each fidelity the book knows:
+    Table 1 and Fig. 3 at the short CPU budget on the CIFAR-10 proxy, at the full budget on the proxy
+    (a GPU's job) and on CIFAR-100 (the paper's own setting), and the paper's setting at its width."""
+    from birr import config as C
+    out = []
+    for dataset, budget in (("cifar10-jpg", "short"), ("cifar10-jpg", "full"), ("cifar100", "full")):
+        out.append(("Table 1", C.table1_page_configs(budget=budget, dataset=dataset, seeds=seeds)))
+        out.append(("Fig. 3", C.fig3_configs(budget=budget, dataset=dataset, seeds=seeds)))
+    out.append(("Table 1, f = 20 only, at the paper's width",
+                C.sweep_configs(lambdas=(1e-6,), fc_units=2000, bf16=True, seeds=seeds)))
+    return out
+
+
+def coverage_frame(results_dir=None, seeds=(0, 1, 2, 3, 4)) -> pd.DataFrame:
+    """One row per paper result and fidelity: the dataset, iterations per task, batch, width and
+    seeds of the configs that reproduce it, and how many of them are stored (with the devices that
+    trained them). The three columns of Table 1 (first 20 %, first 50 %, overall) come from the same
+    runs, so they share a row."""
+    rows = []
+    for what, cfgs in coverage_targets(seeds):
+        done = finished(cfgs, results_dir)
+        iters = sorted({c.iters for c in cfgs})
+        rows.append({
+            "paper result": what,
+            "dataset": DATASET_SHORT.get(cfgs[0].dataset, cfgs[0].dataset),
+            "iterations per task": ", ".join(map(str, iters)),
+            "batch": cfgs[0].batch,
+            "width (fc)": cfgs[0].fc_units,
+            "seeds stored": _seed_text({r["seed"] for r in done}),
+            "runs stored": f"{len(done)} of {len(cfgs)}",
+            "budget": cfgs[0].budget,
+            "device": ", ".join(sorted({_machine_of(r) for r in done})) or "–",
+        })
+    return pd.DataFrame(rows)

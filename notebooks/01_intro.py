@@ -108,10 +108,9 @@
 # (`overall`, `first50`, `first20`). The paper's text and the authors' code differ in several places
 # (the loss is an inverse squared error on features in the code, the class means come from the replay
 # batch, only the runner-up class is ever repelled); birr implements both readings and the later
-# chapters say which one each number comes from. Citations such as "spec §8" point to sections of
-# birr's behavioural specification, a section-by-section account of what the two reference codebases
-# compute and of every place where code and paper disagree, from which birr was written
-# ({doc}`/book/references`).
+# chapters say which one each number comes from. Citations such as {ref}`§8 <ref-8>` link to sections of
+# {doc}`/book/reference_code`, the book's account, section by section, of what the two reference
+# codebases compute and of every place where code and paper disagree ({doc}`/book/references` cites them).
 #
 # ## The data of this build
 #
@@ -140,7 +139,7 @@ from myst_nb import glue
 import birr.data
 
 dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
-bench = birr.data.load(dataset, seed=seeds[0])  # class order of the first seed (spec §2)
+bench = birr.data.load(dataset, seed=seeds[0])  # class order of the first seed (appendix §2)
 info = bench.describe()
 
 # %%

@@ -26,7 +26,7 @@
 # from the seed: it calls `np.random.seed(seed)`, draws one permutation of the class ids and relabels
 # every image as `new_label = permutation[original_label]`; task $t$ then holds new labels
 # $m\,(t-1), \dots, m\,t - 1$ for $m$ classes per task, and labels stay global (class-incremental: one
-# head, no task id at test time; spec §2). The paper's "first 20 %" and "first 50 %" of classes are
+# head, no task id at test time; {ref}`§2 <ref-2>`). The paper's "first 20 %" and "first 50 %" of classes are
 # therefore the first classes *in the permuted order*, and they are different classes for every seed.
 
 # %% tags=["parameters"]
@@ -87,7 +87,7 @@ plt.close(fig)
 # ## Image counts
 #
 # Every class has the same number of images in each split, so "accuracy over the first 20 % of
-# classes" is both a mean over classes and a mean over test images (spec §7).
+# classes" is both a mean over classes and a mean over test images ({ref}`§7 <ref-7>`).
 
 # %%
 counts = pd.DataFrame([
@@ -110,10 +110,10 @@ counts
 # {glue:text}`per_class_train:,d` and {glue:text}`per_class_test:,d` per class, so
 # {glue:text}`per_task_train:,d` and {glue:text}`per_task_test:,d` per task. For comparison, the paper's
 # CIFAR-100 has 50,000 training and 10,000 test images, 500 and 100 per class, so 5,000 and 1,000 per
-# task of 10 classes (spec §2).
+# task of 10 classes ({ref}`§2 <ref-2>`).
 #
 # The images are turned into tensors and normalised with per-channel statistics and never augmented
-# (spec §2). The statistics used for this dataset:
+# ({ref}`§2 <ref-2>`). The statistics used for this dataset:
 
 # %%
 pd.DataFrame({"mean": bench.mean, "std": bench.std}, index=["red", "green", "blue"]).round(4)
@@ -141,7 +141,7 @@ glue("first50_names", ", ".join(bench.class_names[:n50]), display=False)
 # The reference run uses seed 0. numpy's legacy random stream is frozen, so the CIFAR-100 order can be
 # recomputed without the images (`birr.data.class_order(100, 0)`); names are the standard alphabetical
 # CIFAR-100 fine labels. This is the order behind the paper's numbers (if its runs used seed 0, which
-# the code suggests but does not prove; spec §9.1 item 12), **not** the order of the data above
+# the code suggests but does not prove; {ref}`§9.1 <ref-9-1>` item 12), **not** the order of the data above
 # unless this build ran on CIFAR-100. Each cell is the original id and the name, listed by new label.
 
 # %%

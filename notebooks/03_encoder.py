@@ -25,7 +25,7 @@
 # The paper's Fig. 1 shows one encoder. In the reference code for CIFAR-100 the first part of that
 # encoder is a stack of five convolutional layers that is pre-trained on CIFAR-10, loaded, and then
 # **frozen** for the whole continual run: its parameters get no gradient and it stays in evaluation
-# mode, so batch-norm uses its stored statistics (spec §3). Everything the paper calls the VAE (the
+# mode, so batch-norm uses its stored statistics ({ref}`§3 <ref-3>`). Everything the paper calls the VAE (the
 # fully connected encoder, the latent code, the decoder and the replay) lives on top of its output.
 # That is "internal" replay: what is generated and replayed are these 1,024-d feature vectors, not
 # images.
@@ -60,7 +60,7 @@ glue("enc_dataset", meta["dataset"], display=False)
 glue("enc_epochs", meta["recipe"]["epochs"], display=False)
 
 # %% [markdown]
-# ## The recipe (spec §3)
+# ## The recipe ({ref}`§3 <ref-3>`)
 #
 # | | reference (`main_pretrain.py --experiment=CIFAR10 --epochs=100 --augment`) | this build |
 # |---|---|---|
@@ -82,7 +82,7 @@ layers
 
 # %% [markdown]
 # {glue:text}`enc_params:,d` trainable parameters (392,608 in the convolutions and 480 batch-norm
-# scales and shifts, spec §3). The last layer has neither batch-norm nor ReLU, so the 256 × 2 × 2 = 1,024
+# scales and shifts, {ref}`§3 <ref-3>`). The last layer has neither batch-norm nor ReLU, so the 256 × 2 × 2 = 1,024
 # outputs are real-valued and unbounded.
 #
 # ## The artefact this build uses
@@ -97,7 +97,7 @@ layers
 #
 # Even at the `full` budget this is not the reference's encoder. Its continual runs load the
 # checkpoint it ships, `store/models/C3-5x16-bn`, whose batch-norm layers counted 39,000 training
-# batches where the documented recipe makes 19,500 (spec §3): they were most likely made by another
+# batches where the documented recipe makes 19,500 ({ref}`§3 <ref-3>`): they were most likely made by another
 # command (100 epochs at batch 128, or 200 at batch 256, give exactly 39,000), so pre-training by the
 # documented recipe does not reproduce them. They are not in this repository; a reader who has them imports
 # them with `python -m birr import-encoder` and trains with `--set encoder=ref-...` (README, "The
@@ -130,7 +130,7 @@ if meta["dataset"] == cfg.dataset:
                  f"statistics it was trained under.")
 else:
     norm_note = (f"As the reference does, the continual data ({cfg.dataset}) are normalised with their *own* "
-                 f"statistics, although the encoder was trained under those of {meta['dataset']} (spec §3: a "
+                 f"statistics, although the encoder was trained under those of {meta['dataset']} (appendix §3: a "
                  f"harmless mismatch, copied for fidelity).")
 glue("norm_note", norm_note, display=False)
 history = pd.DataFrame(meta["history"]).set_index("epoch")
@@ -142,7 +142,7 @@ history.assign(train_acc=100 * history["train_acc"]).rename(
 #
 # The stack is frozen and in evaluation mode, and the continual run has no augmentation, so the
 # features of an image never change during training. birr computes them once per (encoder, dataset)
-# and caches them; training then only gathers rows of a feature matrix (spec §3, "consequence").
+# and caches them; training then only gathers rows of a feature matrix ({ref}`§3 <ref-3>`, "consequence").
 # {glue:text}`norm_note:s`
 
 # %%

@@ -24,7 +24,7 @@
 #
 # The baseline is the reference command `main_cl.py --experiment=CIFAR100 --scenario=class
 # --replay=generative --brain-inspired --si --c=1e8 --dg-prop=0.6`, which `birr.preset("bir+si")`
-# expands into one config (spec §1). Fine-tuning is the same network trained on each task in turn with
+# expands into one config ({ref}`§1 <ref-1>`). Fine-tuning is the same network trained on each task in turn with
 # nothing to protect old classes: the floor that replay has to beat.
 #
 # ```{include} /book/_admonition/gpu.md
@@ -82,8 +82,8 @@ pd.DataFrame({name: {k: repr(v) for k, v in c.to_dict().items()}
 #
 # Row $t$ of an accuracy matrix is the test accuracy on every task seen so far, measured right after
 # training task $t$, with the prediction taken over the classes seen so far, as in the reference's own
-# record after each task (spec §7; `acc_matrix_seen` in a result). The head's outputs for classes not
-# yet seen are never trained (cross-entropy runs over the active classes, spec §5), so an argmax over
+# record after each task ({ref}`§7 <ref-7>`; `acc_matrix_seen` in a result). The head's outputs for classes not
+# yet seen are never trained (cross-entropy runs over the active classes, {ref}`§5 <ref-5>`), so an argmax over
 # all classes, the reference's final evaluation, would let them win some predictions before the last
 # task (birr keeps that matrix too, as `acc_matrix`; after the last task the two are the same). The
 # diagonal is how well a task is learned; the columns show how it fades. Forgetting and BWT below are
@@ -140,7 +140,7 @@ if b["first20_mean"] < min(b["first50_mean"], b["overall_mean"]):
     slice_note = f"As in the paper, the first 20 % of classes end worst for BI-R + SI: {slices}. {learned}"
 else:
     slice_note = (f"Unlike the paper's baseline (implied {implied.iloc[0]:.1f} % for the first 20 % of classes, "
-                  f"{implied.iloc[1]:.1f} % for the first 50 %, {implied.iloc[2]:.1f} % overall; spec §9.2), the "
+                  f"{implied.iloc[1]:.1f} % for the first 50 %, {implied.iloc[2]:.1f} % overall; appendix §9.2), the "
                   f"first 20 % of classes do not end worst here: {slices}. {learned} On this data the paper's "
                   f"target slice is not the weakest one; keep that in mind when reading gains there.")
 glue("slice_note", slice_note, display=False)
@@ -158,7 +158,7 @@ R.format_summary(summary)
 # ## Our baseline next to the published one
 #
 # Van de Ven et al. report BI-R + SI at about 34.8 % on class-incremental CIFAR-100 (10 tasks); that
-# figure is quoted from memory in the spec and **unverified** (spec §9.2). The paper's own Table 1 does
+# figure is quoted from memory and **unverified** ({ref}`§9.2 <ref-9-2>`). The paper's own Table 1 does
 # not print its baseline, but each cell's absolute and relative change imply one, and the overall column
 # implies about {glue:text}`paper_implied_overall:.1f` %, consistent with that figure. birr's number
 # comes from a different dataset or budget unless this build ran the full budget on CIFAR-100, so the

@@ -85,7 +85,7 @@ print(f"label {int(label)}, threshold {float(threshold):.3f}, competitors {compe
 # worth keeping in mind: with $f = 1$ no class can exceed $p_{c^\ast}$, so nothing competes; as $f$
 # grows, every class with non-negligible probability does.
 #
-# The reference code applies the rule differently from the text (spec §8.3, §9.1 items 6-7): it asks
+# The reference code applies the rule differently from the text ({ref}`§8.3 <ref-8-3>`, §9.1 items 6-7): it asks
 # the *previous* model (the one that generated the replay), at temperature 1, and keeps only the
 # runner-up class. Given the same probabilities, "at least one class above the threshold" is the same
 # as "the runner-up is above it", so the two rules select the same *samples*; but the code gives each
@@ -216,7 +216,7 @@ plt.close(fig)
 # From the same logs, for every $f$ of Table 1: the share of replayed samples that passed the $f$ test,
 # the repulsion terms per such sample (the code variant keeps at most one, and only when some sample of
 # the batch represents the competitor's class), and the share of iterations in which RR and RA were
-# applied at all (the code variant skips a batch with no competitive sample; spec §8.3).
+# applied at all (the code variant skips a batch with no competitive sample; {ref}`§8.3 <ref-8-3>`).
 
 # %%
 by_f = R.competition_by_f(results)

@@ -40,7 +40,7 @@
 # > seen and the first 20% seen. Experiments were run using 5000 iterations with the pre-determined
 # > optimal hyperparameters.
 #
-# "Precision" is top-1 accuracy (spec §7). birr runs RR+RA in two variants: **code**, as the authors'
+# "Precision" is top-1 accuracy ({ref}`§7 <ref-7>`). birr runs RR+RA in two variants: **code**, as the authors'
 # fork computes it (competitor = the previous model's runner-up, class means from the replay batch),
 # and **paper**, as the text describes it (every class above the threshold by the model's own softmax,
 # class means of real training images); the {doc}`/book/executed/08_errata` page lists every
@@ -125,9 +125,9 @@ for m in R.METRICS:
 #
 # As printed: absolute / relative change over the baseline, averages of 5 runs, 5000 iterations per task.
 # The caption gives no batch size; Fig. 3's caption gives 512 for current and replay batches, which
-# birr's full budget uses for this table too (spec §9.1 item 10).
+# birr's full budget uses for this table too ({ref}`§9.1 <ref-9-1>` item 10).
 # The paper does not print its baseline; dividing each absolute change by its relative change gives it,
-# and every row implies the same one (spec §9.2):
+# and every row implies the same one ({ref}`§9.2 <ref-9-2>`):
 
 # %%
 paper = R.paper_table1_frame()
@@ -151,10 +151,10 @@ R.format_paper_table1(paper).style.set_caption("The paper's Table 1: CIFAR-100 (
 # and {glue:text}`paper_text_first20:.2f` instead of {glue:text}`paper_f20_first50:.2f` and
 # {glue:text}`paper_f20_first20:.2f`; {doc}`/book/executed/08_errata`, §9.2).
 #
-# ## How large are RR and RA? (spec §9.4)
+# ## How large are RR and RA? ({ref}`§9.4 <ref-9-4>`)
 #
 # RR is the inverse of the reconstruction error as the code computes it, $E = \tfrac12\,\text{MSE}$
-# (spec §8.5), so with $\lambda_{RR} = \lambda_{RA} =$ {glue:text}`lambda_rr:.0e` and the effective
+# ({ref}`§8.5 <ref-8-5>`), so with $\lambda_{RR} = \lambda_{RA} =$ {glue:text}`lambda_rr:.0e` and the effective
 # factor $(1 - 1/t)$, RR adds $\lambda_{RR} / E = 2\lambda_{RR} / \text{MSE}$ to the replay loss, and its
 # gradient is about $\lambda_{RR} / E^2$ times that of the reconstruction term. The runs log the raw, unweighted RR and RA values (the fork prints them at the
 # end of each task), so the size can be read off instead of guessed. Means over the logged iterations of

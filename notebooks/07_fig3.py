@@ -135,7 +135,7 @@ df.groupby(["iters", "method"])[list(R.METRICS)].mean().unstack("method").round(
 #
 # The points above are at the {glue:text}`budget_name:s` budget. The full budget (the paper's model
 # width, batch 512, 1000 to 5000 iterations per task) needs a GPU; `scripts/gpu_session.py` trains it
-# there when a session is lent one, and every run it brings back is stored by its stamp like any other.
+# there whenever a GPU is available, and every run it brings back is stored by its stamp like any other.
 # {glue:text}`full_text:s`
 
 # %%

@@ -16,7 +16,7 @@
 #
 # The measured effects on this page were computed on {glue:text}`data_label:s`. Everything else
 # is read from the paper's text and from the reference code (the BI-R repository and the fork that adds
-# RR and RA; the spec's §9 lists the line numbers). Each difference has three lines: what the **paper
+# RR and RA; {ref}`§9 <ref-9>` lists the line numbers). Each difference has three lines: what the **paper
 # says**, what the **reference code does**, and what **birr does**; where birr measured the effect of a
 # choice, a fourth line gives the number. birr's RR+RA comes in two variants, `rr_variant="code"`
 # (the fork) and `rr_variant="paper"` (the text), which differ in items 5 to 8 at once; the
@@ -289,8 +289,8 @@ for m in R.METRICS:
 # - **Paper says:** $\lambda_{RR} = \lambda_{RA} = 10^{-6}$ are "the optimal values".
 # - **Reference code does:** adds $\lambda_{RR} \cdot RR$ to the replay loss, which is weighted by
 #   $(1 - 1/t)$. RR is $1/E$ with $E = \tfrac12\,\mathrm{MSE}$ the code's reconstruction error
-#   (spec §8.5), so its gradient is $\lambda / E^2 = 4\lambda / \mathrm{MSE}^2$ times the reconstruction
-#   loss's (spec §9.4 writes about $\lambda / \mathrm{MSE}^2$, dropping the factor 4; the Table 1 page's
+#   ({ref}`§8.5 <ref-8-5>`), so its gradient is $\lambda / E^2 = 4\lambda / \mathrm{MSE}^2$ times the reconstruction
+#   loss's ({ref}`§9.4 <ref-9-4>` writes about $\lambda / \mathrm{MSE}^2$, dropping the factor 4; the Table 1 page's
 #   "grad. scale" column is $\lambda / E^2$).
 # - **birr does:** the same, and logs the raw values every few iterations.
 # - **Measured here:** see item 9 above and the table at the top: weighted RR is
@@ -302,7 +302,7 @@ for m in R.METRICS:
 #
 # The `short` and `smoke` budgets are cut down to fit a CPU (stated on every page through the budget
 # label). Besides fewer iterations, a narrower network and smaller batches, they raise the learning
-# rate from {glue:text}`lr_full:g`, the reference code's (spec §1; the paper states none and uses "the
+# rate from {glue:text}`lr_full:g`, the reference code's ({ref}`§1 <ref-1>`; the paper states none and uses "the
 # optimised hyperparameters as stated by van de Ven et al"), to {glue:text}`lr_budget:g`. The reason is
 # measured: with {glue:text}`iters_budget:d` iterations per task instead of the paper's
 # {glue:text}`iters_full:d` ({glue:text}`iters_ratio:.0f` times fewer), at {glue:text}`lr_full:g` the

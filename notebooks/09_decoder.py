@@ -16,7 +16,7 @@
 #
 # This page was computed on {glue:text}`data_label:s`. BI-R on CIFAR replays 1,024-d features of a
 # frozen convolutional encoder, never pixels, so the reference code has no way to show what a replayed
-# memory looks like (spec §11: with hidden replay every sample and reconstruction plot is switched off).
+# memory looks like ({ref}`§11 <ref-11>`: with hidden replay every sample and reconstruction plot is switched off).
 # birr trains a separate decoder that maps encoder features back to images, and uses it as a *lens*:
 # {doc}`/book/executed/10_exaggeration` looks through it at what reconstruction repulsion and attraction
 # do to replay. This page says how the lens was made and how sharp it is.
@@ -71,7 +71,7 @@ decoder, meta = viz.decoder_for(cfg, device=dev, progress=False)
 # ## The decoder
 #
 # The architecture is the image decoder the reference builds but never trains for hidden replay
-# (FORK's `convD_contr`, spec §8.6; ORIG's `convD` in its "no internal replay" ablation, spec §11):
+# (FORK's `convD_contr`, {ref}`§8.6 <ref-8-6>`; ORIG's `convD` in its "no internal replay" ablation, {ref}`§11 <ref-11>`):
 # the 1,024 features are viewed as the encoder's 256 × 2 × 2 output, then four stride-2 4 × 4
 # transposed convolutions (256 → 128 → 64 → 32 → 16 channels, each with batch-norm and ReLU) double
 # the size up to 32 × 32, and a 3 × 3 transposed convolution with linear output gives the three colour
@@ -80,7 +80,7 @@ decoder, meta = viz.decoder_for(cfg, device=dev, progress=False)
 # It is trained to invert the frozen encoder of this budget: for every training image $x$ of
 # {glue:text}`dec_dataset:s`, the input is the encoder's feature vector $h(x)$, exactly as the continual
 # runs compute it, and the loss is the squared error between the decoded image and $x$ in normalised
-# pixels (the loss of ORIG's image decoder, spec §11):
+# pixels (the loss of ORIG's image decoder, {ref}`§11 <ref-11>`):
 #
 # $$
 # \mathcal{L}_{\text{lens}} = \frac{1}{3 \cdot 32 \cdot 32} \big\lVert \mathrm{dec}(h(x)) - x \big\rVert^2 .
@@ -124,7 +124,7 @@ pd.DataFrame({"value": {
 # what survives that.
 
 # %%
-bench = birr.data.load(dataset, seed=seeds[0])   # labels in the class order of the first seed (spec §2)
+bench = birr.data.load(dataset, seed=seeds[0])   # labels in the class order of the first seed (appendix §2)
 encoder, _ = birr.encoder.for_config(cfg, device=dev, progress=False)
 _, test_x = birr.encoder.features(encoder, bench, device=dev)            # (N_test, 1024), cached
 names = bench.class_names
@@ -167,7 +167,7 @@ per_class.round(2)
 #
 # Now the lens on replay. The final BI-R + SI model of the first seed generates feature vectors for
 # each class it knows (a latent drawn from the class's mode of the GMM prior, decoded through that
-# class's gates; spec §4.3), and the lens turns them into pictures. In a continual run these vectors
+# class's gates; {ref}`§4.3 <ref-4-3>`), and the lens turns them into pictures. In a continual run these vectors
 # stand in for the old classes' images; classes of the last task were learned but never replayed. The
 # last two columns are the lens applied to the *mean* of 512 replayed vectors of the class and to the
 # mean of the real training features of the class: the "prototype" the generator has kept against the

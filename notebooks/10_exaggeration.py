@@ -323,7 +323,7 @@ glue("ratio_real_control", mean_sem_of(measure, "real data", "ratio", scope=viz.
 # ## A map of competing replay (t-SNE)
 #
 # The same two pairs in two dimensions: a t-SNE (scikit-learn, PCA initialisation, `random_state` 0, as
-# the reference's `visualize_latent_space`, spec §11) of {glue:text}`n_tsne:d` replayed vectors per class
+# the reference's `visualize_latent_space`, {ref}`§11 <ref-11>`) of {glue:text}`n_tsne:d` replayed vectors per class
 # from each model and of as many real test features (faint crosses), all embedded together so that both
 # panels share one map. t-SNE keeps neighbourhoods, not distances: read it for overlap and clustering,
 # and the table above for how far apart.

@@ -1,5 +1,5 @@
 """
-Write the four files that book/status.md includes, next to the executed notebooks:
+Write the files that book/status.md and book/benchmarks.md include, next to the executed notebooks:
 
 - exec_stats.md   one row per chapter, read from what papermill recorded in the notebook
                   (metadata.papermill: end_time, duration, parameters, exception) plus two values a
@@ -11,6 +11,7 @@ Write the four files that book/status.md includes, next to the executed notebook
 - flags.md        the stored accuracy checks of the speed flags (benchmarks/results/flags.json)
 - stacking.md     the stored checks that a run's matmuls do not depend on the runs stacked beside it
                   (benchmarks/results/stack_isolation.json), newest per CPU
+- coverage.md     the paper's results by the fidelity they were reproduced at (birr.report.coverage_frame)
 
 The first two describe the build that runs this script; the last three are copied from benchmark
 sessions run at other times and commits, possibly on other machines.
@@ -18,9 +19,9 @@ sessions run at other times and commits, possibly on other machines.
     python scripts/exec_stats.py --root . book/executed/01_intro.ipynb book/executed/02_....ipynb
 
 `{nb-exec-table}` cannot replace this: it only lists notebooks that myst-nb executed itself, and
-the book never executes (papermill does; shared/book-pipeline.md, pitfall 8). Links are `{doc}`
+the book never executes (papermill does: myst-nb's own execution is off). Links are `{doc}`
 with absolute docnames, because relative links in an `{include}`d file resolve against the
-including page (pitfall 10). All five files are written atomically (tmp file + rename), so a failed
+including page (pitfall 10). All files are written atomically (tmp file + rename), so a failed
 run never leaves half a table for the build to render.
 """
 import argparse
@@ -313,6 +314,20 @@ def stacking(repo: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def coverage(repo: Path) -> str:
+    """The paper's results by the fidelity this book has reproduced them at: for each, the dataset,
+    budget, iterations, batch, width and seeds of the runs that would reproduce it, and how many of
+    them are stored (birr.report.coverage_frame reads results/runs/, so this describes the store the
+    build loaded)."""
+    from birr.report import coverage_frame
+    frame = coverage_frame()
+    cols = list(frame.columns)
+    right = {"batch", "width (fc)", "runs stored"}
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("--:" if c in right else "---" for c in cols) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path.cwd(), help="the book's source root (holds _toc.yml); docnames are relative to it")
@@ -329,7 +344,8 @@ def main(argv=None) -> None:
     write_atomic(out / "speed.md", speed(Path(__file__).resolve().parents[1]))
     write_atomic(out / "flags.md", flags(Path(__file__).resolve().parents[1]))
     write_atomic(out / "stacking.md", stacking(Path(__file__).resolve().parents[1]))
-    print(f"exec_stats: wrote exec_stats.md, environment.md, speed.md, flags.md and stacking.md to {out} "
+    write_atomic(out / "coverage.md", coverage(Path(__file__).resolve().parents[1]))
+    print(f"exec_stats: wrote exec_stats.md, environment.md, speed.md, flags.md, stacking.md and coverage.md to {out} "
           f"({len(notebooks)} chapters)")
 
 

@@ -1,5 +1,6 @@
 """birr.report on hand-built fake results dicts: known answers, no training."""
 import math
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -362,3 +363,25 @@ def test_beyond_noise_names_every_cell_whose_ci_excludes_zero():
     assert text.startswith("1 of the table's 6 differences has a 95 % CI that excludes 0: f = 20, overall: +1.00 points")
     assert "about 0.3 of 6 would pass by chance alone" in text
     assert R.beyond_noise_text(R.table1_frame(base + f5)) == "None of the table's 3 differences has a 95 % CI that excludes 0."
+
+
+def test_seed_text_names_ranges_and_lists():
+    assert R._seed_text([2, 0, 1, 3, 4]) == "0-4"
+    assert R._seed_text([0, 1]) == "0, 1"
+    assert R._seed_text([0, 2, 5]) == "0, 2, 5"
+    assert R._seed_text([]) == "–"
+
+
+def test_coverage_counts_what_is_stored(tmp_path):
+    empty = R.coverage_frame(tmp_path)
+    assert (empty["seeds stored"] == "–").all() and (empty["device"] == "–").all()
+    t1 = empty[empty["paper result"] == "Table 1"]
+    # baseline + code variant at f = 5, 10, 20, 50, 100 + the paper variant at f = 20: 7 rows x 5 seeds
+    assert list(t1["runs stored"]) == ["0 of 35"] * 3
+    assert list(t1["dataset"]) == ["CIFAR-10 proxy", "CIFAR-10 proxy", "CIFAR-100"]
+    assert list(t1["iterations per task"]) == ["300", "5000", "5000"]
+    # the repository's own store holds the short-budget Table 1 and Fig. 3 the book renders, all 5 seeds
+    stored = R.coverage_frame(Path(__file__).resolve().parents[1] / "results")
+    short = stored[(stored["budget"] == "short") & stored["paper result"].isin(["Table 1", "Fig. 3"])]
+    assert list(short["runs stored"]) == ["35 of 35", "30 of 30"] and list(short["seeds stored"]) == ["0-4", "0-4"]
+    assert all(d.startswith("cpu") for d in short["device"])
