@@ -110,7 +110,9 @@ def code_version() -> str:
 
 
 CODE_VERSION = code_version()
-CKPT_FORMAT = 2          # 2: code_version and stamps recorded; format-1 checkpoints are not resumed
+# 2: code_version and stamps recorded; format-1 checkpoints are not resumed. 3: one file per run
+# (_train_stack's Resume) instead of one per stack
+CKPT_FORMAT = 3
 
 
 class DivergedError(ValueError):
@@ -810,6 +812,19 @@ class Stack:
         return dict(model=self.model.state_dict(), opt=self.opt.state_dict(), anchor=self.anchor,
                     omega=self.omega, paper_means=self.paper_means)
 
+    def run_state(self, k: int) -> dict:
+        """Run k's part of state(), a copy: the state of a stack of that run alone, which
+        load_state takes into any slot of any stack through _join_states. Every tensor of the state has
+        the runs on its first axis except Adam's step counts (0-d, one per parameter), which the runs of
+        a stack share as they share their task."""
+        def part(v):
+            if v.dim() == 0:
+                return v.clone()
+            if v.shape[0] != self.K:
+                raise RuntimeError(f"a state tensor of shape {tuple(v.shape)} has no run axis of size {self.K}")
+            return v[k:k + 1].clone()    # a copy, not a view: torch.save would write the whole stack's storage
+        return _map_tensors(self.state(), part)
+
     def load_state(self, s: dict):
         self.model.load_state_dict(s["model"])
         self.opt.load_state_dict(s["opt"])
@@ -821,9 +836,42 @@ class Stack:
         self._set_prev()
 
 
-def _checkpoint_path(results_dir, cfgs: list[Config]) -> Path:
-    group = hashlib.sha1("-".join(c.stamp for c in cfgs).encode()).hexdigest()[:12]
-    return Path(results_dir) / "ckpt" / f"stack-{group}-k{len(cfgs)}.pt"
+def _map_tensors(obj, fn):
+    """obj (nested dicts, lists, tuples) with fn applied to every tensor in it."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_tensors(v, fn) for v in obj)
+    return obj
+
+
+def _join_states(parts: list, where: str = "state"):
+    """The state of a stack whose slot k holds the run of parts[k] (each a Stack.run_state): tensors
+    with a run axis are concatenated on it, everything else (Adam's step counts and settings) must be
+    the same in every part. Copies only, so a run's numbers are its own bit for bit."""
+    first = parts[0]
+    if isinstance(first, torch.Tensor) and first.dim() > 0:
+        return torch.cat(parts)
+    if isinstance(first, dict):
+        if any(not isinstance(p, dict) or p.keys() != first.keys() for p in parts):
+            raise ValueError(f"{where} has other keys in some runs")
+        return {k: _join_states([p[k] for p in parts], f"{where}.{k}") for k in first}
+    if isinstance(first, (list, tuple)):
+        if any(not isinstance(p, type(first)) or len(p) != len(first) for p in parts):
+            raise ValueError(f"{where} has another length in some runs")
+        return type(first)(_join_states([p[i] for p in parts], f"{where}[{i}]") for i in range(len(first)))
+    same = (lambda a, b: isinstance(b, torch.Tensor) and torch.equal(a, b)) if isinstance(first, torch.Tensor) \
+        else (lambda a, b: a == b)
+    if not all(same(first, p) for p in parts[1:]):
+        raise ValueError(f"{where} differs between the runs")
+    return first
+
+
+def _checkpoint_path(results_dir, cfg: Config) -> Path:
+    """Where a run's state after its last finished task is kept (Resume below)."""
+    return Path(results_dir) / "ckpt" / f"run-{cfg.stamp}.pt"
 
 
 def _note(msg: str) -> None:
@@ -831,34 +879,61 @@ def _note(msg: str) -> None:
     print(f"[birr] {msg}", file=sys.stderr, flush=True)
 
 
-def _read_checkpoint(path: Path, cfgs: list[Config], device, fresh: bool) -> dict | None:
-    """The checkpoint of this stack to resume from, or None to train from task 1. Discarded (deleted,
-    with a notice) where resuming would be wrong: asked for a fresh start (force), written by other
-    code (CODE_VERSION) or before checkpoints recorded their code, or holding other runs. A file that
-    does not match its sha256 or cannot be read is one ValueError naming it: it is not deleted unasked."""
-    if not path.exists():
-        return None
+def _files(paths: list[Path]) -> str:
+    """Checkpoint files in a notice: the path of one; the names of several, and their folder."""
+    if len(paths) == 1:
+        return f"checkpoint {paths[0]}"
+    return f"checkpoints {', '.join(p.name for p in paths)} in {paths[0].parent}"
+
+
+def _read_checkpoints(paths: list[Path], cfgs: list[Config], fresh: bool) -> list[dict | None]:
+    """Each run's checkpoint to resume from, or None to train it from task 1. Discarded (deleted, with
+    one notice line per reason) where resuming would be wrong: asked for a fresh start (force), written
+    by other code (CODE_VERSION) or in another layout (CKPT_FORMAT), or holding another run. A file that
+    does not match its sha256 or cannot be read is one ValueError naming it: it is not deleted unasked.
+    Read to the host: the stack's state is assembled there (_join_states) and then loaded onto the device."""
+    present = [(p, c) for p, c in zip(paths, cfgs) if p.exists()]
     if fresh:
-        _note(f"force: discarding checkpoint {path}; training from task 1")
-        store.remove(path)
-        return None
-    try:
-        ck = store.torch_load(path, what="checkpoint", map_location=device, weights_only=True)
-    except store.CorruptFile as e:
-        raise ValueError(f"checkpoint {path} cannot be resumed from ({e.reason}); train the stack again from task 1 "
-                         f"with force=True (--force), or delete it") from None
-    stamps = [c.stamp for c in cfgs]
-    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT or "code_version" not in ck:
-        why = "it was written before checkpoints recorded the code that wrote them"
-    elif ck["code_version"] != CODE_VERSION:
-        why = f"it was written by other code (version {ck['code_version']}, this is {CODE_VERSION})"
-    elif ck.get("stamps") != stamps:
-        why = "it holds other runs"
-    else:
-        return ck
-    _note(f"checkpoint {path} is not resumed: {why}; deleted, training from task 1")
-    store.remove(path)
-    return None
+        if present:
+            _note(f"force: discarding {_files([p for p, _ in present])}; training from task 1")
+            for p, _ in present:
+                store.remove(p)
+        return [None] * len(cfgs)
+    found, stale = {}, {}
+    for path, c in present:
+        try:
+            ck = store.torch_load(path, what="checkpoint", map_location="cpu", weights_only=True)
+        except store.CorruptFile as e:
+            raise ValueError(f"checkpoint {path} cannot be resumed from ({e.reason}); train the run again from task 1 "
+                             f"with force=True (--force), or delete it") from None
+        if not isinstance(ck, dict) or "format" not in ck or "code_version" not in ck:
+            why = "it was written before checkpoints recorded the code that wrote them"
+        elif ck["code_version"] != CODE_VERSION:
+            why = f"it was written by other code (version {ck['code_version']}, this is {CODE_VERSION})"
+        elif ck["format"] != CKPT_FORMAT:
+            why = f"it is of checkpoint format {ck['format']}, this code reads {CKPT_FORMAT}"
+        elif ck.get("stamps") != [c.stamp]:
+            why = "it holds another run"
+        else:
+            found[c.stamp] = ck
+            continue
+        stale.setdefault(why, []).append(path)
+    for why, bad in stale.items():
+        _note(f"{_files(bad)} {'is' if len(bad) == 1 else 'are'} not resumed: {why}; deleted, training from task 1")
+        for p in bad:
+            store.remove(p)
+    return [found.get(c.stamp) for c in cfgs]
+
+
+def _remove_stack_checkpoints(results_dir: Path) -> None:
+    """Whole-stack checkpoints (`stack-*.pt`, CKPT_FORMAT 2 and before) cannot be resumed: their code is not
+    this code, whose checkpoints are per run. Deleted, with one notice line, so they do not stay forever."""
+    old = sorted((results_dir / "ckpt").glob("stack-*.pt"))
+    if old:
+        _note(f"removed {len(old)} whole-stack checkpoint(s) of an older format from {results_dir / 'ckpt'} "
+              f"({', '.join(p.name for p in old)}): this code cannot resume them")
+        for p in old:
+            store.remove(p)
 
 
 @contextmanager
@@ -907,9 +982,9 @@ def _divergence(c: Config, t: int, logs: torch.Tensor, every: int, weights_finit
     return f"run {c.stamp} (seed {c.seed}, lr={c.lr:g}) diverged in task {t}: {what}"
 
 
-def _setup_stack(cfgs, device, ck, ckpt_path, progress):
-    """The stack (data, model, optimiser), its state loaded from checkpoint `ck` if given; the runs'
-    records so far; the seconds it took."""
+def _setup_stack(cfgs, device, cks, paths, progress):
+    """The stack (data, model, optimiser), with run k's state loaded from checkpoint cks[k] where given
+    (all runs or none, at one task: _train_stack); the runs' records so far; the seconds it took."""
     cfg, K = cfgs[0], len(cfgs)
     t_setup = time.time()
     stack = Stack(cfgs, device, progress=progress)
@@ -922,47 +997,66 @@ def _setup_stack(cfgs, device, ck, ckpt_path, progress):
                          f"(n_tasks={cfg.n_tasks} on {d.n_classes} classes); use fewer tasks or rr_variant='paper'")
     per_run = [dict(acc_matrix=[], acc_matrix_seen=[], per_class_acc_after_task=[], curves=[], loss_traces=[], rr_stats=[],
                     task_wall_s=[]) for _ in cfgs]
-    if ck is not None:
+    if cks[0] is not None:
         try:
-            stack.load_state(ck["stack"])
-            per_run = ck["per_run"]
-        except Exception as e:          # a state of other shapes; the message must name the file
-            raise ValueError(f"checkpoint {ckpt_path} cannot be resumed from ({type(e).__name__}: "
-                             f"{(str(e).strip().splitlines() or [''])[0][:160]}); train the stack again from task 1 "
-                             f"with force=True (--force), or delete it") from None
+            stack.load_state(_join_states([ck["stack"] for ck in cks]))
+            per_run = [ck["per_run"][0] for ck in cks]
+        except Exception as e:          # a state of other shapes; the message must name the files
+            raise ValueError(f"{_files(paths)} cannot be resumed from ({type(e).__name__}: "
+                             f"{(str(e).strip().splitlines() or [''])[0][:160]}); train the run(s) again from task 1 "
+                             f"with force=True (--force), or delete {'it' if K == 1 else 'them'}") from None
         if progress:
-            print(f"[birr] resuming {K} run(s) after task {ck['task']} from {ckpt_path}")
+            print(f"[birr] resuming {K} run(s) after task {cks[0]['task']} from "
+                  f"{paths[0] if K == 1 else paths[0].parent}")
     return stack, per_run, time.time() - t_setup
 
 
 def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoint: bool = True,
                  fresh: bool = False) -> list[dict]:
-    """Train one stack of runs from task 1, or from its checkpoint (not with fresh=True, run_many's
+    """Train one stack of runs from task 1, or from its runs' checkpoints (not with fresh=True, run_many's
     force), and store each run's result and model. After every task the logged losses and the weights
     are checked to be finite, from the host copies read once per task anyway (nothing is read in the
     step): a run that diverged stores nothing; the stack stops when all of its runs have, and
     DivergedError names them (with the results of the others). A KeyboardInterrupt (Ctrl-C, or the
-    command line's SIGTERM) leaves the checkpoint of the last finished task and carries
-    `birr_checkpoint` = (path, task) or None, for the command line's message."""
+    command line's SIGTERM) leaves the checkpoints of the last finished task and carries
+    `birr_checkpoint` = (path, task) or None, for the command line's message: the run's file, or for
+    several runs their folder.
+
+    Resume. Each run's state after its last finished task is a file of its own, named by its stamp
+    (_checkpoint_path): its slice of the parameters, Adam's moments and step counts, SI's anchor and
+    omega, the paper variant's class means, and its records so far (Stack.run_state). Nothing else
+    carries over between tasks: SI's path integral restarts at zero with each task, the previous model
+    is the trained one, and every random stream derives from (seed, task) (Stack.generators). So a run
+    resumes in any slot of any stack, beside any runs, as it ended. A stack's runs must share their
+    task, and a run cannot be rewound to an earlier one (only its latest state is kept): runs whose
+    files stand at different tasks (a stack re-run with other runs beside them, or one killed between
+    its runs' writes) are split into one stack per task, each going on from where its runs are
+    (_train_split). A run's numbers do not depend on its stack where stacking is exact (on a CPU,
+    run_many), so each ends as it would have uninterrupted, bit for bit (tests/test_resume.py); the
+    same runs in the same order are the same stack on any device. `stacked_with` and the wall times say
+    how it was trained. A run's file is deleted once its result is stored."""
+    paths = [_checkpoint_path(results_dir, c) for c in cfgs]
+    cks = _read_checkpoints(paths, cfgs, fresh) if checkpoint or fresh else [None] * len(cfgs)
+    tasks = [ck["task"] if ck is not None else 0 for ck in cks]
+    if len(set(tasks)) > 1:
+        cks = None            # each stack of the split reads its runs' files again, one stack's at a time
+        return _train_split(cfgs, tasks, results_dir, progress, checkpoint)
     cfg = cfgs[0]
     device = resolve_device(cfg.device)
     K = len(cfgs)
-    ckpt_path = _checkpoint_path(results_dir, cfgs)
-    ck = _read_checkpoint(ckpt_path, cfgs, device, fresh) if checkpoint else None
-    if fresh and not checkpoint and ckpt_path.exists():
-        _note(f"force: discarding checkpoint {ckpt_path}")
-        store.remove(ckpt_path)
-    saved_task = ck["task"] if ck is not None else 0     # the last task whose state is in ckpt_path
+    saved_task = tasks[0]     # the last task whose state is in `paths`
     try:
-        stack, per_run, setup_s = _setup_stack(cfgs, device, ck, ckpt_path, progress)
-        _train_tasks(stack, cfgs, per_run, saved_task + 1, ckpt_path if checkpoint else None, progress)
+        stack, per_run, setup_s = _setup_stack(cfgs, device, cks, paths, progress)
+        cks = None            # the states are in the stack now: the host copies can go
+        _train_tasks(stack, cfgs, per_run, saved_task + 1, paths if checkpoint else None, progress)
     except KeyboardInterrupt as e:
         saved_task = getattr(e, "saved_task", saved_task)
-        e.birr_checkpoint = (ckpt_path, saved_task) if checkpoint and saved_task > 0 and ckpt_path.exists() else None
+        e.birr_checkpoint = ((paths[0] if K == 1 else paths[0].parent, saved_task)
+                             if checkpoint and saved_task > 0 and all(p.exists() for p in paths) else None)
         raise
     except DivergedError:
-        if checkpoint:
-            store.remove(ckpt_path)      # every run of the stack diverged: nothing to resume
+        for p in paths:
+            store.remove(p)      # every run of the stack diverged: nothing to resume
         raise
     d = stack.data
 
@@ -990,19 +1084,38 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
         )
         atomic_torch_save(model_path(results_dir, c), {n: v[k:k + 1].clone() for n, v in stack.model.state_dict().items()})
         atomic_write_json(results_path(results_dir, c), res, embed_digest=True)
+        store.remove(paths[k])           # the result is stored: its state has nothing left to resume
         out.append(res)
-    if checkpoint:
-        store.remove(ckpt_path)
+    for p in paths:                      # and a diverged run's state is not resumed either
+        store.remove(p)
     lines = [r["diverged"] for r in per_run if "diverged" in r]
     if lines:
         raise DivergedError(lines, out)
     return out
 
 
-def _train_tasks(stack: Stack, cfgs: list[Config], per_run: list[dict], start_task: int, ckpt_path: Path | None,
-                 progress: bool) -> None:
-    """Tasks start_task.. of a stack (spec §6), each run's record appended to per_run, the state saved to
-    ckpt_path (None: not saved) after each task. See _train_stack."""
+def _train_split(cfgs, tasks, results_dir, progress, checkpoint) -> list[dict]:
+    """The runs of one stack whose checkpoints stand at different tasks (tasks[k]: run k's), trained as
+    one stack per task, in the order of their first run, each resuming from its task (_train_stack's
+    Resume). Each stack reads its runs' files itself, so only one stack's states are in memory at once."""
+    groups: dict[int, list[Config]] = {}
+    for c, t in zip(cfgs, tasks):
+        groups.setdefault(t, []).append(c)
+    out, lines = [], []
+    for group in groups.values():
+        try:
+            out += _train_stack(group, results_dir, progress, checkpoint)
+        except DivergedError as e:
+            out, lines = out + e.results, lines + e.lines
+    if lines:
+        raise DivergedError(lines, out)
+    return out
+
+
+def _train_tasks(stack: Stack, cfgs: list[Config], per_run: list[dict], start_task: int,
+                 ckpt_paths: list[Path] | None, progress: bool) -> None:
+    """Tasks start_task.. of a stack (spec §6), each run's record appended to per_run, run k's state saved
+    to ckpt_paths[k] (None: not saved) after each task. See _train_stack."""
     cfg, d, K, device = stack.cfg, stack.data, stack.K, stack.device
     saved_task = start_task - 1
     B = cfg.batch
@@ -1091,11 +1204,12 @@ def _train_tasks(stack: Stack, cfgs: list[Config], per_run: list[dict], start_ta
                 print(f"[birr] task {t}/{d.n_tasks} done in {wall:.1f}s ({cfg.iters} iterations, batch {B}, {K} run(s), "
                       f"{1000 * wall / cfg.iters:.1f} ms/iteration) | mean acc on tasks 1..{t}: "
                       + ", ".join(f"{v:.3f}" for v in seen.tolist()))
-            if ckpt_path is not None:
-                with _signals_deferred():
-                    atomic_torch_save(ckpt_path, dict(format=CKPT_FORMAT, code_version=CODE_VERSION,
-                                                      stamps=[c.stamp for c in cfgs], task=t, stack=stack.state(),
-                                                      per_run=per_run))
+            if ckpt_paths is not None:
+                with _signals_deferred():   # each file is the checkpoint of a stack of that run alone
+                    for k, path in enumerate(ckpt_paths):
+                        atomic_torch_save(path, dict(format=CKPT_FORMAT, code_version=CODE_VERSION,
+                                                     stamps=[cfgs[k].stamp], task=t, stack=stack.run_state(k),
+                                                     per_run=[per_run[k]]))
                     saved_task = t
     except KeyboardInterrupt as e:
         e.saved_task = saved_task
@@ -1125,11 +1239,13 @@ def run_many(cfgs: list[Config], *, results_dir=None, force: bool = False, progr
     (tests/test_train.py), fp32 and bf16, on every CPU: Adam steps run by run (`Stack._adam_step`)
     and each run gets its own matmul calls (`losses.bmm`); logged loss values agree to rounding.
 
-    checkpoint: after every task the stack's state goes to results/ckpt/ and a killed run resumes
-    from it. At the full size that state is ~260 MB per run (seconds per task for an 18-run stack);
-    turn it off only where a killed stack may as well start again from task 1. A checkpoint records the
-    code that wrote it (CODE_VERSION) and its runs' stamps; one of other code, or of other runs, is
-    deleted and the stack starts from task 1, as with force=True, and both say so on stderr.
+    checkpoint: after every task each run's state goes to results/ckpt/run-<stamp>.pt, and a killed run
+    resumes from it in whatever stack it is trained next, beside any runs, in any order (_train_stack's
+    Resume); the file goes once the run's result is stored. At the full size that state is ~260 MB per
+    run (seconds per task for an 18-run stack); turn it off only where a killed stack may as well start
+    again from task 1. A checkpoint records the code that wrote it (CODE_VERSION) and its run's stamp;
+    one of other code, or of another run, is deleted and its run starts from task 1, as with force=True,
+    and both say so on stderr. The whole-stack checkpoints of older code are deleted (one line says so).
 
     Runs whose losses or weights stop being finite store nothing; once every stack has trained,
     DivergedError names them, one line each, with the results of the others in its `results`."""
@@ -1152,10 +1268,13 @@ def run_many(cfgs: list[Config], *, results_dir=None, force: bool = False, progr
         r = None if force else load_result(results_dir, c)
         if r is not None:
             done[c.stamp] = r
+            if _checkpoint_path(results_dir, c).exists():     # left by a kill between its result and its removal
+                store.remove(_checkpoint_path(results_dir, c))
         elif c.stamp not in {x.stamp for g in todo.values() for x in g}:
             todo.setdefault(_stack_key(c), []).append(c)
     if todo:
         _check_writable(results_dir)
+        _remove_stack_checkpoints(results_dir)
     diverged = []
     for group in todo.values():
         for i in range(0, len(group), max_stack):

@@ -118,7 +118,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing(results, mon
             "--quiet"]
     assert main(argv) == 2
     err = one_line(capsys.readouterr().err)
-    assert re.fullmatch(r"error: cannot write \S+/ckpt/stack-\w+-k1\.pt: No space left on device", err), err
+    assert re.fullmatch(r"error: cannot write \S+/ckpt/run-\w+\.pt: No space left on device", err), err
     assert stored(results) == [f"{cfg.stamp}.json", f"{cfg.stamp}.pt", f"{cfg.stamp}.pt.sha256"]   # only seed 1's
     assert not list(results.rglob(".*.tmp")) and not list((results / "ckpt").iterdir())
 

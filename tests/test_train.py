@@ -909,12 +909,11 @@ def test_an_unreadable_results_file_is_one_error_naming_it_and_force_retrains(re
 
 
 def test_an_unreadable_checkpoint_is_one_error_naming_it(results):
-    import hashlib
     cfg = tiny()
-    ckpt = results / "ckpt" / f"stack-{hashlib.sha1(cfg.stamp.encode()).hexdigest()[:12]}-k1.pt"
+    ckpt = results / "ckpt" / f"run-{cfg.stamp}.pt"
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"garbage\n")
-    with pytest.raises(ValueError, match=r"checkpoint .*k1\.pt cannot be resumed from .*delete it"):
+    with pytest.raises(ValueError, match=rf"checkpoint .*run-{cfg.stamp}\.pt cannot be resumed from .*delete it"):
         birr.run(cfg, results_dir=results, progress=False)
     ckpt.unlink()
     assert birr.run(cfg, results_dir=results, progress=False)["stamp"] == cfg.stamp
