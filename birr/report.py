@@ -93,6 +93,9 @@ def data_caveat(dataset: str) -> str:
     return caveats[dataset]
 
 
+# The book's tables write a missing value (a p with one seed, a ratio of nothing) as a dash, never NaN.
+pd.set_option("styler.format.na_rep", "–")
+
 METRICS = ("first20", "first50", "overall")
 METRIC_NAMES = {"first20": "first 20 %", "first50": "first 50 %", "overall": "overall",
                 "forgetting": "forgetting", "bwt": "BWT", "task1": "task 1 (final)",
@@ -360,21 +363,62 @@ def format_p(p) -> str:
 
 
 def format_table1(frame: pd.DataFrame, metrics=METRICS) -> pd.DataFrame:
-    """Display version of `table1_frame`: per metric "mean ± SEM", "abs / rel" change (the paper's
-    format), the 95 % CI (t interval) and the paired p-value, as strings."""
+    """Display version of `table1_frame`, two columns per metric so it fits a page: "mean ± SEM"
+    accuracy, and the change against the baseline in the paper's "abs / rel" format with, below it,
+    its 95 % CI (t interval, points) and the paired p-value (cells hold `<br>` line breaks; a Styler
+    renders them as HTML). "–" where a number does not exist (the baseline's change, one seed)."""
     out = pd.DataFrame(index=frame.index)
     for m in metrics:
         name = METRIC_NAMES[m]
         out[(name, "acc. % (± SEM)")] = [format_mean_sem(a, s) for a, s in zip(frame[f"{m}_mean"], frame[f"{m}_sem"])]
-        out[(name, "change abs / rel")] = ["–" if math.isnan(a) else f"{a:+.2f} / {r:+.2f} %"
-                                            for a, r in zip(frame[f"{m}_abs"], frame[f"{m}_rel"])]
-        out[(name, "95 % CI (points)")] = ["–" if math.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
-                                            for lo, hi in zip(frame[f"{m}_ci_low"], frame[f"{m}_ci_high"])]
-        out[(name, "paired p")] = [format_p(p) for p in frame[f"{m}_p"]]
+        cells = []
+        for a, r, lo, hi, p in zip(frame[f"{m}_abs"], frame[f"{m}_rel"], frame[f"{m}_ci_low"],
+                                   frame[f"{m}_ci_high"], frame[f"{m}_p"]):
+            if math.isnan(a):
+                cells.append("–")
+                continue
+            ci = "CI –" if math.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
+            cells.append(f"{a:+.2f} / {r:+.2f} %<br>{ci}<br>p {format_p(p)}")
+        out[(name, "change: abs / rel, 95 % CI, p")] = cells
     out.columns = pd.MultiIndex.from_tuples(out.columns)
     out.insert(0, ("", "runs"), frame["n"].astype(int).to_numpy())
     out.index.name = None
     return out
+
+
+def plot_table1_forest(frame: pd.DataFrame, metrics=METRICS, *, paper: bool = True, title: str | None = None):
+    """Forest plot of `table1_frame`: per metric, each row's mean paired difference against the
+    baseline (points) with its 95 % CI, a line at 0 and, for the code variant, the paper's claimed
+    CIFAR-100 gain at the same f (open diamonds). A row whose CI excludes 0 is drawn filled."""
+    plt = _plt()
+    rows = frame.iloc[1:]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.55 * len(rows) + 1.6), sharey=True)
+    axes = np.atleast_1d(axes)
+    y = np.arange(len(rows))[::-1]
+    claimed = {row["f"]: row for row in PAPER_TABLE1}
+    for ax, m in zip(axes, metrics):
+        mean, lo, hi = rows[f"{m}_abs"].to_numpy(), rows[f"{m}_ci_low"].to_numpy(), rows[f"{m}_ci_high"].to_numpy()
+        has_ci = ~np.isnan(lo)
+        err = np.vstack([mean - lo, hi - mean])
+        ax.errorbar(mean[has_ci], y[has_ci], xerr=err[:, has_ci], fmt="none", ecolor="tab:blue", capsize=3)
+        sig = has_ci & ((lo > 0) | (hi < 0))
+        ax.scatter(mean[~sig], y[~sig], facecolor="white", edgecolor="tab:blue", zorder=3, label="birr (CI includes 0)")
+        ax.scatter(mean[sig], y[sig], color="tab:blue", zorder=3, label="birr (CI excludes 0)")
+        if paper:
+            py = [(yy, claimed[f][m][0]) for yy, f, v in zip(y, rows["f"], rows["variant"]) if v == "code" and f in claimed]
+            if py:
+                ax.scatter([v for _, v in py], [yy for yy, _ in py], marker="D", facecolor="none", edgecolor="tab:red",
+                           zorder=3, label="paper's claim (CIFAR-100)")
+        ax.axvline(0, color="0.4", lw=1)
+        ax.set_title(METRIC_NAMES[m])
+        ax.set_xlabel("RR + RA − baseline (points)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, rows.index)
+    axes[-1].legend(loc="lower right", fontsize=8, frameon=True)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def metric_summary(groups: dict[str, list[dict]], metrics=("overall", "first50", "first20", "task1",
@@ -702,35 +746,48 @@ def plot_fig2(p, f: float, class_names=None, *, ax=None, title: str | None = Non
     return fig or ax.figure
 
 
-def plot_pair_counts(r: dict, *, ax=None, title: str | None = None, max_classes: int = 20, tasks=None):
+def plot_pair_counts(r: dict, *, ax=None, title: str | None = None, max_classes: int = 20, tasks=None,
+                     colorbar: bool = True):
     """Heatmap of `pair_counts(r, tasks)`: how often each (label, competitor) pair entered RR (summed
     over all logged tasks, or over `tasks`); with more than `max_classes` classes, only the classes
-    involved in the most pairs (`busiest_classes`)."""
+    involved in the most pairs (`busiest_classes`). Counts are written in the cells up to 12 classes;
+    empty cells stay blank, so the pairs that compete stand out."""
+    import seaborn as sns
     plt = _plt()
     full = pair_counts(r, tasks)
     frame = busiest_classes(full, max_classes)
     n = len(frame)
     fig = None
     if ax is None:
-        side = max(3.2, 1.5 + 0.32 * n)
+        side = max(3.6, 1.8 + 0.4 * n)
         fig, ax = plt.subplots(figsize=(side + 1.4, side + 0.4))
-    im = ax.imshow(frame.to_numpy(), cmap="magma_r")
-    ax.set_xticks(range(n), frame.columns, rotation=90, fontsize=7 if n > 12 else 8)
-    ax.set_yticks(range(n), frame.index, fontsize=7 if n > 12 else 8)
-    ax.set_xlabel("competitor (repelled from)")
-    ax.set_ylabel("label of the replayed sample")
-    if n <= 12:
-        arr = frame.to_numpy()
-        for i in range(n):
-            for j in range(n):
-                if arr[i, j]:
-                    ax.text(j, i, f"{arr[i, j]}", ha="center", va="center", fontsize=7,
-                            color="white" if arr[i, j] > arr.max() / 2 else "black")
+    small = 9 if n > 12 else 11
+    sns.heatmap(frame.astype(float), ax=ax, cmap="magma_r", mask=frame.to_numpy() == 0, square=True,
+                annot=n <= 12, fmt=".0f", annot_kws=dict(fontsize=small - 1), linewidths=0.5, linecolor="0.92",
+                cbar=colorbar, cbar_kws=dict(label="count", shrink=0.8))
+    ax.set_facecolor("white")
+    ax.tick_params(labelsize=small)
+    ax.set_xlabel("competitor (repelled from)", fontsize=small + 1)
+    ax.set_ylabel("label of the replayed sample", fontsize=small + 1)
     part = f", {n} busiest of {len(full)} classes" if n < len(full) else ""
     which = f"task {', '.join(map(str, tasks))}" if tasks else f"tasks 2-{r['n_tasks']}"
-    ax.set_title(title or f"{run_label(r)}, seed {r['seed']}\nRR pairs summed over {which}{part}", fontsize=9)
-    (fig or ax.figure).colorbar(im, ax=ax, label="count", shrink=0.8)
+    ax.set_title(title or f"{run_label(r)}, seed {r['seed']}\nRR pairs summed over {which}{part}", fontsize=small + 1)
     return fig or ax.figure
+
+
+def plot_pair_counts_by_task(r: dict, *, ncols: int = 2, max_classes: int = 12):
+    """`plot_pair_counts` for each logged task (from the second on) of run `r`, `ncols` panels a row so
+    each stays legible at page width; an empty panel when nothing was logged."""
+    plt = _plt()
+    logged = [st["task"] for st in r["rr_stats"]] or [2]
+    nrows = -(-len(logged) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.0 * ncols, 5.4 * nrows), squeeze=False)
+    for ax, t in zip(axes.flat, logged):
+        plot_pair_counts(r, ax=ax, tasks=[t], title=f"while learning task {t}", max_classes=max_classes)
+    for ax in list(axes.flat)[len(logged):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
 
 
 def plot_competition_vs_f(results=None, *, replay_curve: pd.DataFrame | None = None):
@@ -806,33 +863,52 @@ def paired_points(results) -> list[dict]:
     return keep
 
 
-def plot_fig3(results, *, title: str | None = None):
+def plot_fig3(results, *, full=None, title: str | None = None):
     """The paper's Fig. 3 redrawn: final test accuracy against iterations per task, (a) overall, (b) first
-    50 %, (c) first 20 %; one point per seed, lines through the means; RR+RA ("RR") and baseline ("BL")."""
+    50 %, (c) first 20 %; one point per seed, lines through the means; RR+RA ("RR") and baseline ("BL").
+    The bottom row is what the top row hides when the lines overlap: RR − BL paired by seed, with its
+    95 % CI. `full`: runs of the full budget (another width and batch), drawn as open markers with
+    dotted lines on the same axes and labelled as such; only points paired by seed are drawn."""
     plt = _plt()
-    df = fig3_frame(results)
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.3), sharex=True)
+    budgets = [("", results)] + ([("full budget ", paired_points(full))] if full else [])
+    budgets = [(name, rs) for name, rs in budgets if rs]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.4), sharex=True, gridspec_kw=dict(height_ratios=[3, 2]))
     styles = {"BL": dict(color="tab:blue", marker="o", ls="-", lw=2.2), "RR": dict(color="tab:red", marker="s", ls="--", lw=1.4)}
-    for ax, m, letter in zip(axes, ("overall", "first50", "first20"), "abc"):
-        for method, g in df.groupby("method"):
-            st = styles[method]
-            offsets = (g["seed"].rank(method="dense") - 1 - (g["seed"].nunique() - 1) / 2) * 0.012
-            ax.scatter(g["iters"] * (1 + offsets + (0.02 if method == "RR" else -0.02)), g[m], s=12, alpha=0.5,
-                       color=st["color"], marker=st["marker"])
-            mean = g.groupby("iters")[m].mean()
-            ax.plot(mean.index, mean.to_numpy(), color=st["color"], marker=st["marker"], ls=st["ls"], lw=st["lw"],
-                    label=f"{method}: {g['label'].iloc[0]}")
+    ticks = sorted({r["config"]["iters"] for _, rs in budgets for r in rs})
+    for col, (m, letter) in enumerate(zip(("overall", "first50", "first20"), "abc")):
+        ax, dax = axes[0, col], axes[1, col]
+        for name, rs in budgets:
+            df, hollow = fig3_frame(rs), bool(name)
+            for method, g in df.groupby("method"):
+                st = dict(styles[method])
+                offsets = (g["seed"].rank(method="dense") - 1 - (g["seed"].nunique() - 1) / 2) * 0.012
+                ax.scatter(g["iters"] * (1 + offsets + (0.02 if method == "RR" else -0.02)), g[m], s=12, alpha=0.5,
+                           color=st["color"], marker=st["marker"], facecolor="none" if hollow else st["color"])
+                mean = g.groupby("iters")[m].mean()
+                ax.plot(mean.index, mean.to_numpy(), color=st["color"], marker=st["marker"], lw=st["lw"],
+                        ls=":" if hollow else st["ls"], mfc="white" if hollow else st["color"],
+                        label=f"{name}{method}: {g['label'].iloc[0]}")
+            gaps = fig3_gap_frame(rs, (m,))
+            x, d = gaps.index.to_numpy(dtype=float), gaps[f"{m}_diff"].to_numpy()
+            lo, hi = gaps[f"{m}_ci_low"].to_numpy(), gaps[f"{m}_ci_high"].to_numpy()
+            ok = ~np.isnan(lo)
+            dax.errorbar(x[ok], d[ok], yerr=np.vstack([d - lo, hi - d])[:, ok], fmt="none", ecolor="0.3", capsize=3)
+            dax.plot(x, d, marker="D", ls=":" if hollow else "-", color="0.2", mfc="white" if hollow else "0.2",
+                     label=f"{name or 'this budget: '}RR − BL, 95 % CI")
+        dax.axhline(0, color="tab:blue", lw=1)
         ax.set_xscale("log")
-        ticks = sorted(df["iters"].unique())
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()
-        ax.set_title(f"({letter}) {METRIC_NAMES[m]}", fontsize=10)
-        ax.set_xlabel("iterations per task")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("final test accuracy (%)")
-    axes[-1].legend(fontsize=7, loc="best")
+        ax.set_title(f"({letter}) {METRIC_NAMES[m]}", fontsize=11)
+        dax.set_xlabel("iterations per task")
+        for a in (ax, dax):
+            a.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("final test accuracy (%)")
+    axes[1, 0].set_ylabel("RR − BL (points)")
+    axes[0, -1].legend(fontsize=7, loc="best")
+    axes[1, -1].legend(fontsize=7, loc="best")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
 

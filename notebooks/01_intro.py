@@ -130,7 +130,7 @@ budget = "short"
 seeds = [0, 1, 2, 3, 4]
 device = "auto"
 
-# %%
+# %% tags=["remove-input"]
 # %matplotlib inline
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -142,7 +142,7 @@ dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, devic
 bench = birr.data.load(dataset, seed=seeds[0])  # class order of the first seed (appendix §2)
 info = bench.describe()
 
-# %%
+# %% tags=["remove-input"]
 glue("dataset_name", bench.name, display=False)
 glue("data_source", info["source"], display=False)
 glue("data_used", bench.name, display=False)  # for the status page (scripts/exec_stats.py)
@@ -160,7 +160,7 @@ pd.DataFrame([
     for t in range(1, bench.n_tasks + 1)
 ]).set_index("task")
 
-# %%
+# %% tags=["remove-input"]
 cpt = bench.classes_per_task
 k = max(1, 8 // cpt)  # examples per class: about 8 images per row
 fig, axes = plt.subplots(bench.n_tasks, cpt * k, squeeze=False,

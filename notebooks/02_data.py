@@ -35,7 +35,7 @@ budget = "short"
 seeds = [0, 1, 2, 3, 4]
 device = "auto"
 
-# %%
+# %% tags=["remove-input"]
 # %matplotlib inline
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -64,13 +64,13 @@ glue("seeds_text", ", ".join(map(str, seeds)), display=False)
 # {glue:text}`n_seeds:d` seeds used in this build (seeds {glue:text}`seeds_text:s`); within a task,
 # classes are listed by new label.
 
-# %%
+# %% tags=["hide-input"]
 R.class_order_frame(benches)
 
 # %% [markdown]
 # The first training images of every class, one row per task, for seed {glue:text}`first_seed:d`:
 
-# %%
+# %% tags=["remove-input"]
 fig = R.image_grid(bench, per_class=4)
 glue("first_seed", seeds[0], display=False)
 glue("task_images", fig, display=False)
@@ -89,7 +89,7 @@ plt.close(fig)
 # Every class has the same number of images in each split, so "accuracy over the first 20 % of
 # classes" is both a mean over classes and a mean over test images ({ref}`§7 <ref-7>`).
 
-# %%
+# %% tags=["remove-input"]
 counts = pd.DataFrame([
     dict(task=t, classes=len(bench.task_classes(t)),
          train_images=len(bench.task_split(t, "train")), test_images=len(bench.task_split(t, "test")))
@@ -115,7 +115,7 @@ counts
 # The images are turned into tensors and normalised with per-channel statistics and never augmented
 # ({ref}`§2 <ref-2>`). The statistics used for this dataset:
 
-# %%
+# %% tags=["hide-input"]
 pd.DataFrame({"mean": bench.mean, "std": bench.std}, index=["red", "green", "blue"]).round(4)
 
 # %% [markdown]
@@ -128,7 +128,7 @@ pd.DataFrame({"mean": bench.mean, "std": bench.std}, index=["red", "green", "blu
 # tasks they need not end at a task boundary (on the CIFAR-10 proxy, 50 % is 5 classes: tasks 1 and 2
 # and half of task 3).
 
-# %%
+# %% tags=["remove-input"]
 n20, n50 = max(1, round(0.2 * bench.n_classes)), max(1, round(0.5 * bench.n_classes))
 glue("n_first20", n20, display=False)
 glue("n_first50", n50, display=False)
@@ -144,7 +144,7 @@ glue("first50_names", ", ".join(bench.class_names[:n50]), display=False)
 # the code suggests but does not prove; {ref}`§9.1 <ref-9-1>` item 12), **not** the order of the data above
 # unless this build ran on CIFAR-100. Each cell is the original id and the name, listed by new label.
 
-# %%
+# %% tags=["hide-input"]
 R.cifar100_order_frame(0)
 
 # %% [markdown]

@@ -36,7 +36,7 @@ budget = "short"
 seeds = [0, 1, 2, 3, 4]
 device = "auto"
 
-# %%
+# %% tags=["remove-input"]
 # %matplotlib inline
 import matplotlib.pyplot as plt
 import numpy as np
@@ -72,7 +72,7 @@ glue("enc_epochs", meta["recipe"]["epochs"], display=False)
 #
 # Only the conv stack is kept. Its layers, read off `birr.encoder.ConvEncoder`:
 
-# %%
+# %% tags=["remove-input"]
 glue("enc_augment", "yes" if meta["recipe"]["augment"] else "no", display=False)
 glue("enc_lr", meta["recipe"]["lr"], display=False)
 glue("enc_batch", meta["recipe"]["batch"], display=False)
@@ -105,7 +105,7 @@ layers
 #
 # {glue:text}`enc_overlap:s`
 
-# %%
+# %% tags=["remove-input"]
 glue("enc_stamp", meta["stamp"], display=False)
 glue("enc_test_acc", 100 * meta["test_acc"], display=False)
 glue("enc_train_s", meta["train_seconds"], display=False)
@@ -145,7 +145,7 @@ history.assign(train_acc=100 * history["train_acc"]).rename(
 # and caches them; training then only gathers rows of a feature matrix ({ref}`§3 <ref-3>`, "consequence").
 # {glue:text}`norm_note:s`
 
-# %%
+# %% tags=["remove-input"]
 bench = birr.data.load(dataset, seed=seeds[0])
 train_x, test_x = birr.encoder.features(encoder, bench, device=dev)   # (N_train, 1024), (N_test, 1024)
 ncm = R.nearest_mean_accuracy(train_x, bench.train.labels, test_x, bench.test.labels)

@@ -36,7 +36,7 @@ budget = "short"
 seeds = [0, 1, 2, 3, 4]
 device = "auto"
 
-# %%
+# %% tags=["remove-input"]
 # %matplotlib inline
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -60,7 +60,7 @@ glue("n_seeds", len(seeds), display=False)
 # {glue:text}`budget_note:s` The configs that ran, field by field (each field's reason is in
 # `birr/config.py`); fine-tuning differs only in `replay` and `si_c`:
 
-# %%
+# %% tags=["remove-input"]
 paper_cfg = birr.preset("bir+si", budget="full")
 SIZES = ("iters", "batch", "batch_replay", "fc_units", "lr", "encoder_epochs")
 ran = ", ".join(f"{k} = {getattr(cfgs[0], k):g}" for k in SIZES)
@@ -73,7 +73,7 @@ else:
                    + ", ".join(f"{getattr(paper_cfg, k):g}" for k in SIZES) + ".")
 glue("budget_note", budget_note, display=False)
 
-# %% tags=["hide-output"]
+# %% tags=["hide-output", "remove-input"]
 pd.DataFrame({name: {k: repr(v) for k, v in c.to_dict().items()}
               for name, c in (("BI-R + SI", cfgs[0]), ("fine-tuning", cfgs[len(seeds)]))})
 
@@ -89,7 +89,7 @@ pd.DataFrame({name: {k: repr(v) for k, v in c.to_dict().items()}
 # diagonal is how well a task is learned; the columns show how it fades. Forgetting and BWT below are
 # computed from this matrix.
 
-# %%
+# %% tags=["remove-input"]
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
 R.plot_acc_matrix(base[0], ax=axes[0], title=f"BI-R + SI, seed {base[0]['seed']}")
 R.plot_acc_matrix(ft[0], ax=axes[1], title=f"fine-tuning, seed {ft[0]['seed']}")
@@ -122,7 +122,7 @@ plt.close(fig)
 # accuracy, averaged; *BWT* (backward transfer) is the final accuracy minus the accuracy right after
 # learning, averaged (negative means forgetting). Mean ± SEM over seeds, in percent:
 
-# %%
+# %% tags=["remove-input"]
 summary = R.metric_summary({"BI-R + SI": base, "fine-tuning": ft})
 for key, group in (("base", "BI-R + SI"), ("ft", "fine-tuning")):
     for m in ("overall", "first20", "first50", "task1", "forgetting", "bwt"):
@@ -164,7 +164,7 @@ R.format_summary(summary)
 # comes from a different dataset or budget unless this build ran the full budget on CIFAR-100, so the
 # three rows are not comparable as they stand:
 
-# %%
+# %% tags=["remove-input"]
 paper = R.paper_table1_frame()
 glue("paper_implied_overall", float(paper["overall_implied_baseline"].mean()), display=False)
 m, s = summary.loc["BI-R + SI", "overall_mean"], summary.loc["BI-R + SI", "overall_sem"]
@@ -180,5 +180,5 @@ pd.DataFrame([
 # %% [markdown]
 # ## Runs on this page
 
-# %% tags=["hide-output"]
+# %% tags=["hide-output", "remove-input"]
 R.runs_table(results)

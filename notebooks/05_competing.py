@@ -51,7 +51,7 @@ budget = "short"
 seeds = [0, 1, 2, 3, 4]
 device = "auto"
 
-# %%
+# %% tags=["remove-input"]
 # %matplotlib inline
 import matplotlib.pyplot as plt
 import numpy as np
@@ -63,15 +63,19 @@ from birr import report as R
 from birr.losses import competing_classes
 
 dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
+
+# %%
 p_example = torch.tensor([0.04, 0.10, 0.26, 0.60])   # classes 0..3; the paper's example has p_max = 0.6
 label, threshold, competitors = competing_classes(p_example, 3.0)
+print(f"label {int(label)}, threshold {float(threshold):.3f}, competitors {competitors.nonzero().flatten().tolist()}")
+
+# %% tags=["remove-input"]
 glue("fig2_label", int(label), display=False)
 glue("fig2_threshold", float(threshold), display=False)
 glue("fig2_competitors", ", ".join(str(c) for c in competitors.nonzero().flatten().tolist()), display=False)
 fig = R.plot_fig2(p_example, 3.0, title="the paper's Fig. 2 redrawn: f = 3")
 glue("fig2", fig, display=False)
 plt.close(fig)
-print(f"label {int(label)}, threshold {float(threshold):.3f}, competitors {competitors.nonzero().flatten().tolist()}")
 
 # %% [markdown]
 # ```{glue:figure} fig2
@@ -98,7 +102,7 @@ print(f"label {int(label)}, threshold {float(threshold):.3f}, competitors {compe
 # generate {glue:text}`n_per_class:d` replayed feature vectors for each of its classes, as it would
 # replay them if a further task came, and apply the paper's rule to its own softmax.
 
-# %%
+# %% tags=["remove-input"]
 cfgs = birr.table1_configs(budget=budget, dataset=dataset, seeds=seeds, variant="code", device=device)
 results = birr.run_many(cfgs, progress=False)
 glue("data_label", R.dataset_label(results), display=False)
@@ -141,7 +145,7 @@ plt.close(fig)
 # ({glue:text}`replay_comp_f20:.2f` per sample when those with none count as zero); at $f = 5$,
 # {glue:text}`replay_share_f5:.0f` %.
 
-# %%
+# %% tags=["remove-input"]
 factors = [1, 1.5, 2, 3, 5, 10, 20, 50, 100]
 curve = R.competitor_share_vs_f(p, factors)
 glue("n_replay", len(classes), display=False)
@@ -152,7 +156,7 @@ glue("replay_comp_f20_c", float(curve.loc[curve["f"] == 20, "competitors_per_com
 glue("replay_share_f5", float(curve.loc[curve["f"] == 5, "share_competitive"].iloc[0]), display=False)
 curve.rename(columns={"share_competitive": "samples with a competitor (%)",
                       "competitors_per_sample": "competitors per sample",
-                      "competitors_per_competitive_sample": "competitors per sample that has any"}).round(2).set_index("f")
+                      "competitors_per_competitive_sample": "competitors per sample that has any"}).set_index("f").style.format(precision=2).format_index("{:g}")
 
 # %% [markdown]
 # ## Which classes competed during training
@@ -161,7 +165,7 @@ curve.rename(columns={"share_competitive": "samples with a competitor (%)",
 # repulsion loss. In the code variant the label is the previous model's top class for a replayed sample
 # and the competitor its runner-up. Summed over tasks for the $f = 20$ run of the first seed:
 
-# %%
+# %% tags=["remove-input"]
 fig = R.plot_pair_counts(r20)
 glue("pair_heatmap", fig, display=False)
 plt.close(fig)
@@ -186,19 +190,15 @@ else:
 # the classes differently); the most frequent, {glue:text}`top_pair:s`, makes up
 # {glue:text}`top_pair_share:.1f` % of all pairs:
 
-# %%
+# %% tags=["hide-input"]
 top.rename(columns={"share": "share of pairs (%)"}).round(1).rename_axis("rank")
 
 # %% [markdown]
 # The same counts task by task: while learning task $t$, replay covers the classes of tasks 1 to $t-1$,
 # so each panel holds only the pairs that could compete at that point.
 
-# %%
-logged = [st["task"] for st in r20["rr_stats"]] or [2]    # an empty panel when nothing was logged
-fig, axes = plt.subplots(1, len(logged), figsize=(4.2 * len(logged), 4.2), squeeze=False)
-for ax, t in zip(axes[0], logged):
-    R.plot_pair_counts(r20, ax=ax, tasks=[t], title=f"while learning task {t}")
-fig.tight_layout()
+# %% tags=["remove-input"]
+fig = R.plot_pair_counts_by_task(r20)
 glue("pair_heatmap_by_task", fig, display=False)
 plt.close(fig)
 
@@ -218,7 +218,7 @@ plt.close(fig)
 # the batch represents the competitor's class), and the share of iterations in which RR and RA were
 # applied at all (the code variant skips a batch with no competitive sample; {ref}`§8.3 <ref-8-3>`).
 
-# %%
+# %% tags=["remove-input"]
 by_f = R.competition_by_f(results)
 fig = R.plot_competition_vs_f(results, replay_curve=curve)
 glue("competition_vs_f", fig, display=False)
@@ -252,7 +252,7 @@ by_f.style.format(precision=1).format("{:g}", subset=["f"]).format(
 # {glue:text}`applied_ranges:s` (lowest to highest run); {glue:text}`applied_low:d` of the
 # {glue:text}`applied_cells:d` (run, task) cells are under 1 %:
 
-# %%
+# %% tags=["remove-input"]
 applied = R.applied_by_task(results)
 cells = applied.to_numpy().ravel() if len(applied) else np.zeros(0)
 glue("applied_cells", int(cells.size), display=False)
@@ -264,5 +264,5 @@ applied.round(1).rename(columns=lambda t: f"task {t} (% applied)")   # 1 decimal
 # %% [markdown]
 # ## Runs on this page
 
-# %% tags=["hide-output"]
+# %% tags=["hide-output", "remove-input"]
 R.runs_table(results)

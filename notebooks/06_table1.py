@@ -52,10 +52,11 @@ budget = "short"
 seeds = [0, 1, 2, 3, 4]
 device = "auto"
 
-# %%
+# %% tags=["remove-input"]
 # %matplotlib inline
 import math
 
+import matplotlib.pyplot as plt
 from myst_nb import glue
 
 import birr
@@ -87,10 +88,24 @@ frame = R.table1_frame(results)
 # differences). Both need at least two seeds; with one seed the cells show "–". {glue:text}`iters:d` iterations per task, batch
 # {glue:text}`batch:d`, $\lambda_{RR} = \lambda_{RA} =$ {glue:text}`lambda_rr:.0e`.
 
-# %%
+# %% tags=["hide-input"]
 R.format_table1(frame).style.set_caption(f"birr: {label}")
 
-# %%
+# %% tags=["remove-input"]
+fig = R.plot_table1_forest(frame, title=f"birr: {label}")
+glue("forest", fig, display=False)
+plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} forest
+# :name: fig-table1-forest
+#
+# The table's changes as a forest plot: for each row, the mean paired difference RR + RA − baseline
+# (points) with its 95 % CI; a filled point's CI excludes 0. Red diamonds: the paper's claimed gain at
+# the same $f$ on CIFAR-100 (its Table 1), a different dataset and budget, drawn for scale.
+# ```
+
+# %% tags=["remove-input"]
 f20 = R.table1_row(frame, 20.0, "code")
 for m in R.METRICS:
     glue(f"base_{m}", float(frame.iloc[0][f"{m}_mean"]), display=False)
@@ -129,7 +144,7 @@ for m in R.METRICS:
 # The paper does not print its baseline; dividing each absolute change by its relative change gives it,
 # and every row implies the same one ({ref}`§9.2 <ref-9-2>`):
 
-# %%
+# %% tags=["remove-input"]
 paper = R.paper_table1_frame()
 for m in R.METRICS:
     glue(f"paper_base_{m}", float(paper[f"{m}_implied_baseline"].mean()), display=False)
@@ -161,7 +176,7 @@ R.format_paper_table1(paper).style.set_caption("The paper's Table 1: CIFAR-100 (
 # tasks 2 onwards and over seeds (each column is the mean of its per-iteration values, so the ratio
 # columns are means of ratios, not ratios of the means beside them):
 
-# %%
+# %% tags=["remove-input"]
 mag = R.rr_magnitude_frame(results)
 m20 = mag[(mag["variant"] == "code") & (mag["f"] == 20.0)].iloc[0]
 glue("rr_raw_f20", float(m20["rr"]), display=False)
@@ -190,7 +205,7 @@ shown.style.format(precision=3).format("{:.2e}", subset=small).format("{:g}", su
 #
 # {glue:text}`full_table1_text:s`
 
-# %%
+# %% tags=["remove-input"]
 full_cfgs = birr.table1_page_configs(budget="full", dataset=dataset, seeds=seeds)
 full = [] if budget == "full" else R.finished(full_cfgs)
 paper_cfgs = birr.table1_configs(budget="full", dataset="cifar100")   # the paper's Table 1: its rows, 5 runs each
@@ -211,5 +226,5 @@ glue("full_table1_text", full_table1_text, display=False)
 # %% [markdown]
 # ## Runs on this page
 
-# %% tags=["hide-output"]
+# %% tags=["hide-output", "remove-input"]
 R.runs_table(results)

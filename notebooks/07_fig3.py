@@ -51,7 +51,7 @@ budget = "short"
 seeds = [0, 1, 2, 3, 4]
 device = "auto"
 
-# %%
+# %% tags=["remove-input"]
 # %matplotlib inline
 from pathlib import Path
 
@@ -73,7 +73,10 @@ glue("n_seeds", len(seeds), display=False)
 glue("iters_text", ", ".join(map(str, iters[:-1])) + f" and {iters[-1]}", display=False)
 glue("batch", cfgs[0].batch, display=False)
 
-fig = R.plot_fig3(results, title=f"birr: {label}")
+# the full budget's runs stored so far (a GPU trains them), drawn beside this budget's
+full_cfgs = birr.fig3_configs(budget="full", dataset=dataset, seeds=seeds, f=20.0)
+full = [] if budget == "full" else R.paired_points(R.finished(full_cfgs))
+fig = R.plot_fig3(results, full=full, title=f"birr: {label}")
 out = Path("../book/figures/fig3.png")      # cwd is notebooks/ (papermill --cwd notebooks)
 out.parent.mkdir(parents=True, exist_ok=True)
 fig.savefig(out, dpi=150, bbox_inches="tight")
@@ -87,6 +90,9 @@ plt.close(fig)
 # The paper's Fig. 3 redrawn by birr on {glue:text}`data_label:s`: final test accuracy against iterations per
 # task, (a) overall, (b) first 50 % and (c) first 20 % of classes; small markers are single seeds, lines
 # join the means. RR = RR+RA with f = 20 (code variant), BL = BI-R + SI; batch {glue:text}`batch:d`.
+# Bottom row: RR − BL paired by seed with its 95 % CI; the two lines above overlap wherever it straddles
+# 0. Open markers and dotted lines, where present: the full budget's runs stored so far (the paper's
+# width, batch 512), a different model from the solid ones.
 # Also saved as `book/figures/fig3.png`.
 # ```
 #
@@ -97,7 +103,7 @@ plt.close(fig)
 # (so the CI excludes 0 exactly when p < 0.05). Both need at least two seeds; p is also "–" where the
 # differences do not vary between seeds (e.g. all 0), and the CI is then a single point:
 
-# %%
+# %% tags=["remove-input"]
 gaps = R.fig3_gap_frame(results)
 longest = gaps.iloc[-1]
 for m in R.METRICS:
@@ -126,7 +132,7 @@ shown.style.set_caption(f"birr: {label}")
 #
 # Mean accuracy per point (percent):
 
-# %%
+# %% tags=["hide-input"]
 df = R.fig3_frame(results)
 df.groupby(["iters", "method"])[list(R.METRICS)].mean().unstack("method").round(1)
 
@@ -138,9 +144,7 @@ df.groupby(["iters", "method"])[list(R.METRICS)].mean().unstack("method").round(
 # there whenever a GPU is available, and every run it brings back is stored by its stamp like any other.
 # {glue:text}`full_text:s`
 
-# %%
-full_cfgs = birr.fig3_configs(budget="full", dataset=dataset, seeds=seeds, f=20.0)
-full = [] if budget == "full" else R.paired_points(R.finished(full_cfgs))
+# %% tags=["remove-input"]
 glue("budget_name", budget, display=False)
 if budget == "full":
     full_text = "This page already shows the full budget."
@@ -166,5 +170,5 @@ if full:
 # %% [markdown]
 # ## Runs on this page
 
-# %% tags=["hide-output"]
+# %% tags=["hide-output", "remove-input"]
 R.runs_table(results + full)

@@ -28,7 +28,7 @@ budget = "short"
 seeds = [0, 1, 2, 3, 4]
 device = "auto"
 
-# %%
+# %% tags=["remove-input"]
 # %matplotlib inline
 import math
 
@@ -59,7 +59,7 @@ glue("n_seeds", len(seeds), display=False)
 # **Paper variant minus code variant** at $f = 20$, paired by seed, in points (95 % CI and paired
 # t-test, both from the t distribution of the per-seed differences, where there are at least two seeds):
 
-# %%
+# %% tags=["remove-input"]
 def of(variant, f=20.0):
     return {r["seed"]: r for r in results if R.is_rr(r) and r["config"]["rr_variant"] == variant
             and r["config"]["rep_f"] == f}
@@ -81,7 +81,7 @@ pd.DataFrame(rows).set_index("metric").style.set_caption(f"birr: {R.dataset_labe
 # seeds): the share of replayed samples with a competitor, the repulsion terms per such sample, the
 # share of iterations in which RR and RA were applied, and the raw (unweighted) RR value.
 
-# %%
+# %% tags=["remove-input"]
 comp = R.competition_by_f(results).set_index(["variant", "f"])
 mag = R.rr_magnitude_frame(results).set_index(["variant", "f"])
 both = comp.join(mag[["rr", "ra", "weighted_rr", "share_of_recon"]])
@@ -99,7 +99,7 @@ both.reset_index().rename(columns={"rr": "RR (raw)", "ra": "RA (raw)", "weighted
                                    "share_of_recon": "λ·RR / recon."}).style.format(precision=3).format(
     "{:.2e}", subset=["λ·RR", "λ·RR / recon."]).format("{:g}", subset=["f"]).hide(axis="index")
 
-# %%
+# %% tags=["remove-input"]
 paper = R.paper_table1_frame()
 for m in R.METRICS:
     glue(f"implied_{m}_min", float(paper[f"{m}_implied_baseline"].min()), display=False)
@@ -309,7 +309,7 @@ for m in R.METRICS:
 # BI-R + SI baseline never learns the classes of the later tasks. The run below is the same baseline,
 # seed 0, at this budget with the reference code's learning rate.
 
-# %%
+# %% tags=["remove-input"]
 full_cfg = birr.preset("bir+si", budget="full", dataset=dataset)   # the reference code's lr and iterations
 slow = birr.run(birr.preset("bir+si", budget=budget, dataset=dataset, seed=0, device=device, lr=full_cfg.lr),
                 progress=False)

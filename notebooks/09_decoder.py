@@ -34,7 +34,7 @@ budget = "short"
 seeds = [0, 1, 2, 3, 4]
 device = "auto"
 
-# %%
+# %% tags=["remove-input"]
 # %matplotlib inline
 from pathlib import Path
 
@@ -86,7 +86,7 @@ decoder, meta = viz.decoder_for(cfg, device=dev, progress=False)
 # \mathcal{L}_{\text{lens}} = \frac{1}{3 \cdot 32 \cdot 32} \big\lVert \mathrm{dec}(h(x)) - x \big\rVert^2 .
 # $$
 
-# %%
+# %% tags=["remove-input"]
 glue("dec_params", sum(p.numel() for p in decoder.parameters()), display=False)
 glue("dec_dataset", meta["dataset"], display=False)
 glue("dec_psnr", meta["test_psnr"], display=False)
@@ -123,7 +123,7 @@ pd.DataFrame({"value": {
 # 2 × 2 grid of 256 channels that was trained to classify, not to keep detail, and the lens only sees
 # what survives that.
 
-# %%
+# %% tags=["remove-input"]
 bench = birr.data.load(dataset, seed=seeds[0])   # labels in the class order of the first seed (appendix §2)
 encoder, _ = birr.encoder.for_config(cfg, device=dev, progress=False)
 _, test_x = birr.encoder.features(encoder, bench, device=dev)            # (N_test, 1024), cached
@@ -159,7 +159,7 @@ glue("psnr_worst_class", per_class["psnr_dB"].idxmin(), display=False)
 # {glue:text}`psnr_worst_class:s`). Why a class inverts better is not measured here; one guess is that
 # plainer, smoother images lose less in the encoder's 1,024 features than cluttered ones.
 
-# %%
+# %% tags=["hide-input"]
 per_class.round(2)
 
 # %% [markdown]
@@ -173,7 +173,7 @@ per_class.round(2)
 # mean of the real training features of the class: the "prototype" the generator has kept against the
 # one the data define.
 
-# %%
+# %% tags=["remove-input"]
 results = birr.run_many([cfg], progress=False)
 glue("config_stamps", [r["stamp"] for r in results], display=False)
 model = birr.load_model(cfg, device=dev)

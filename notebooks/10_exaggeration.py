@@ -51,7 +51,7 @@ budget = "short"
 seeds = [0, 1, 2, 3, 4]
 device = "auto"
 
-# %%
+# %% tags=["remove-input"]
 # %matplotlib inline
 from pathlib import Path
 
@@ -105,7 +105,7 @@ glue("dec_psnr", dmeta["test_psnr"], display=False)
 # first seed's run, counting "a repelled from b" and "b repelled from a" together; the baseline run of
 # the same seed has the same class order, so it can be asked for the same classes.
 
-# %%
+# %% tags=["remove-input"]
 s0 = seeds[0]
 r0 = res[rr_cfgs[0].stamp]
 names = r0["class_names"]
@@ -139,7 +139,7 @@ pair_table.round(1)
 # over seeds, are what can separate the two; the pictures only show what the difference looks like.
 # The lens itself is blurry ({glue:text}`dec_psnr:.1f` dB on test images).
 
-# %%
+# %% tags=["remove-input"]
 bench0 = birr.data.load(dataset, seed=s0)
 assert bench0.class_names == names
 encoder, _ = birr.encoder.for_config(base_cfgs[0], device=dev, progress=False)
@@ -196,7 +196,7 @@ glue("mean_psnr_max", max(mean_psnr.values()), display=False)
 # unweighted, whether or not it ever competed. The last column is the same measure on the real training
 # features of the same classes: how far apart the classes are in the data the generator imitates.
 
-# %%
+# %% tags=["remove-input"]
 n_measure = 500
 rows = []
 for s, cb, cr in zip(seeds, base_cfgs, rr_cfgs):
@@ -227,7 +227,7 @@ ratio_table
 # class order, through which classes are old at each task, so the control row varies too). The
 # distances and spreads behind it, over all tasks:
 
-# %%
+# %% tags=["hide-input"]
 overall = measure[measure.scope == "all tasks"]
 parts = pd.concat({"distance d": R.paired_summary(overall, "distance").loc["all tasks"],
                    "spread s": R.paired_summary(overall, "spread").loc["all tasks"],
@@ -235,7 +235,7 @@ parts = pd.concat({"distance d": R.paired_summary(overall, "distance").loc["all 
 parts
 
 
-# %%
+# %% tags=["remove-input"]
 def mean_sem_of(frame, method, what, scope="all tasks"):
     v = frame[(frame.method == method) & (frame.scope == scope)][what].dropna()
     return R.mean_sem(v)
@@ -328,7 +328,7 @@ glue("ratio_real_control", mean_sem_of(measure, "real data", "ratio", scope=viz.
 # panels share one map. t-SNE keeps neighbourhoods, not distances: read it for overlap and clustering,
 # and the table above for how far apart.
 
-# %%
+# %% tags=["remove-input"]
 n_tsne, tsne_iters = (40, 250) if budget == "smoke" else (150, 1000)   # the smoke page only has to run
 glue("n_tsne", n_tsne, display=False)
 fig, axes = plt.subplots(len(pairs), 2, figsize=(8, 3.6 * len(pairs)), squeeze=False)
@@ -355,5 +355,5 @@ plt.close(fig)
 #
 # ## Runs on this page
 
-# %% tags=["hide-output"]
+# %% tags=["hide-output", "remove-input"]
 R.runs_table(results)

@@ -210,6 +210,20 @@ for py in "${chapters[@]}"; do
   executed+=("$executed_dir/$name.ipynb")
 done
 
+# the page shows the chapter's parameters cell once: papermill's copy of it with this build's values
+# (tagged "injected-parameters") is dropped from the HTML; the status page lists the values passed
+"$PYTHON" - "${executed[@]}" <<'PY'
+import os, sys, nbformat
+for path in sys.argv[1:]:
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = tags + ["remove-cell"]
+    nbformat.write(nb, path + ".tmp")
+    os.replace(path + ".tmp", path)
+PY
+
 "$PYTHON" "$repo/scripts/exec_stats.py" --root "$src" "${executed[@]}"
 
 # --all: an incremental build can keep stale glued numbers (pitfall 3). The book never executes

@@ -71,8 +71,13 @@ def test_table1_constant_paired_gain_is_exact():
     assert b["first20_sem"] == pytest.approx(np.std([30, 28, 33], ddof=1) / math.sqrt(3))
     assert math.isnan(b["first20_abs"])
     shown = R.format_table1(frame)
-    assert shown.loc["f = 20", ("first 20 %", "95 % CI (points)")] == "[+5.00, +5.00]"
-    assert shown.loc["f = 20", ("first 20 %", "change abs / rel")].startswith("+5.00 / +")
+    cell = shown.loc["f = 20", ("first 20 %", "change: abs / rel, 95 % CI, p")].split("<br>")
+    assert cell[0].startswith("+5.00 / +") and cell[1] == "[+5.00, +5.00]" and cell[2].startswith("p ")
+    assert shown.loc[shown.index[0], ("first 20 %", "change: abs / rel, 95 % CI, p")] == "–"
+    assert "nan" not in shown.to_string().lower()
+    # the forest plot: one panel per metric, one point per RR + RA row, the paper's claim beside each code row
+    fig = R.plot_table1_forest(frame)
+    assert len(fig.axes) == 3 and [t.get_text() for t in fig.axes[0].get_yticklabels()] == list(frame.index[1:])
 
 
 def test_best_f():
@@ -290,6 +295,17 @@ def test_figures_are_figures():
     plt.close(fig)
     df = R.fig3_frame(runs)
     assert set(df["method"]) == {"BL", "RR"} and df["overall"].max() == pytest.approx(36.0)
+    # per-task heatmaps: two panels a row, one per logged task, the unused panel hidden
+    three = [dict(st[0], task=t) for t in (2, 3, 4)]
+    fig = R.plot_pair_counts_by_task(fake("rr+ra", seed=0, acc=BASE[0], f=20.0, rr_stats=three))
+    shown = [ax for ax in fig.axes if ax.get_visible() and ax.get_title().startswith("while learning task")]
+    assert [ax.get_title() for ax in shown] == [f"while learning task {t}" for t in (2, 3, 4)]
+    assert fig.get_size_inches()[0] == pytest.approx(12.0)
+    plt.close(fig)
+    # the Fig. 3 difference row: RR - BL with full-budget points beside this budget's
+    fig = R.plot_fig3(runs, full=[dict(r, config=dict(r["config"], iters=5000)) for r in runs])
+    assert len(fig.axes) == 6 and fig.axes[3].get_ylabel() == "RR − BL (points)"
+    plt.close(fig)
 
 
 def test_paired_points_keep_only_iteration_counts_with_the_same_seeds_in_both_methods():
