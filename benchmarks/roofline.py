@@ -1,4 +1,4 @@
-"""How fast could one training step be? A roofline count of birr's step (issue 7).
+"""How fast could one training step be? A roofline count of birr's step.
 
     python benchmarks/roofline.py                        # K = 30 runs, batch 512, RR + RA (Table 1's stack)
     python benchmarks/roofline.py --method bir+si --stack 30 --batch 512

@@ -9,7 +9,7 @@
 
 What is timed: iterations of task 2 (replay on, SI on, the state every later task is in; logging as in
 training: loss terms every log_every-th iteration, RR/RA pair counts every iteration), on random
-features of the CIFAR-100 shape (50,000 x 1024, 100 classes, 10 tasks), with the model of spec §4
+features of the CIFAR-100 shape (50,000 x 1024, 100 classes, 10 tasks), with the model of appendix §4
 (12.9 M parameters per run). Data loading is a gather from the device-resident feature bank, as in a real
 run. Each setting runs `--warmup` iterations, then `--iters` timed ones; the median over blocks is
 reported. On a CPU the reference pattern and each of birr's single-run settings are timed in
@@ -156,16 +156,16 @@ def time_setting(method: str, batch: int, K: int, bf16: bool, device, warmup: in
 
 
 class ReferencePatternStack(T.Stack):
-    """birr's model with the reference's per-step bookkeeping (spec §10 item 3-4): Adam one tensor at a
+    """birr's model with the reference's per-step bookkeeping (appendix §10 item 3-4): Adam one tensor at a
     time as torch 1.x ran it (~8 passes over the 12.9 M parameters), and the SI penalty built into the
     autograd graph over every trainable parameter (ω is 0 outside fcE and the head, but the reference
     still computes it), instead of birr's fused Adam and closed-form SI gradient; and its decoder gates
-    known classes with one-hot products g @ M (spec §4.2), not birr's row gathers."""
+    known classes with one-hot products g @ M (appendix §4.2), not birr's row gathers."""
 
     def __init__(self, cfgs, device, data):
         super().__init__(cfgs, device, data=data)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr, betas=(0.9, 0.999), foreach=False)
-        self.model.gather_gates = False      # one-hot gate products, as the reference (spec §4.2)
+        self.model.gather_gates = False      # one-hot gate products, as the reference (appendix §4.2)
 
     def add_si_grad(self):
         every = list(self.params)
@@ -174,7 +174,7 @@ class ReferencePatternStack(T.Stack):
 
 
 def reference_pattern(batch: int, device):
-    """The reference's per-iteration work pattern (spec §10), rebuilt from birr's pieces so that the
+    """The reference's per-iteration work pattern (appendix §10), rebuilt from birr's pieces so that the
     arithmetic is identical: per-image ToTensor + Normalize of `batch` uint8 images in a Python loop
     (data loading, num_workers=0), the frozen conv encoder on them every step (the reference does not
     precompute features), the ~2 x batch `.item()` host reads of `calculate_log_p_z` / `actual_y`, then
@@ -269,7 +269,7 @@ def time_against_reference_pattern(batch: int, device, warmup: int, iters: int,
 def profile(method: str, batch: int, K: int, bf16: bool, device, iters: int, out: Path) -> str:
     """Where one setting's step spends its time: torch.profiler over `iters` steps after 3 warm-up
     steps, the 30 costliest ops by device time (self time on a CPU), written to `out` and returned.
-    The table to read before optimising the step further (issue 7)."""
+    The table to read before optimising the step further."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
     one = setting(method, batch, K, bf16, device)
     for i in range(3):

@@ -1,4 +1,4 @@
-"""Does a run's matmul depend on the runs stacked beside it? A diagnostic for the CPU's kernels (issue 7).
+"""Does a run's matmul depend on the runs stacked beside it? A diagnostic for the CPU's kernels.
 
     python benchmarks/stack_isolation.py                 # smoke and full layer shapes, fp32 and bf16
     python benchmarks/stack_isolation.py --no-record     # print only
@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from birr import train as T  # noqa: E402
 from birr.model import StackedLinear  # noqa: E402
 
-# (name, fan_in, fan_out) of each linear layer (spec §4), at the smoke size (H=64, Z=16, C=4) and the
+# (name, fan_in, fan_out) of each linear layer (appendix §4), at the smoke size (H=64, Z=16, C=4) and the
 # CIFAR-100 size (H=2000, Z=100, C=100); D = 1024 encoder features
 SHAPES = {
     "smoke": dict(batch=32, layers=[("fcE1", 1024, 64), ("fcE2", 64, 64), ("toZ", 64, 16), ("head", 64, 4),

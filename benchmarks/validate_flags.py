@@ -1,10 +1,10 @@
-"""Do the speed flags keep the accuracy? bf16 autocast and torch.compile on a short real run (issue 7).
+"""Do the speed flags keep the accuracy? bf16 autocast and torch.compile on a short real run.
 
     python benchmarks/validate_flags.py                       # short budget, cifar10-jpg, seeds 0 1 2
     python benchmarks/validate_flags.py --device cuda         # the same on a GPU
 
 For each flag, BI-R + SI is trained with the flag on, at the same seeds as the fp32 eager runs, and
-the final accuracies (first 20 % / first 50 % / all classes, spec §7) are compared seed by seed. The
+the final accuracies (first 20 % / first 50 % / all classes, appendix §7) are compared seed by seed. The
 verdict is "within seed noise" when the mean paired difference is no larger than the seed-to-seed
 standard deviation of the fp32 runs, per column.
 

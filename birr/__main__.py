@@ -128,7 +128,7 @@ def main(argv=None) -> int:
         p.add_argument("--no-checkpoint", action="store_true",
                        help="no per-task state in results/ckpt/ (no resume; for a machine whose disk is lost anyway)")
         p.add_argument("--print-config", action="store_true", help="print the resolved configs and exit")
-    p = sub.add_parser("import-encoder", help="convert the reference's conv-stack checkpoint (spec §3) into an artefact")
+    p = sub.add_parser("import-encoder", help="convert the reference's conv-stack checkpoint (appendix §3) into an artefact")
     p.add_argument("path", help="the reference's store/models/C3-5x16-bn (or any checkpoint of that stack)")
     args = ap.parse_args(argv)
     old_term = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None

@@ -1,6 +1,6 @@
 """One dataclass holds every hyper-parameter of a run; presets expand a method name into it.
 
-The defaults are the reference "BI-R + SI" command on class-incremental CIFAR-100 (spec §1):
+The defaults are the reference "BI-R + SI" command on class-incremental CIFAR-100 (appendix §1):
 `main_cl.py --experiment=CIFAR100 --scenario=class --replay=generative --brain-inspired --si --c=1e8
 --dg-prop=0.6`. Every field says where its value comes from. `preset()` is the one place where a method
 name and a budget are resolved into a complete config: the config printed is the config
@@ -27,25 +27,25 @@ IMPORTED_ENCODER = re.compile(r"ref-[0-9a-f]{10}")   # Config.encoder: "ref-" + 
 @dataclass(frozen=True)   # validated once, in __post_init__: a changed field would skip that and rename the run
 class Config:
     method: str = "bir+si"            # label of the preset this came from (METHODS)
-    # --- data, spec §2 -------------------------------------------------------------------------
+    # --- data, appendix §2 -------------------------------------------------------------------------
     dataset: str = "cifar100"         # birr.data.DATASETS
-    n_tasks: int = 10                 # 10 tasks x 10 classes (spec §1)
-    seed: int = 0                     # class order, init, gate masks, replay noise (spec §1: seed 0)
+    n_tasks: int = 10                 # 10 tasks x 10 classes (appendix §1)
+    seed: int = 0                     # class order, init, gate masks, replay noise (appendix §1: seed 0)
     n_train_per_class: int | None = None  # subsample the training set (short budgets only)
-    # --- frozen encoder, spec §3 ---------------------------------------------------------------
-    encoder_data: str = "cifar10"     # pre-trained on CIFAR-10 (spec §3 recipe)
+    # --- frozen encoder, appendix §3 ---------------------------------------------------------------
+    encoder_data: str = "cifar10"     # pre-trained on CIFAR-10 (appendix §3 recipe)
     encoder_epochs: int = 100         # main_pretrain.py --epochs=100
     encoder: str | None = None        # an imported encoder, "ref-<10 hex>" (the reference's shipped
                                       # checkpoint, `python -m birr import-encoder`); None: pre-train
                                       # by the recipe above (birr.encoder.for_config)
-    encoder_recipe: str = "supervised"  # what the pre-training learns from: "supervised" (spec §3, the
+    encoder_recipe: str = "supervised"  # what the pre-training learns from: "supervised" (appendix §3, the
                                       # labels) or "rotation" (which of 4 rotations an image shows: an
                                       # encoder that never saw a label, birr.encoder.pretrain)
-    # --- model, spec §4 ------------------------------------------------------------------------
-    fc_units: int = 2000              # fcE / decoder width (spec §4.1: 1024 -> 2000 -> 2000)
+    # --- model, appendix §4 ------------------------------------------------------------------------
+    fc_units: int = 2000              # fcE / decoder width (appendix §4.1: 1024 -> 2000 -> 2000)
     z_dim: int = 100                  # latent size (options L134)
-    dg_prop: float = 0.6              # P(gate entry = 0), --dg-prop=0.6 (spec §4.2)
-    # --- optimisation, spec §5-§6 --------------------------------------------------------------
+    dg_prop: float = 0.6              # P(gate entry = 0), --dg-prop=0.6 (appendix §4.2)
+    # --- optimisation, appendix §5-§6 --------------------------------------------------------------
     iters: int = 5000                 # iterations per task (--iters)
     batch: int = 256                  # current-task batch (--batch)
     batch_replay: int = 256           # replay batch (= batch unless --batch-replay; the paper's Fig. 3: 512)
@@ -54,16 +54,16 @@ class Config:
     temp: float = 2.0                 # distillation and soft-gate temperature (--temp)
     si_c: float = 1e8                 # SI strength c (--c=1e8); 0 switches SI off
     si_eps: float = 0.1               # SI damping epsilon (--epsilon)
-    si_params: str = "fcE+head"       # where SI's path integral is accumulated (spec §6: fcE + head only) or "all"
-    kl_divisor: float = 3072.0        # the reference divides the KL by 3*32*32 (spec §5, §9.3)
-    # --- reconstruction repulsion / attraction, spec §8 ----------------------------------------
+    si_params: str = "fcE+head"       # where SI's path integral is accumulated (appendix §6: fcE + head only) or "all"
+    kl_divisor: float = 3072.0        # the reference divides the KL by 3*32*32 (appendix §5, §9.3)
+    # --- reconstruction repulsion / attraction, appendix §8 ----------------------------------------
     rr: bool = False                  # --recon-repulsion
     ra: bool = False                  # --recon-attraction
-    lambda_rr: float = 1e-6           # --lamda-recon-rep (default 1e-6 since 2021-09-08, spec §8.1)
+    lambda_rr: float = 1e-6           # --lamda-recon-rep (default 1e-6 since 2021-09-08, appendix §8.1)
     lambda_ra: float = 1e-6           # --lamda-recon-atr
     rep_f: float | None = None        # f, the repulsion factor (--use-rep-f --rep-f); None = no factor
-    rr_variant: str = "code"          # "code": the fork's implementation (spec §8); "paper": the paper's §3.2-3.3
-    # --- evaluation, spec §7 -------------------------------------------------------------------
+    rr_variant: str = "code"          # "code": the fork's implementation (appendix §8); "paper": the paper's §3.2-3.3
+    # --- evaluation, appendix §7 -------------------------------------------------------------------
     eval_every: int = 0               # also evaluate every N iterations (0 = only after each task)
     log_every: int = 50               # record the loss terms every N iterations (a shorter task: its last)
     bf16: bool = False                # bf16 autocast of the matmuls (validated in benchmarks/)
@@ -165,7 +165,7 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"config.n_train_per_class={cfg.n_train_per_class} must be >= 1, or None for every image")
     if cfg.lambda_rr < 0 or cfg.lambda_ra < 0:
         raise ValueError(f"config.lambda_rr={cfg.lambda_rr} and lambda_ra={cfg.lambda_ra} must be >= 0 "
-                         "(a negative weight would turn repulsion into attraction and back, spec §8.5)")
+                         "(a negative weight would turn repulsion into attraction and back, appendix §8.5)")
     if not 0.0 <= cfg.dg_prop < 1.0:
         raise ValueError(f"config.dg_prop={cfg.dg_prop} must be in [0, 1)")
     if cfg.rep_f is not None and cfg.rep_f < 1:
@@ -174,7 +174,7 @@ def validate(cfg: Config) -> None:
         raise ValueError("config.lr, temp, si_eps, kl_divisor must be > 0 and si_c >= 0; got "
                          f"lr={cfg.lr}, temp={cfg.temp}, si_eps={cfg.si_eps}, kl_divisor={cfg.kl_divisor}, si_c={cfg.si_c}")
     if (cfg.rr or cfg.ra) and cfg.replay == "none":
-        raise ValueError("config.rr/ra need replay='generative': RR and RA act on replayed samples only (spec §8.2)")
+        raise ValueError("config.rr/ra need replay='generative': RR and RA act on replayed samples only (appendix §8.2)")
     if cfg.eval_every < 0:
         raise ValueError(f"config.eval_every={cfg.eval_every} must be >= 0")
     if cfg.grad_every < 0:
@@ -187,9 +187,9 @@ def validate(cfg: Config) -> None:
 
 
 # --- presets ----------------------------------------------------------------------------------
-# Per dataset: number of tasks and what the encoder is pre-trained on (spec §2, §3).
+# Per dataset: number of tasks and what the encoder is pre-trained on (appendix §2, §3).
 DATASET_DEFAULTS = {
-    "cifar100": dict(n_tasks=10, encoder_data="cifar10"),       # spec §1-§3
+    "cifar100": dict(n_tasks=10, encoder_data="cifar10"),       # appendix §1-§3
     "cifar10": dict(n_tasks=5, encoder_data="cifar10"),         # proxy: 5 tasks x 2 classes
     "cifar10-jpg": dict(n_tasks=5, encoder_data="cifar10-jpg"),  # offline proxy (README.md, "Data")
     "synthetic": dict(n_tasks=2, encoder_data="synthetic"),     # tests and smoke runs only
@@ -210,10 +210,10 @@ BUDGET_SETTINGS = {
 }
 
 METHOD_SETTINGS = {
-    "bir+si": dict(replay="generative", si_c=1e8, rr=False, ra=False),   # spec §1: the "baseline"
+    "bir+si": dict(replay="generative", si_c=1e8, rr=False, ra=False),   # appendix §1: the "baseline"
     "bir": dict(replay="generative", si_c=0.0, rr=False, ra=False),      # BI-R without SI
     "finetune": dict(replay="none", si_c=0.0, rr=False, ra=False),       # lower bound: no replay, no SI
-    # spec §8.1: --recon-repulsion --recon-attraction --recon-rep-aver --use-rep-f --rep-f=20
+    # appendix §8.1: --recon-repulsion --recon-attraction --recon-rep-aver --use-rep-f --rep-f=20
     "rr+ra": dict(replay="generative", si_c=1e8, rr=True, ra=True, rep_f=20.0),
 }
 
@@ -268,7 +268,7 @@ _SWEPT = dict(seed="use seeds=(...)", method="it runs its own methods")
 def table1_configs(*, budget: str = "full", dataset: str | None = None, seeds=(0, 1, 2, 3, 4),
                    factors=(5, 10, 20, 50, 100), variant: str = "code", **overrides) -> list[Config]:
     """The runs behind Table 1: the baseline and RR+RA at each f, same seeds (paired), lambda = 1e-6,
-    and at the full budget batch 512 (the paper's Table 1 / Fig. 3, spec §9.1 item 10; the smaller budgets
+    and at the full budget batch 512 (the paper's Table 1 / Fig. 3, appendix §9.1 item 10; the smaller budgets
     keep their own batch)."""
     _not_swept("table1_configs", overrides, dict(_SWEPT, rep_f="use factors=(...)", rr_variant="use variant="))
     seeds = _sweep("seeds", seeds, int, "(0, 1, 2)")

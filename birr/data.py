@@ -1,20 +1,20 @@
 """
-Data for birr: the class-incremental benchmarks of spec §2, as uint8 tensors in memory.
+Data for birr: the class-incremental benchmarks of appendix §2, as uint8 tensors in memory.
 
 Every dataset ends up in the same shape: a `Benchmark` holding a train and a test `Split` of
 uint8 images (N, 3, 32, 32) whose labels have been relabelled by the seeded class permutation
-of spec §2 (new_label = permutation[original]). Task t (1-based) holds new labels
+of appendix §2 (new_label = permutation[original]). Task t (1-based) holds new labels
 (t-1)*cpt ... t*cpt-1, and labels stay global (class-IL, no per-task offset).
 
 Four sources, one code path after parsing:
-- cifar100     the official python-pickle archive (spec §2: the benchmark itself)
-- cifar10      the official python-pickle archive (spec §3: what the conv encoder was pre-trained on)
+- cifar100     the official python-pickle archive (appendix §2: the benchmark itself)
+- cifar10      the official python-pickle archive (appendix §3: what the conv encoder was pre-trained on)
 - cifar10-jpg  data/cifar10-jpg.tar.gz, the offline CIFAR-10 stand-in that ships with the repo
                (JPEG quality ~75, so close to but not bit-exact with the official batches)
 - synthetic    CIFAR-shaped, class-structured images generated from the seed, for CPU smoke runs
 
 Images stay uint8 until `Benchmark.normalise`, which applies each dataset's own statistics
-(spec §2 for CIFAR-100; spec §3 for CIFAR-10). No augmentation: the baseline has none (spec §2).
+(appendix §2 for CIFAR-100; appendix §3 for CIFAR-10). No augmentation: the baseline has none (appendix §2).
 """
 
 import gzip
@@ -82,29 +82,29 @@ class Split:
 
 @dataclass(frozen=True, eq=False)
 class Benchmark:
-    """A class-incremental benchmark: n_tasks tasks of classes_per_task new labels each (spec §2)."""
+    """A class-incremental benchmark: n_tasks tasks of classes_per_task new labels each (appendix §2)."""
     name: str                          # one of DATASETS
     train: Split
     test: Split
     n_tasks: int
     classes_per_task: int
-    class_order: list[int]             # class_order[new_label] = original label id (spec §2)
+    class_order: list[int]             # class_order[new_label] = original label id (appendix §2)
     class_names: list[str]             # class_names[new_label] = human-readable name
     mean: tuple[float, float, float]   # per-channel statistics used by normalise()
     std: tuple[float, float, float]
-    seed: int                          # the seed that drew the class order (spec §2)
+    seed: int                          # the seed that drew the class order (appendix §2)
 
     @property
     def n_classes(self) -> int:
         return len(self.class_order)
 
     def task_classes(self, t: int) -> range:
-        """New labels of task t (1-based), spec §2: (t-1)*cpt ... t*cpt-1."""
+        """New labels of task t (1-based), appendix §2: (t-1)*cpt ... t*cpt-1."""
         _check_int("task index t", t, 1, self.n_tasks)
         return range((t - 1) * self.classes_per_task, t * self.classes_per_task)
 
     def task_split(self, t: int, which: str = "train") -> Split:
-        """The images of task t, as the reference's SubDataset filters them (spec §2: 5,000 / 1,000 per CIFAR-100 task)."""
+        """The images of task t, as the reference's SubDataset filters them (appendix §2: 5,000 / 1,000 per CIFAR-100 task)."""
         if which not in ("train", "test"):
             raise ValueError(f"split which={which!r} is not allowed; expected 'train' or 'test'")
         split, classes = getattr(self, which), self.task_classes(t)
@@ -112,7 +112,7 @@ class Benchmark:
         return Split(split.images[keep], split.labels[keep])
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 -> float32 (x/255 - mean) / std: ToTensor then Normalize, as the reference does (spec §2)."""
+        """uint8 -> float32 (x/255 - mean) / std: ToTensor then Normalize, as the reference does (appendix §2)."""
         if images.dtype != torch.uint8:
             raise ValueError(f"normalise expects uint8 images, got dtype {images.dtype}")
         mean = torch.tensor(self.mean, dtype=torch.float32, device=images.device).view(3, 1, 1)
@@ -128,12 +128,12 @@ class Benchmark:
                     mean=list(self.mean), std=list(self.std), seed=self.seed)
 
 # -----------------------------------------------------------------------------
-# the class order (spec §2)
+# the class order (appendix §2)
 
 def class_order(n_classes: int, seed: int) -> list[int]:
     """
     The reference seeds numpy and draws `permutation = np.random.permutation(n_classes)`, then relabels
-    every image as new = permutation[original] (spec §2). Legacy RandomState's stream is frozen, so this
+    every image as new = permutation[original] (appendix §2). Legacy RandomState's stream is frozen, so this
     reproduces it exactly. We return the inverse, class_order[new] = original, which is what a reader
     wants: seed 0, 100 classes gives task 1 = originals 52, 40, 2, 22, 44, 49, 26, 14, 19, 94.
     """
@@ -358,10 +358,10 @@ def _synthetic(n_classes, n_train, n_test, seed):
 # -----------------------------------------------------------------------------
 # load(): everything above, behind one call
 
-# (n_classes, n_tasks): 10 x 10 for CIFAR-100 (spec §1); 5 x 2 for CIFAR-10; 2 x 2 synthetic for CPU runs (style §8)
+# (n_classes, n_tasks): 10 x 10 for CIFAR-100 (appendix §1); 5 x 2 for CIFAR-10; 2 x 2 synthetic for CPU runs (style §8)
 _DEFAULTS = {"cifar100": (100, 10), "cifar10": (10, 5), "cifar10-jpg": (10, 5), "synthetic": (4, 2)}
-CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))  # spec §3, the encoder's pre-training
-_STATS = {"cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761)),  # spec §2
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))  # appendix §3, the encoder's pre-training
+_STATS = {"cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761)),  # appendix §2
           "cifar10": CIFAR10_STATS, "cifar10-jpg": CIFAR10_STATS}  # (mean, std) per channel
 _SOURCES = {
     "cifar100": "official CIFAR-100 (cifar-100-python.tar.gz)",
@@ -372,7 +372,7 @@ _SOURCES = {
 
 
 def _relabel(x, y, permutation, k, what):
-    """Keep the first k images of every class (file order kept), then relabel new = permutation[original] (spec §2)."""
+    """Keep the first k images of every class (file order kept), then relabel new = permutation[original] (appendix §2)."""
     n_classes = len(permutation)
     if y.size and (y.min() < 0 or y.max() >= n_classes):
         raise ValueError(f"corrupt data: labels span {y.min()}..{y.max()}, expected 0..{n_classes - 1}")
@@ -391,7 +391,7 @@ def load(name: str, *, n_tasks: int | None = None, seed: int = 0, root: str | Pa
          n_train_per_class: int | None = None, n_test_per_class: int | None = None,
          data_seed: int = 0) -> Benchmark:
     """
-    Load a class-incremental benchmark (spec §2). `root` is the folder holding the archive (default
+    Load a class-incremental benchmark (appendix §2). `root` is the folder holding the archive (default
     cache_dir()/<name> for the official CIFARs, the repo's data/ for cifar10-jpg). `verify=False` skips the
     checksum; `download=False` expects the archive (or its unpacked folder) under root already.
     `n_classes` and `data_seed` are for synthetic only; n_*_per_class keep the first k images of each
@@ -426,7 +426,7 @@ def load(name: str, *, n_tasks: int | None = None, seed: int = 0, root: str | Pa
     if len(names) != n_classes:
         raise ValueError(f"corrupt {name} data: {len(names)} class names, expected {n_classes}")
 
-    permutation = np.argsort(order)  # permutation[original] = new label (spec §2)
+    permutation = np.argsort(order)  # permutation[original] = new label (appendix §2)
     train = _relabel(*train, permutation, n_train_per_class, "n_train_per_class")
     test = _relabel(*test, permutation, n_test_per_class, "n_test_per_class")
 

@@ -1,15 +1,15 @@
 """
-The frozen convolutional encoder of spec §3 ("C3-5x16-bn"): its architecture, its pre-training on
+The frozen convolutional encoder of appendix §3 ("C3-5x16-bn"): its architecture, its pre-training on
 CIFAR-10, the committed artefacts that hold it, and the precomputed features the continual runs use.
 
 Read top to bottom: the conv stack -> crop+flip augmentation -> pre-training -> artefacts
 (save / load / get by recipe stamp) -> the reference's shipped checkpoint (import) -> the feature cache.
 
 Why precompute: in continual learning the conv stack is frozen and kept in eval mode on every step
-(spec §3, "Frozen in continual learning"), and the baseline has no augmentation (spec §2). So the
+(appendix §3, "Frozen in continual learning"), and the baseline has no augmentation (appendix §2). So the
 1024 features of every image are a fixed function of the image, and can be computed once per
 (encoder, benchmark) and cached. That moves ~5.2 M of the ~18 M multiply-accumulates per sample
-(spec §4.4) out of the training loop.
+(appendix §4.4) out of the training loop.
 
 Budgets (BUDGETS below), measured on this repo's 2-core CPU (torch 2.14.1, default 2 threads):
 - smoke: synthetic, 1 epoch: 400 images = one step of 256, ~3 s; test accuracy 25% (chance: 4 classes).
@@ -17,8 +17,8 @@ Budgets (BUDGETS below), measured on this repo's 2-core CPU (torch 2.14.1, defau
   0.33 s on an idle machine (0.21 s conv stack, 0.15 s MLP head, forward + backward), so ~65 s per
   epoch and ~6 min in all. The committed artefact (encoder-b9e09c289f.pt) was trained while other
   jobs shared the two cores: 127-380 s per epoch, 1,359 s in all. Train loss 1.69 -> 1.16 over the
-  five epochs; test accuracy 62.6% (spec §3 gives no accuracy for the 100-epoch encoder).
-- full: 100 epochs (spec §3 recipe): ~1.8 h on the idle 2-core CPU (100 x 65 s), so meant for a GPU.
+  five epochs; test accuracy 62.6% (appendix §3 gives no accuracy for the 100-epoch encoder).
+- full: 100 epochs (appendix §3 recipe): ~1.8 h on the idle 2-core CPU (100 x 65 s), so meant for a GPU.
 Features of all 60,000 cifar10-jpg images: ~30 s idle (0.48 s per 1,000), 95 s measured under load;
 served from the cache file (246 MB) in 1.5 s.
 """
@@ -44,19 +44,19 @@ from birr.data import CIFAR10_STATS, Benchmark, cache_dir, load
 FORMAT = 1                                               # artefact layout version; bump when the saved dict changes
 ARTEFACTS = Path(__file__).resolve().parents[1] / "artefacts"  # committed, next to birr/
 
-# Pre-training budgets (spec §3: 100 epochs). `short` was chosen from the timing in the module docstring.
+# Pre-training budgets (appendix §3: 100 epochs). `short` was chosen from the timing in the module docstring.
 BUDGETS = {
     "smoke": dict(dataset="synthetic", epochs=1),       # tests and smoke runs: seconds, learns nothing useful
     "short": dict(dataset="cifar10-jpg", epochs=5),     # see the module docstring for its time and accuracy
-    "full": dict(dataset="cifar10", epochs=100),        # spec §3; use dataset="cifar10-jpg" when offline
+    "full": dict(dataset="cifar10", epochs=100),        # appendix §3; use dataset="cifar10-jpg" when offline
 }
 
 # -----------------------------------------------------------------------------
-# the conv stack (spec §3 table)
+# the conv stack (appendix §3 table)
 
 def _uniform_(t: torch.Tensor, fan_in: int, gen: torch.Generator) -> None:
     """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): what torch's default Conv2d/Linear init comes to, and the
-    reference's `reset_parameters` (spec §4.1), drawn from our own generator so a seed fixes it."""
+    reference's `reset_parameters` (appendix §4.1), drawn from our own generator so a seed fixes it."""
     bound = 1.0 / math.sqrt(fan_in)
     with torch.no_grad():
         t.copy_(torch.rand(t.shape, generator=gen) * 2 * bound - bound)
@@ -92,7 +92,7 @@ class ConvEncoder(nn.Module):
         for i in range(4):
             stride = 1 if i == 0 else 2
             layers += [nn.Conv2d(c[i], c[i + 1], 3, stride, 1, bias=True), nn.BatchNorm2d(c[i + 1]), nn.ReLU()]
-        layers += [nn.Conv2d(c[4], c[5], 3, 2, 1, bias=True)]  # L5: no BN, no ReLU (spec §3)
+        layers += [nn.Conv2d(c[4], c[5], 3, 2, 1, bias=True)]  # L5: no BN, no ReLU (appendix §3)
         self.layers = nn.Sequential(*layers)
         self.frozen = False
 
@@ -101,7 +101,7 @@ class ConvEncoder(nn.Module):
         return h.flatten(1)  # (B, 1024), channel-major
 
     def freeze(self) -> "ConvEncoder":
-        """Frozen as in continual learning (spec §3): no gradients, and eval mode for good, so BN always
+        """Frozen as in continual learning (appendix §3): no gradients, and eval mode for good, so BN always
         uses its stored running statistics. The reference re-calls convE.eval() on every step; here a
         parent's .train() simply cannot switch this module back."""
         self.frozen = True
@@ -141,7 +141,7 @@ def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.T
 
 
 def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """The pre-training augmentation of spec §3 (`--augment`): random crop with symmetric padding 4,
+    """The pre-training augmentation of appendix §3 (`--augment`): random crop with symmetric padding 4,
     then a horizontal flip with probability 1/2, drawn per image from `gen` (a CPU generator)."""
     B = x.shape[0]
     dy = torch.randint(0, 2 * pad + 1, (B,), generator=gen).to(x.device)
@@ -150,7 +150,7 @@ def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> tor
     return crop_flip(x, dy, dx, flip, pad)
 
 # -----------------------------------------------------------------------------
-# pre-training (spec §3 recipe: main_pretrain.py --experiment=CIFAR10 --epochs=100 --augment)
+# pre-training (appendix §3 recipe: main_pretrain.py --experiment=CIFAR10 --epochs=100 --augment)
 
 def recipe_stamp(recipe: dict) -> str:
     """Short name of a recipe: the first 10 hex digits of sha1 over its sorted JSON."""
@@ -190,7 +190,7 @@ def _targets(objective: str, y: torch.Tensor, gen: torch.Generator) -> tuple[tor
 
 @torch.no_grad()
 def _accuracy(model: nn.Module, bench: Benchmark, device, batch: int = 1000, objective: str = "supervised") -> float:
-    """Top-1 accuracy on the test split, eval mode (BN on running statistics), spec §7; for the rotation
+    """Top-1 accuracy on the test split, eval mode (BN on running statistics), appendix §7; for the rotation
     objective, of the rotation (each test image at a fixed pseudo-random turn)."""
     model.eval()
     correct = 0
@@ -217,7 +217,7 @@ def pretrain(dataset: str = "cifar10-jpg", epochs: int = 100, seed: int = 0, dev
     """
     Train ConvEncoder + MLP head (1024 -> 2000 -> 2000 -> n_classes, ReLU, no BN) with cross-entropy
     and Adam(lr, betas 0.9/0.999), batch 256 with drop_last, on crop+flip augmented images normalised
-    with the pre-training dataset's own statistics (spec §3). Every layer is trained; only the conv
+    with the pre-training dataset's own statistics (appendix §3). Every layer is trained; only the conv
     stack is kept. Everything random (init, shuffling, augmentation) comes from one generator seeded
     with `seed`, so a recipe fixes the weights on a given device. Returns the artefact's path.
 
@@ -365,17 +365,17 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
         return float((probe(vx).argmax(1) == test_y).float().mean())
 
 # -----------------------------------------------------------------------------
-# the reference's shipped checkpoint (spec §3, "The shipped checkpoint")
+# the reference's shipped checkpoint (appendix §3, "The shipped checkpoint")
 #
 # The reference loads store/models/C3-5x16-bn unless told otherwise; that file is not in this repo
 # (nor can it be downloaded here), and its 39,000 BN batches show it was not made by the documented
-# recipe (spec §3), so pretrain() cannot reproduce it. A user who has it imports it once:
+# recipe (appendix §3), so pretrain() cannot reproduce it. A user who has it imports it once:
 #     python -m birr import-encoder path/to/store/models/C3-5x16-bn   ->  artefacts/encoder-ref-<sha>.pt
 # and runs with `--set encoder=ref-<sha>` (Config.encoder), for features from the very weights the
 # paper's numbers came from.
 
 def _birr_key(ref_key: str) -> str | None:
-    """The reference's `convLayer{i}.conv.*` / `convLayer{i}.bn.*` (spec §3) -> this stack's
+    """The reference's `convLayer{i}.conv.*` / `convLayer{i}.bn.*` (appendix §3) -> this stack's
     `layers.{n}.*`: layer i's conv is module 3(i-1), its BN module 3(i-1)+1 (ReLU has no state); L5 is
     the bare conv, module 12. None for a key the reference stack cannot have."""
     m = re.fullmatch(r"convLayer([1-5])\.(conv|bn)\.(\w+)", ref_key)
@@ -392,7 +392,7 @@ def _reference_key(key: str) -> str:
 
 def import_reference(path: str | Path, out_dir: str | Path | None = None) -> Path:
     """
-    Convert the reference's conv-stack checkpoint (spec §3: `torch.save({'state': state_dict})` with
+    Convert the reference's conv-stack checkpoint (appendix §3: `torch.save({'state': state_dict})` with
     keys `convLayer{1..5}.conv.{weight,bias}` and `convLayer{1..4}.bn.{weight,bias,running_mean,
     running_var,num_batches_tracked}`; a bare state dict is accepted too) into a birr artefact,
     `encoder-ref-<sha1 of the file, 10 hex>.pt` in out_dir (default: artefacts/). Every key and shape
@@ -425,19 +425,19 @@ def import_reference(path: str | Path, out_dir: str | Path | None = None) -> Pat
             mapped[ours] = value
     if unknown:
         raise ValueError(f"{path}: keys the C3-5x16-bn stack does not have: {', '.join(sorted(unknown)[:4])}"
-                         f"{' ...' if len(unknown) > 4 else ''} (spec §3)")
+                         f"{' ...' if len(unknown) > 4 else ''} (appendix §3)")
     missing = [k for k in expected if k not in mapped]
     if missing:
         raise ValueError(f"{path}: missing {', '.join(_reference_key(k) for k in missing[:4])}"
-                         f"{' ...' if len(missing) > 4 else ''} (spec §3 lists the keys)")
+                         f"{' ...' if len(missing) > 4 else ''} (appendix §3 lists the keys)")
     encoder.load_state_dict(mapped)
     name = f"ref-{sha1[:10]}"
     out = Path(out_dir if out_dir is not None else ARTEFACTS) / f"encoder-{name}.pt"
     mean, std = CIFAR10_STATS
     _save_atomic(dict(
-        format=FORMAT, stamp=name, dataset="cifar10", mean=list(mean), std=list(std),  # spec §3: CIFAR-10 statistics
+        format=FORMAT, stamp=name, dataset="cifar10", mean=list(mean), std=list(std),  # appendix §3: CIFAR-10 statistics
         # dataset / epochs as in a pretrain() recipe (birr.viz names the encoder by them); the
-        # epochs that made the shipped file are unknown (spec §3: not the documented 100 at batch 256)
+        # epochs that made the shipped file are unknown (appendix §3: not the documented 100 at batch 256)
         recipe=dict(source="reference checkpoint", file=path.name, file_sha1=sha1, dataset="cifar10", epochs=None),
         test_acc=None, train_seconds=None, history=[], torch=str(torch.__version__), device="cpu",
         state_dict={k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()},
@@ -465,11 +465,11 @@ def encoder_hash(encoder: nn.Module) -> str:
     return h.hexdigest()[:10]
 
 # -----------------------------------------------------------------------------
-# the feature cache (spec §3, "consequence")
+# the feature cache (appendix §3, "consequence")
 
 def _images_hash(bench: Benchmark) -> str:
     """Hash of the train and test image bytes and the normalisation statistics. The images, not the
-    seed: the class order only permutes labels (spec §2), so every seed of a CIFAR benchmark shares one
+    seed: the class order only permutes labels (appendix §2), so every seed of a CIFAR benchmark shares one
     cache file, while a subsampled benchmark, or synthetic data drawn from another seed, gets its own."""
     h = hashlib.blake2b(digest_size=8)
     h.update(json.dumps([list(bench.mean), list(bench.std)]).encode())
@@ -495,7 +495,7 @@ def features(encoder: ConvEncoder, bench: Benchmark, device: str = "cpu", batch:
     The 1024 conv features of every train and test image of `bench`: float32 (N_train, 1024) and
     (N_test, 1024), in the order of bench.train / bench.test. Images are normalised with the
     *continual* dataset's own statistics (bench.normalise), as the reference does even though the
-    encoder was pre-trained under CIFAR-10's (spec §3: the mismatch is copied for fidelity). Eval mode,
+    encoder was pre-trained under CIFAR-10's (appendix §3: the mismatch is copied for fidelity). Eval mode,
     no gradients. Cached in cache_dir() as one file per (encoder, dataset, images); later calls read it.
     progress: a bar over the batches when they are computed (30-95 s for 60,000 images on 2 cores).
 

@@ -1,8 +1,8 @@
-"""What "precision" means and the numbers Table 1 reports (spec §7).
+"""What "precision" means and the numbers Table 1 reports (appendix §7).
 
-Precision is top-1 accuracy (spec §7). The paper's Table 1 columns are the final model's mean accuracy over
+Precision is top-1 accuracy (appendix §7). The paper's Table 1 columns are the final model's mean accuracy over
 the first 20 % and first 50 % of classes *in the permuted order*, and over all classes; every class has
-the same number of test images, so per-class and per-task means coincide (spec §7).
+the same number of test images, so per-class and per-task means coincide (appendix §7).
 """
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ def summarise(acc_matrix_seen, per_class_acc) -> dict:
     """The derived metrics stored with every result.
 
     Forgetting and BWT come from `acc_matrix_seen`, the matrix with the argmax over the classes seen so
-    far: the protocol of the reference's own record after every task (spec §7, `precision_dict`). The
+    far: the protocol of the reference's own record after every task (appendix §7, `precision_dict`). The
     all-class argmax of its final evaluation would, before the last task, let the untrained head rows of
-    classes not yet seen (cross-entropy runs over the active classes only, spec §5) win some argmaxes:
+    classes not yet seen (cross-entropy runs over the active classes only, appendix §5) win some argmaxes:
     that lowers "accuracy right after learning" (by up to 15 points on task 1 in the short runs) and
     so hides forgetting. After the last task every class is seen and the two matrices' rows coincide,
     so the Table 1 columns (per_class_acc, final model) are the same under either."""

@@ -1,4 +1,4 @@
-"""The BI-R model of spec §4: a classifier with a VAE attached through feedback connections.
+"""The BI-R model of appendix §4: a classifier with a VAE attached through feedback connections.
 
 Read top to bottom: a stacked linear layer -> the model (encoder fcE, split layer toZ, classifier head,
 gated decoder, GMM prior) -> sampling for replay.
@@ -34,7 +34,7 @@ def _uniform(shape, bound, gens):
 class StackedLinear(nn.Module):
     """K independent `Linear(fan_in, fan_out)` layers applied as one (`losses.bmm`: one `baddbmm` on a GPU).
 
-    Init as the reference (spec §4.1, `reset_parameters`): weights and biases U(-1/sqrt(fan_in), +).
+    Init as the reference (appendix §4.1, `reset_parameters`): weights and biases U(-1/sqrt(fan_in), +).
     The weight is stored (K, fan_in, fan_out) so the forward is x @ W without a transpose.
     """
 
@@ -51,7 +51,7 @@ class StackedLinear(nn.Module):
 class BIR(nn.Module):
     """Spec §4: fcE 1024->H->H, toZ (mu with bias, logvar without), head on hE ("beforeZ"),
     decoder Z->H->H->1024 with fixed class gates on the first two layers, GMM prior with one mode
-    per class. Trainable parameters for the CIFAR-100 configuration: 12,925,224 per run (spec §4.4).
+    per class. Trainable parameters for the CIFAR-100 configuration: 12,925,224 per run (appendix §4.4).
     """
 
     def __init__(self, seeds: list[int], n_classes: int = 100, fc_units: int = 2000, z_dim: int = 100,
@@ -60,24 +60,24 @@ class BIR(nn.Module):
         self.K, self.C, self.H, self.Z, self.D = len(seeds), n_classes, fc_units, z_dim, in_dim
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         H, Z, D, C = fc_units, z_dim, in_dim, n_classes
-        # encoder fcE (spec §4.1): two ReLU layers, no BN, no dropout
+        # encoder fcE (appendix §4.1): two ReLU layers, no BN, no dropout
         self.fcE1 = StackedLinear(D, H, gens)
         self.fcE2 = StackedLinear(H, H, gens)
-        # split layer toZ: mu with bias, logvar WITHOUT bias (spec §4.1)
+        # split layer toZ: mu with bias, logvar WITHOUT bias (appendix §4.1)
         self.toZ_mu = StackedLinear(H, Z, gens)
         self.toZ_logvar = StackedLinear(H, Z, gens, bias=False)
         # classifier head on hE, not on z
         self.head = StackedLinear(H, C, gens)
-        # decoder (spec §4.2): fromZ (gated, ReLU) -> fcD1 (gated, ReLU) -> fcD2 (linear output)
+        # decoder (appendix §4.2): fromZ (gated, ReLU) -> fcD1 (gated, ReLU) -> fcD2 (linear output)
         self.fromZ = StackedLinear(Z, H, gens)
         self.fcD1 = StackedLinear(H, H, gens)
         self.fcD2 = StackedLinear(H, D, gens)
         # fixed binary class gates M[c, unit]: 0 with probability dg_prop, drawn once, fromZ's first.
         # Unlike the reference (plain attributes, lost on save), they are buffers: a checkpoint reloads
-        # the same model (spec §4.2).
+        # the same model (appendix §4.2).
         self.register_buffer("gate_fromZ", torch.stack([(torch.rand(C, H, generator=g) >= dg_prop).float() for g in gens]))
         self.register_buffer("gate_fcD1", torch.stack([(torch.rand(C, H, generator=g) >= dg_prop).float() for g in gens]))
-        # class-conditional GMM prior (spec §4.3): all C modes exist from the start, N(0, 1) init
+        # class-conditional GMM prior (appendix §4.3): all C modes exist from the start, N(0, 1) init
         self.z_class_means = nn.Parameter(torch.stack([torch.randn(C, Z, generator=g) for g in gens]))
         self.z_class_logvars = nn.Parameter(torch.stack([torch.randn(C, Z, generator=g) for g in gens]))
         # gates of known classes as rows of M (class_gate); False: as one-hot products, the reference's way
@@ -91,13 +91,13 @@ class BIR(nn.Module):
         return hE, self.toZ_mu(hE), self.toZ_logvar(hE), self.head(hE)
 
     def classify(self, x):
-        """Logits over all C classes (spec §7: evaluation never touches mu or z)."""
+        """Logits over all C classes (appendix §7: evaluation never touches mu or z)."""
         return self.head(F.relu(self.fcE2(F.relu(self.fcE1(x)))))
 
     def decode(self, z, g=None, y=None):
         """z (K,B,Z) -> reconstruction (K,B,D). Each sample's class vector is a row of g (K,B_g,C: soft
         teacher probabilities for replay, or one-hot), or, for the first B_y samples, its class index in
-        y (K,B_y); B_y + B_g = B. Gated layer: ReLU((g @ M) * (W h + b)) (spec §4.2)."""
+        y (K,B_y); B_y + B_g = B. Gated layer: ReLU((g @ M) * (W h + b)) (appendix §4.2)."""
         if y is not None and not self.gather_gates:           # the reference's one-hot products
             hot = one_hot(y, self.C, z.dtype)
             g, y = (hot if g is None else torch.cat([hot, g], 1)), None
@@ -109,7 +109,7 @@ class BIR(nn.Module):
 
     @staticmethod
     def class_gate(M, g, y, dtype):
-        """The gate g @ M of spec §4.2 for every sample, (K,B,H). For a known class c (y) the one-hot
+        """The gate g @ M of appendix §4.2 for every sample, (K,B,H). For a known class c (y) the one-hot
         product is M's row c: gathered, not multiplied (the reference multiplies, a 2 x B x C x H
         matmul per layer, for speed). M is 0/1, so the row equals the product bit for bit, in bf16 too."""
         M, rows = M.to(dtype), []                               # cast the C x H table once, not B x H rows
@@ -135,7 +135,7 @@ class BIR(nn.Module):
     # --- replay -------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, classes, eps):
-        """Generate replay (spec §4.3): classes (K,B) long, eps (K,B,Z) -> features (K,B,D).
+        """Generate replay (appendix §4.3): classes (K,B) long, eps (K,B,Z) -> features (K,B,D).
         z = mu_c + eps * exp(logvar_c / 2), decoded through the one-hot gate of c."""
         k = torch.arange(self.K, device=classes.device)[:, None]
         z = self.reparameterize(self.z_class_means[k, classes], self.z_class_logvars[k, classes], eps)
@@ -144,5 +144,5 @@ class BIR(nn.Module):
     def n_params_per_run(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad) // self.K
 
-    # names of the parameters SI's path integral runs over in the reference (spec §6)
+    # names of the parameters SI's path integral runs over in the reference (appendix §6)
     SI_FCE_HEAD = ("fcE1.", "fcE2.", "head.")

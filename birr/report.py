@@ -110,10 +110,10 @@ PAPER_TABLE1 = [
     dict(f=50, first20=(4.90, 16.12), first50=(3.56, 11.21), overall=(1.26, 3.61)),
     dict(f=100, first20=(4.95, 16.28), first50=(4.18, 13.16), overall=(1.24, 3.56)),
 ]
-# The paper's §4 Results text, f = 20 at 5000 iterations: the numbers that disagree with Table 1 (spec §9.2 item 1)
+# The paper's §4 Results text, f = 20 at 5000 iterations: the numbers that disagree with Table 1 (appendix §9.2 item 1)
 PAPER_TEXT_F20 = dict(first50=(3.20, 15.30), first20=(4.30, 15.79))
 # BI-R + SI on class-IL CIFAR-100 as van de Ven et al. report it: about 34.8 % overall.
-# From memory, unverified (spec §9.2 item 2).
+# From memory, unverified (appendix §9.2 item 2).
 PUBLISHED_BIR_SI_CIFAR100 = 34.8
 
 
@@ -123,7 +123,7 @@ def implied_baseline(abs_change: float, rel_change: float) -> float:
 
 
 def paper_table1_frame() -> pd.DataFrame:
-    """The paper's Table 1 as printed (CIFAR-100), with the baseline each cell implies (spec §9.2 item 2).
+    """The paper's Table 1 as printed (CIFAR-100), with the baseline each cell implies (appendix §9.2 item 2).
     Index f; columns <metric>_abs (points), <metric>_rel (%), <metric>_implied_baseline (%)."""
     rows = []
     for row in PAPER_TABLE1:
@@ -463,7 +463,7 @@ def competition_frame(results) -> pd.DataFrame:
     sample, n_kept / n_competitive (code variant: at most 1, the runner-up, kept when some sample of the
     batch represents it; paper variant: every class above the threshold, so >= 1); applied_share =
     the share of iterations in which RR / RA were applied (the code variant skips a batch with no
-    competitive sample, spec §8.3 item 4)."""
+    competitive sample, appendix §8.3 item 4)."""
     rows = []
     for r in results:
         if not is_rr(r):
@@ -499,7 +499,7 @@ def competition_by_f(results) -> pd.DataFrame:
 def applied_by_task(results) -> pd.DataFrame:
     """The share of iterations (%) in which RR / RA were applied, per run (rows: variant, f, seed) and
     task (columns, t >= 2): what `competition_by_f`'s mean over tasks hides. In the code variant a
-    batch with no competitive sample skips both terms (spec §8.3 item 4), so the share can differ
+    batch with no competitive sample skips both terms (appendix §8.3 item 4), so the share can differ
     widely between tasks and between runs of one task."""
     cf = competition_frame(results)
     if cf.empty:
@@ -522,8 +522,8 @@ def pair_counts(r: dict, tasks=None) -> pd.DataFrame:
     """Counts of (label, competitor) pairs that entered RR, summed over the logged tasks (or `tasks`),
     as a C_seen x C_seen frame: rows = label (the sample's class), columns = competitor, class names.
     C_seen: the code variant's labels and competitors are the teacher's, over the classes of tasks
-    1 .. T-1 (spec §8.3); the paper variant's are the current model's, over every class seen so far,
-    the last task's included (spec §9.1 item 7)."""
+    1 .. T-1 (appendix §8.3); the paper variant's are the current model's, over every class seen so far,
+    the last task's included (appendix §9.1 item 7)."""
     names = r["class_names"]
     counts = np.zeros((len(names), len(names)), dtype=np.int64)
     for st in r.get("rr_stats", []):
@@ -563,7 +563,7 @@ def rr_magnitude_frame(results) -> pd.DataFrame:
     rr, ra: the unweighted terms; weighted_rr = lambda_RR * rr (what enters the replay loss, before the
     (1 - 1/t) factor); share_of_recon = weighted_rr / recon_r; grad_scale = lambda_RR * rr^2, a rough
     size of RR's gradient relative to the reconstruction loss's (d(lambda/e)/de = -lambda/e^2, and
-    rr ~ 1/e; spec §9.4)."""
+    rr ~ 1/e; appendix §9.4)."""
     rows = []
     for r in results:
         if not is_rr(r):
@@ -956,8 +956,8 @@ def image_grid(bench, *, per_class: int = 4, tasks=None):
 # -----------------------------------------------------------------------------
 # 5. data, encoder and status helpers
 
-# The CIFAR-100 fine labels in their standard (alphabetical) order, so that the class order of spec §2
-# can be named without downloading the archive (spec §2 names tasks 1 and 2 the same way).
+# The CIFAR-100 fine labels in their standard (alphabetical) order, so that the class order of appendix §2
+# can be named without downloading the archive (appendix §2 names tasks 1 and 2 the same way).
 CIFAR100_FINE_NAMES = (
     "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
     "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
@@ -973,7 +973,7 @@ CIFAR100_FINE_NAMES = (
 
 
 def cifar100_order_frame(seed: int = 0, n_tasks: int = 10) -> pd.DataFrame:
-    """The CIFAR-100 class order of spec §2 for `seed`: one row per task, "original id name" per
+    """The CIFAR-100 class order of appendix §2 for `seed`: one row per task, "original id name" per
     position, from birr.data.class_order (no download needed)."""
     from birr.data import class_order
     order = class_order(100, seed)
@@ -1006,7 +1006,7 @@ def nearest_mean_accuracy(train_x, train_y, test_x, test_y) -> float:
 
 
 def encoder_layer_frame() -> pd.DataFrame:
-    """The conv stack of spec §3, read off birr.encoder.ConvEncoder: output shape and parameters per layer."""
+    """The conv stack of appendix §3, read off birr.encoder.ConvEncoder: output shape and parameters per layer."""
     import torch
     from birr.encoder import ConvEncoder
     enc = ConvEncoder().eval()

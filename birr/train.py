@@ -1,17 +1,17 @@
-"""Continual training of BI-R (+SI, +RR/RA): the loop of spec §6, evaluation of spec §7, results and
+"""Continual training of BI-R (+SI, +RR/RA): the loop of appendix §6, evaluation of appendix §7, results and
 resume.
 
 `run(cfg)` trains one run or loads it by its stamp; `run_many(cfgs)` trains every missing run of a list,
 stacking runs that share their shapes into one batched model (one process keeps the machine busy): seeds, RR/RA switches,
 lambdas, f and SI strength may differ inside a stack, nothing else.
 
-Hot path rules: the encoder features live on the device (spec §3 "consequence"), batches are index
+Hot path rules: the encoder features live on the device (appendix §3 "consequence"), batches are index
 gathers, replay sampling, gating, the GMM likelihood and RR/RA are batched tensor ops, and nothing in
 the training step reads a value back to the host (the reference makes ~512 `.item()` calls a step,
-spec §10). Loss traces and RR/RA statistics are accumulated on the device and read once per task.
+appendix §10). Loss traces and RR/RA statistics are accumulated on the device and read once per task.
 Once the matmuls are lean, the per-parameter passes are what is left: Adam is fused (one pass over
 the 12.9 M parameters instead of ~8), and the SI penalty's gradient is added in closed form over the
-fcE and head parameters only, where omega is non-zero (spec §6), instead of through autograd over
+fcE and head parameters only, where omega is non-zero (appendix §6), instead of through autograd over
 every parameter. On the 2-core CPU these two made the full-size step 1.24x faster (batch 256, 2 threads,
 timed interleaved against benchmarks/speed.py's ReferencePatternStack, which keeps the old bookkeeping).
 With Config.compile, Adam and the SI bookkeeping become one kernel per parameter (adam_si_update),
@@ -50,7 +50,7 @@ from birr.model import BIR, StackedLinear
 # fields that may differ between the runs of one stack (per-run tensors in the step)
 PER_RUN = ("seed", "rr", "ra", "lambda_rr", "lambda_ra", "rep_f", "si_c", "method")
 TERMS = ("total", "recon", "kl", "ce", "recon_r", "kl_r", "distill_r", "rr", "ra", "si")
-# Config.grad_every: the norm of each term's gradient (as weighted in the total loss, spec §5) on two
+# Config.grad_every: the norm of each term's gradient (as weighted in the total loss, appendix §5) on two
 # parameter groups. The decoder is where RR and RA act; fcE is what SI protects and the classifier reads.
 GRAD_TERMS = ("reconstruction", "kl", "classification", "distillation", "si", "rr", "ra")
 GRAD_GROUPS = {"decoder": ("fromZ.", "fcD1.", "fcD2."), "fcE": ("fcE1.", "fcE2.")}
@@ -64,7 +64,7 @@ def resolve_device(name: str) -> torch.device:
     """"auto" -> cuda if present, else cpu. On a GPU, matmuls run in TF32 (10-bit mantissa products,
     fp32 accumulation), which is what makes the H100's tensor cores usable for fp32 models. That is
     birr's default because it is several times faster on the matmuls; torch's own default is off (since 1.12), and the
-    reference's environments (torch 1.1; the fork's torch 1.9 with CUDA 10.2, spec §10) had no TF32.
+    reference's environments (torch 1.1; the fork's torch 1.9 with CUDA 10.2, appendix §10) had no TF32.
     provenance() records the setting with every result. A GPU that is asked for but absent is a
     one-line ValueError here, before any data is loaded."""
     dev = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
@@ -259,7 +259,7 @@ def _stack_key(cfg: Config) -> tuple:
 class TaskData:
     """Encoder features of every image on the device, plus each run's labels (its own class order).
 
-    The features do not depend on the seed (only labels are permuted, spec §2), so K runs with K seeds
+    The features do not depend on the seed (only labels are permuted, appendix §2), so K runs with K seeds
     share one feature bank and differ only in their label vectors.
     """
 
@@ -302,7 +302,7 @@ class TaskData:
 
 @torch.no_grad()
 def evaluate(model: BIR, data: TaskData, n_seen: int | None = None, chunk: int = 2500):
-    """Accuracy of every run on every task and every class (spec §7), argmax over ALL classes (the
+    """Accuracy of every run on every task and every class (appendix §7), argmax over ALL classes (the
     final evaluation of main_cl). With `n_seen`, also the per-task accuracy with the argmax restricted
     to the first n_seen classes (the reference's during-training `precision_dict`).
     Returns per_task (K,T), per_class (K,C) and per_task_seen (K,T) or None, on the host."""
@@ -338,11 +338,11 @@ def adam_si_update(si: tuple, rest: tuple, steps: list, *, lr: float, beta1: flo
     gradient of that copy, widened here (exactly), and the copy is rewritten from the new fp32 value.
     Per parameter, the eager path does:
 
-        g += 2 c omega (p - p*)                      SI gradient in closed form (spec §6), if si_grad
-        m = beta1 m + (1 - beta1) g                  Adam (torch.optim.Adam, spec §1: betas 0.9, 0.999)
+        g += 2 c omega (p - p*)                      SI gradient in closed form (appendix §6), if si_grad
+        m = beta1 m + (1 - beta1) g                  Adam (torch.optim.Adam, appendix §1: betas 0.9, 0.999)
         v = beta2 v + (1 - beta2) g^2
         p_new = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-        W += -g (p_new - p)                          SI path integral (spec §6 step 3.4)
+        W += -g (p_new - p)                          SI path integral (appendix §6 step 3.4)
 
     as ~5 passes over the parameters (fused Adam, then sub, addcmul, copy, sub, addcmul on the SI ones);
     under torch.compile the per-element work (adam_si_pass) becomes one kernel per parameter that reads
@@ -438,10 +438,10 @@ class Stack:
         self.model = BIR([x.seed for x in cfgs], n_classes=self.data.n_classes, fc_units=c.fc_units,
                          z_dim=c.z_dim, in_dim=self.data.train_x.shape[1], dg_prop=c.dg_prop).to(device)
         self.prev: BIR | None = None
-        # one Adam for the whole run, never reset between tasks (spec §1, §6)
+        # one Adam for the whole run, never reset between tasks (appendix §1, §6)
         # (fused: one pass over the 12.9 M parameters per step instead of ~8; same update rule)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=(0.9, 0.999), fused=True)
-        # SI state (spec §6): anchor p* = the parameters at the end of the last task (start: init)
+        # SI state (appendix §6): anchor p* = the parameters at the end of the last task (start: init)
         self.params = dict(self.model.named_parameters())
         self.si_names = [n for n in self.params if c.si_params == "all" or n.startswith(BIR.SI_FCE_HEAD)]
         self.anchor = {n: p.detach().clone() for n, p in self.params.items()}
@@ -520,7 +520,7 @@ class Stack:
                 low.copy_(self.params[n])
 
     def si_loss(self):
-        """L_SI per run (spec §6). omega is zero outside `si_names` (W is only accumulated there), so the
+        """L_SI per run (appendix §6). omega is zero outside `si_names` (W is only accumulated there), so the
         sum over the SI parameters is the sum over all of them."""
         names = self.si_names
         return L.si_penalty([self.params[n] for n in names], [self.omega[n] for n in names],
@@ -532,7 +532,7 @@ class Stack:
                          for n in self.si_names}
 
     def add_si_grad(self):
-        """p.grad += d(c L_SI)/dp = 2 c omega (p - p*) (spec §6), written in closed form: two passes over
+        """p.grad += d(c L_SI)/dp = 2 c omega (p - p*) (appendix §6), written in closed form: two passes over
         the SI parameters instead of autograd's ~6 over all of them. Equal to autograd's
         gradient of `si_c * si_loss()` up to rounding (tests/test_train.py)."""
         with torch.no_grad():
@@ -543,7 +543,7 @@ class Stack:
 
     def step(self, t: int, x, y, gens, log: torch.Tensor | None, rr_log: dict | None,
              grad_log: torch.Tensor | None = None):
-        """One iteration (spec §6 step 3): current batch, replay, total loss, backward, Adam, SI path
+        """One iteration (appendix §6 step 3): current batch, replay, total loss, backward, Adam, SI path
         integral. x (K,B,D), y (K,B). Writes the loss terms into `log` (K, len(TERMS)) if given, and the
         norms of the terms' gradients into `grad_log` (K, len(GRAD_TERMS), len(GRAD_GROUPS)) if given."""
         c, m, d = self.cfg, self.model, self.data
@@ -556,7 +556,7 @@ class Stack:
         if replay:
             Br = c.batch_replay
             with torch.no_grad(), self.autocast:
-                # replay: uniform over old classes from the frozen previous model (spec §6 step 3.2);
+                # replay: uniform over old classes from the frozen previous model (appendix §6 step 3.2);
                 # the generation class is discarded, the teacher's logits define targets and gates
                 x_ = self.sample(self.randint(gens, n_old, Br), self.randn(gens, Br, m.Z)).float()
                 t_logits = self.classify_prev(x_)[..., :n_old].float()           # (K,Br,C_old)
@@ -594,7 +594,7 @@ class Stack:
             log.copy_(torch.stack([total, recon, kl, ce, recon_r, kl_r, dist_r, rr, ra, si], 1).detach())
 
     def _losses(self, t: int, out, x, y, x_=None, w=None, t_logits=None):
-        """The loss of one step from the training pass's outputs (spec §5, §6 step 3, §8): returns the
+        """The loss of one step from the training pass's outputs (appendix §5, §6 step 3, §8): returns the
         total per run (K,), the terms for the log (recon, kl, ce, recon_r, kl_r, distill_r, rr, ra; each
         (K,)) and RR/RA's statistics (or None). x_, w, t_logits: the replayed features, soft gates and teacher
         logits (None without replay). Under Config.compile on a CPU this runs compiled (Stack.losses)."""
@@ -630,17 +630,17 @@ class Stack:
                     rr, ra, st = L.rr_ra_paper(xr_r, logits_r.float()[..., :n_act], self.paper_means[:, :n_act],
                                                self.rep_f, self.use_f, validate=False)   # Config checked f
                     st["pairs"] = (st["label"], st["competitors"])                # (K,B), (K,B,C_act)
-                # weights inside the replay loss => effective (1 - 1/t) factor (spec §8.5); a zero weight
+                # weights inside the replay loss => effective (1 - 1/t) factor (appendix §8.5); a zero weight
                 # must not turn an infinite RR into nan
                 loss_rep = (loss_rep + torch.where(self.lambda_rr > 0, self.lambda_rr * rr, zeros)
                             + torch.where(self.lambda_ra > 0, self.lambda_ra * ra, zeros))
-            rnt = 1.0 / t                                                      # spec §5: rnt = 1/t
+            rnt = 1.0 / t                                                      # appendix §5: rnt = 1/t
             total = rnt * loss_cur + (1 - rnt) * loss_rep
         return total, (recon, kl, ce, recon_r, kl_r, dist_r, rr, ra), st
 
     def term_grad_norms(self, t: int, terms) -> torch.Tensor:
         """(K, len(GRAD_TERMS), len(GRAD_GROUPS)): for each run, the L2 norm of each loss term's gradient,
-        weighted as in the total loss (spec §5: 1/t on the current terms, 1 - 1/t on the replayed ones,
+        weighted as in the total loss (appendix §5: 1/t on the current terms, 1 - 1/t on the replayed ones,
         lambda (1 - 1/t) on RR and RA, c on L_SI), over the decoder's and over fcE's weights and biases.
         One extra backward pass per term through the step's graph (kept for the step's own backward,
         which follows unchanged); SI's gradient is its closed form 2 c omega (p - p*) (add_si_grad)."""
@@ -673,7 +673,7 @@ class Stack:
         return out
 
     def _eager_update(self, si_grad: bool):
-        """+ c L_SI's gradient in closed form, Adam, then SI's path integral (spec §6 step 3.3-3.4)."""
+        """+ c L_SI's gradient in closed form, Adam, then SI's path integral (appendix §6 step 3.3-3.4)."""
         if self.low:
             raise RuntimeError("bf16 weight copies are written by the fused update only (Config.compile)")
         if si_grad:
@@ -682,7 +682,7 @@ class Stack:
             for n in self.si_names:
                 self.si_old[n].copy_(self.params[n])
         self._adam_step()
-        with torch.no_grad():       # SI path integral W += -grad * delta (spec §6 step 3.4)
+        with torch.no_grad():       # SI path integral W += -grad * delta (appendix §6 step 3.4)
             for n in self.si_names:  # written as grad * (p_old - p_new): the same bits, no temporary
                 p, back = self.params[n], self.si_old[n].sub_(self.params[n])
                 self.W[n].addcmul_(p.grad, back)
@@ -743,7 +743,7 @@ class Stack:
                         eps=group["eps"], si_grad=si_grad, kernel=self.update_kernel)
 
     def new_rr_log(self, t: int) -> dict | None:
-        """Task t's RR/RA counters (spec §8 logging), all on the device: the pair counts (K, C, C) of
+        """Task t's RR/RA counters (appendix §8 logging), all on the device: the pair counts (K, C, C) of
         (label, competitor) and the per-run counts of competitive, kept and gated samples."""
         if not self.any_rr or t == 1:
             return None
@@ -992,7 +992,7 @@ def _setup_stack(cfgs, device, cks, paths, progress):
     if d.n_tasks != cfg.n_tasks:
         raise ValueError(f"dataset {cfg.dataset!r} gave {d.n_tasks} tasks, config asks for {cfg.n_tasks}")
     if d.cpt < 2 and cfg.rr_variant == "code" and any(c.rr or c.ra for c in cfgs):
-        # the fork's RR/RA pairs each replayed sample's top-2 old classes (spec §8): task 2 must have two
+        # the fork's RR/RA pairs each replayed sample's top-2 old classes (appendix §8): task 2 must have two
         raise ValueError(f"rr/ra with rr_variant='code' needs >= 2 classes per task, got {d.cpt} "
                          f"(n_tasks={cfg.n_tasks} on {d.n_classes} classes); use fewer tasks or rr_variant='paper'")
     per_run = [dict(acc_matrix=[], acc_matrix_seen=[], per_class_acc_after_task=[], curves=[], loss_traces=[], rr_stats=[],
@@ -1114,7 +1114,7 @@ def _train_split(cfgs, tasks, results_dir, progress, checkpoint) -> list[dict]:
 
 def _train_tasks(stack: Stack, cfgs: list[Config], per_run: list[dict], start_task: int,
                  ckpt_paths: list[Path] | None, progress: bool) -> None:
-    """Tasks start_task.. of a stack (spec §6), each run's record appended to per_run, run k's state saved
+    """Tasks start_task.. of a stack (appendix §6), each run's record appended to per_run, run k's state saved
     to ckpt_paths[k] (None: not saved) after each task. See _train_stack."""
     cfg, d, K, device = stack.cfg, stack.data, stack.K, stack.device
     saved_task = start_task - 1
@@ -1130,7 +1130,7 @@ def _train_tasks(stack: Stack, cfgs: list[Config], per_run: list[dict], start_ta
             n_t = idx_t.shape[1]
             if n_t < B:
                 raise ValueError(f"task {t} has {n_t} training images, fewer than batch={B}")
-            stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}  # spec §6 step 1
+            stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}  # appendix §6 step 1
             every = min(cfg.log_every, cfg.iters)   # a task shorter than log_every still logs its last iteration
             n_logs = cfg.iters // every
             logbuf = torch.zeros(n_logs, K, len(TERMS), device=device)
@@ -1143,7 +1143,7 @@ def _train_tasks(stack: Stack, cfgs: list[Config], per_run: list[dict], start_ta
                        mininterval=1.0)
             stack.model.train()
             for it in bar:
-                if pos + B > n_t:                                   # new shuffled epoch, drop_last (spec §2)
+                if pos + B > n_t:                                   # new shuffled epoch, drop_last (appendix §2)
                     perms = torch.stack([torch.randperm(n_t, generator=g, device=device) for g in gens])
                     order, pos = idx_t.gather(1, perms), 0
                 idx = order[:, pos:pos + B]
@@ -1157,7 +1157,7 @@ def _train_tasks(stack: Stack, cfgs: list[Config], per_run: list[dict], start_ta
                     for k in range(K):
                         per_run[k]["curves"].append(dict(task=t, iter=it, per_task=pt[k].tolist()))
                 if progress and log is not None:   # no redraw now: tqdm's count is only current at its ticks
-                    # the total includes c * L_SI (c = 1e8, spec §5), which dwarfs everything else from task 2
+                    # the total includes c * L_SI (c = 1e8, appendix §5), which dwarfs everything else from task 2
                     # on (~1e14 at the short budget's lr), so the classification loss is shown beside it
                     bar.set_postfix(ce=f"{log[:, 3].mean().item():.3f}", total=f"{log[:, 0].mean().item():.3g}",
                                     refresh=False)

@@ -1,14 +1,14 @@
 r"""
 Seeing the method: a feature -> image "lens", and measures of exaggeration in feature space.
 
-BI-R replays 1,024-d conv features, not pixels (spec §11: "no image decoder under hidden replay"), so
+BI-R replays 1,024-d conv features, not pixels (appendix §11: "no image decoder under hidden replay"), so
 nothing in the reference can *show* what RR / RA do to a replayed memory. Spec §11's suggestion is
 followed here: a separate decoder is trained to invert the frozen encoder on real training images, and
 replayed feature vectors are pushed through it. It is a viewing lens only: nothing in birr/train.py
 imports this module, so it can never influence a run (tests/test_viz.py checks that by reading the
 source).
 
-Read top to bottom: pixels (un-normalise, PSNR) -> the decoder (spec §8.6 / §11 architecture) ->
+Read top to bottom: pixels (un-normalise, PSNR) -> the decoder (appendix §8.6 / §11 architecture) ->
 training it -> artefacts (save / load / get by recipe stamp, as birr.encoder does) -> decoding ->
 replay and the exaggeration measure -> figure helpers.
 
@@ -56,7 +56,7 @@ DECODER_BUDGETS = {
 
 def unnormalise(x: torch.Tensor, mean, std) -> torch.Tensor:
     """(x * std + mean) per channel, clamped to [0, 1]: the inverse of Benchmark.normalise, as the
-    reference's UnNormalize + clamp (spec §11). x (B, 3, H, W) -> (B, 3, H, W) in [0, 1]."""
+    reference's UnNormalize + clamp (appendix §11). x (B, 3, H, W) -> (B, 3, H, W) in [0, 1]."""
     mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
     std = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
     return (x * std + mean).clamp(0, 1)
@@ -74,7 +74,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> float:
     return math.inf if mse == 0 else 10 * math.log10(data_range ** 2 / mse)
 
 # -----------------------------------------------------------------------------
-# the decoder: FORK's convD_contr / ORIG's convD architecture (spec §8.6, §11)
+# the decoder: the fork's convD_contr / the BI-R code's convD architecture (appendix §8.6, §11)
 
 
 class ImageDecoder(nn.Module):
@@ -83,7 +83,7 @@ class ImageDecoder(nn.Module):
     256 x 2 x 2 output (ConvEncoder flattens channel-major), then four stride-2 4x4 transposed convs
     (padding 1, so each doubles the size) 256 -> 128 -> 64 -> 32 -> 16, each with BN and ReLU, and a
     3x3 transposed conv 16 -> 3 (stride 1, padding 1) with linear output, in the normalised pixel space
-    the encoder reads. 697,475 parameters, as spec §8.6 counts for `convD_contr`.
+    the encoder reads. 697,475 parameters, as appendix §8.6 counts for `convD_contr`.
     """
 
     channels = (256, 128, 64, 32, 16)
@@ -150,8 +150,8 @@ def train_decoder(encoder_dataset: str, encoder_epochs: int, epochs: int, *, dat
     """
     Train an ImageDecoder to invert the frozen encoder `birr.encoder.get_encoder(encoder_dataset,
     encoder_epochs)` on the training images of `dataset` (default: encoder_dataset), with MSE between
-    the decoded and the real image in the normalised pixel space (the loss of ORIG's image decoder,
-    spec §11), Adam(lr, 0.9/0.999), batch `batch` with drop_last. The features are those of
+    the decoded and the real image in the normalised pixel space (the loss of the BI-R code's image decoder,
+    appendix §11), Adam(lr, 0.9/0.999), batch `batch` with drop_last. The features are those of
     `birr.encoder.features` (normalised with `dataset`'s own statistics, as the continual runs compute
     them), so the lens inverts exactly the map whose outputs BI-R replays. `n_train_per_class` keeps
     the first k images of each class. Everything random comes from one generator seeded with `seed`.
@@ -277,7 +277,7 @@ def difference_map(a: torch.Tensor, b: torch.Tensor, amplification: float = 5.0)
 def replay_features(model, classes, n_per_class: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Replay from a trained K=1 BIR (birr.load_model): `n_per_class` generated feature vectors for each
     class in `classes`, z from the class's GMM mode with eps drawn from a CPU generator seeded with
-    `seed`, decoded through the one-hot gate of the class (BIR.sample, spec §4.3). Two models asked with
+    `seed`, decoded through the one-hot gate of the class (BIR.sample, appendix §4.3). Two models asked with
     the same seed get the same eps, so their samples pair up one to one.
     Returns features (N, D) float32 on the CPU and the generating class of each (N,)."""
     classes = torch.as_tensor(list(classes), dtype=torch.long).repeat_interleave(n_per_class)   # (N,)

@@ -71,7 +71,7 @@ decoder, meta = viz.decoder_for(cfg, device=dev, progress=False)
 # ## The decoder
 #
 # The architecture is the image decoder the reference builds but never trains for hidden replay
-# (FORK's `convD_contr`, {ref}`§8.6 <ref-8-6>`; ORIG's `convD` in its "no internal replay" ablation, {ref}`§11 <ref-11>`):
+# (the fork's `convD_contr`, {ref}`§8.6 <ref-8-6>`; the BI-R code's `convD` in its "no internal replay" ablation, {ref}`§11 <ref-11>`):
 # the 1,024 features are viewed as the encoder's 256 × 2 × 2 output, then four stride-2 4 × 4
 # transposed convolutions (256 → 128 → 64 → 32 → 16 channels, each with batch-norm and ReLU) double
 # the size up to 32 × 32, and a 3 × 3 transposed convolution with linear output gives the three colour
@@ -80,7 +80,7 @@ decoder, meta = viz.decoder_for(cfg, device=dev, progress=False)
 # It is trained to invert the frozen encoder of this budget: for every training image $x$ of
 # {glue:text}`dec_dataset:s`, the input is the encoder's feature vector $h(x)$, exactly as the continual
 # runs compute it, and the loss is the squared error between the decoded image and $x$ in normalised
-# pixels (the loss of ORIG's image decoder, {ref}`§11 <ref-11>`):
+# pixels (the loss of the BI-R code's image decoder, {ref}`§11 <ref-11>`):
 #
 # $$
 # \mathcal{L}_{\text{lens}} = \frac{1}{3 \cdot 32 \cdot 32} \big\lVert \mathrm{dec}(h(x)) - x \big\rVert^2 .

@@ -226,7 +226,7 @@ PY
 
 "$PYTHON" "$repo/scripts/exec_stats.py" --root "$src" "${executed[@]}"
 
-# --all: an incremental build can keep stale glued numbers (pitfall 3). The book never executes
+# --all: an incremental build can keep stale glued numbers. The book never executes
 # anything itself (_config.yml: execute_notebooks: "off"), so this step only renders.
 "$bin/jupyter-book" build "$src" --all -W -n --keep-going --path-output "$out"
 echo "Book: $(cd "$out" && pwd)/_build/html/index.html"

@@ -14,14 +14,14 @@ Write the files that book/status.md and book/benchmarks.md include, next to the 
 - coverage.md     the paper's results by the fidelity they were reproduced at (birr.report.coverage_frame)
 
 The first two describe the build that runs this script; the last three are copied from benchmark
-sessions run at other times and commits, possibly on other machines.
+runs made at other times and commits, possibly on other machines.
 
     python scripts/exec_stats.py --root . book/executed/01_intro.ipynb book/executed/02_....ipynb
 
 `{nb-exec-table}` cannot replace this: it only lists notebooks that myst-nb executed itself, and
 the book never executes (papermill does: myst-nb's own execution is off). Links are `{doc}`
 with absolute docnames, because relative links in an `{include}`d file resolve against the
-including page (pitfall 10). All files are written atomically (tmp file + rename), so a failed
+including page. All files are written atomically (tmp file + rename), so a failed
 run never leaves half a table for the build to render.
 """
 import argparse

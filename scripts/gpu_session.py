@@ -1,4 +1,4 @@
-"""What to run on a lent GPU (the `device` tool), and how to bring the results home (issue 7).
+"""What to run on a lent GPU (a lent device), and how to bring the results home.
 
 A session that is lent a GPU gets 15 minutes of device time in all, 10 minutes per command, a
 machine that takes a minute or more to start and goes back after 30 s idle, and only the files

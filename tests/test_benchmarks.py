@@ -1,4 +1,4 @@
-"""benchmarks/ (issue 7): the flag validation's verdict, and the speed benchmark's reference pattern."""
+"""benchmarks/: the flag validation's verdict, and the speed benchmark's reference pattern."""
 import importlib.util
 import itertools
 import json
@@ -209,7 +209,7 @@ def test_roofline_counts_the_step():
 
 
 def test_roofline_counts_no_casts_with_bf16_weight_copies():
-    """bf16 + compile (issue 7): with the linear layers' bf16 copies written by the update, the step outside
+    """bf16 + compile: with the linear layers' bf16 copies written by the update, the step outside
     the update no longer casts weights to bf16 (read 4 + write 2 bytes per parameter) nor their gradients
     back to fp32 (read 2 + write 4): 12 bytes fewer per linear-layer parameter than under plain autocast."""
     rl = _load("roofline")

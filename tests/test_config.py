@@ -1,4 +1,4 @@
-"""Config, presets and stamps (style.md 1-2)."""
+"""Config, presets and stamps."""
 import pytest
 
 import birr.config
@@ -42,7 +42,7 @@ def test_presets_expand_methods_and_budgets():
     s = preset("bir+si", budget="short")
     assert s.dataset == "cifar10-jpg" and s.n_tasks == 5
     assert preset("bir+si", budget="smoke").dataset == "synthetic"
-    # the full budget's 100-epoch encoder (spec §3) on every dataset, each pre-trained on its own pair
+    # the full budget's 100-epoch encoder (appendix §3) on every dataset, each pre-trained on its own pair
     for data, enc in [("cifar100", "cifar10"), ("cifar10-jpg", "cifar10-jpg")]:
         f = preset("bir+si", budget="full", dataset=data)
         assert (f.encoder_epochs, f.encoder_data) == (100, enc)

@@ -1,7 +1,7 @@
 """
-Tests of birr.data (spec §2). The official CIFAR archives cannot be downloaded here, so tiny archives in
+Tests of birr.data (appendix §2). The official CIFAR archives cannot be downloaded here, so tiny archives in
 the official pickle format are written on the fly and read through the real parser. The vendored
-cifar10-jpg archive is decoded once per session (module fixture, ~15 s) and then served from its cache.
+cifar10-jpg archive is decoded once per test module (module fixture, ~15 s) and then served from its cache.
 """
 
 import hashlib
@@ -22,7 +22,7 @@ from birr import data
 
 pytestmark = pytest.mark.usefixtures("birr_cache")  # every test gets its own empty BIRR_CACHE
 
-# spec §2: original CIFAR-100 fine-label ids of each task, seed 0, in the order of new labels
+# appendix §2: original CIFAR-100 fine-label ids of each task, seed 0, in the order of new labels
 SPEC_TASKS = [
     [52, 40, 2, 22, 44, 49, 26, 14, 19, 94],
     [60, 56, 87, 13, 68, 45, 6, 46, 36, 70],
@@ -60,7 +60,7 @@ def leftovers(folder):
     return [p.name for p in Path(folder).rglob("*") if p.name.startswith(".") or p.suffix in (".tmp", ".part")]
 
 # -----------------------------------------------------------------------------
-# class order (spec §2)
+# class order (appendix §2)
 
 def test_class_order_seed0_matches_spec_all_ten_tasks():
     order = data.class_order(100, 0)
@@ -148,7 +148,7 @@ def test_cifar100_tiny_archive_round_trip(tiny_cifar100):
         assert len(task) == 20
         assert bm.class_order[10 * (t - 1):10 * t] == SPEC_TASKS[t - 1]
     assert bm.class_names[:10] == SPEC_T1_NAMES and bm.class_names[10:20] == SPEC_T2_NAMES
-    assert (bm.mean, bm.std) == ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761))  # spec §2
+    assert (bm.mean, bm.std) == ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761))  # appendix §2
     # unpacked atomically: the folder is in place and nothing temporary is left
     assert sorted(p.name for p in tiny_cifar100.root.iterdir()) == ["cifar-100-python", "cifar-100-python.tar.gz"]
     assert leftovers(tiny_cifar100.root) == []
@@ -172,7 +172,7 @@ def test_cifar10_tiny_archive_round_trip(tiny_cifar10):
     assert bm.class_order == [8, 4, 0, 7, 2, 9, 5, 6, 1, 3]
     assert bm.class_names == [CIFAR10_NAMES[o] for o in bm.class_order]
     assert bm.class_names[:2] == ["ship", "deer"]
-    assert bm.mean == (0.4914, 0.4822, 0.4465) and bm.std == (0.2470, 0.2435, 0.2616)  # spec §3
+    assert bm.mean == (0.4914, 0.4822, 0.4465) and bm.std == (0.2470, 0.2435, 0.2616)  # appendix §3
     assert sorted(set(bm.task_split(3).labels.tolist())) == [4, 5]
 
 

@@ -1,4 +1,4 @@
-"""Tests of birr/encoder.py (spec §3): architecture, augmentation, pre-training artefacts, feature cache.
+"""Tests of birr/encoder.py (appendix §3): architecture, augmentation, pre-training artefacts, feature cache.
 Everything runs on the synthetic dataset on CPU in a few seconds."""
 import hashlib
 import os
@@ -24,7 +24,7 @@ def artefact(tmp_path_factory):
     out = tmp_path_factory.mktemp("artefacts")
     return pretrain(**SMALL, out_dir=out)
 
-# --- architecture (spec §3 table) ---------------------------------------------------------------
+# --- architecture (appendix §3 table) ---------------------------------------------------------------
 
 def test_shapes_and_parameter_counts():
     enc = ConvEncoder()
@@ -34,7 +34,7 @@ def test_shapes_and_parameter_counts():
     assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == [
         (3, 16, (1, 1)), (16, 32, (2, 2)), (32, 64, (2, 2)), (64, 128, (2, 2)), (128, 256, (2, 2))]
     assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) and c.bias is not None for c in convs)
-    assert sum(p.numel() for c in convs for p in c.parameters()) == 392_608  # spec §3
+    assert sum(p.numel() for c in convs for p in c.parameters()) == 392_608  # appendix §3
     assert sum(p.numel() for b in bns for p in b.parameters()) == 480
     assert sum(p.numel() for p in enc.parameters()) == 392_608 + 480
 
@@ -183,10 +183,10 @@ def test_budgets():
     assert BUDGETS["full"]["epochs"] == 100 and BUDGETS["full"]["dataset"] in ("cifar10", "cifar10-jpg")
     assert BUDGETS["short"]["dataset"] == "cifar10-jpg"
 
-# --- the reference's shipped checkpoint (spec §3) ----------------------------------------------
+# --- the reference's shipped checkpoint (appendix §3) ----------------------------------------------
 
 def _reference_state(seed: int = 3) -> tuple[ConvEncoder, dict]:
-    """A random C3-5x16-bn stack and its state dict under the reference's key names (spec §3), with
+    """A random C3-5x16-bn stack and its state dict under the reference's key names (appendix §3), with
     non-trivial BN statistics and the shipped file's 39,000 tracked batches."""
     enc = ConvEncoder()
     gen = torch.Generator().manual_seed(seed)
@@ -211,7 +211,7 @@ def _reference_state(seed: int = 3) -> tuple[ConvEncoder, dict]:
 
 def test_import_reference_checkpoint_gives_the_same_encoder(tmp_path):
     enc, ref = _reference_state()
-    assert len(ref) == 5 * 2 + 4 * 5  # the keys spec §3 lists
+    assert len(ref) == 5 * 2 + 4 * 5  # the keys appendix §3 lists
     src = tmp_path / "C3-5x16-bn"
     torch.save({"state": ref}, src)  # what the reference's utils.save_checkpoint writes
     out = import_reference(src, tmp_path / "artefacts")
@@ -224,7 +224,7 @@ def test_import_reference_checkpoint_gives_the_same_encoder(tmp_path):
     assert loaded.frozen and not loaded.training
     assert int(loaded.layers[1].num_batches_tracked) == 39000
     assert meta["recipe"] == dict(source="reference checkpoint", file="C3-5x16-bn", file_sha1=sha1, dataset="cifar10", epochs=None)
-    assert meta["mean"] == [0.4914, 0.4822, 0.4465]   # pre-trained under CIFAR-10 statistics (spec §3)
+    assert meta["mean"] == [0.4914, 0.4822, 0.4465]   # pre-trained under CIFAR-10 statistics (appendix §3)
     # a bare state dict is read too, and gives the same weights
     torch.save(ref, tmp_path / "bare")
     bare, _ = load_encoder(import_reference(tmp_path / "bare", tmp_path / "artefacts"))

@@ -1,4 +1,4 @@
-"""scripts/gpu_session.py (issue 7): the GPU session's runner, exercised on the CPU at the smoke budget."""
+"""scripts/gpu_session.py: the GPU session's runner, exercised on the CPU at the smoke budget."""
 import importlib.util
 import json
 import tarfile

@@ -1,4 +1,4 @@
-"""Each loss of spec §5 / §6 / §8 against a value computed by hand (or by an independent loop)."""
+"""Each loss of appendix §5 / §6 / §8 against a value computed by hand (or by an independent loop)."""
 import math
 
 import pytest
@@ -9,7 +9,7 @@ from birr import losses as L
 
 
 def test_reconstruction_is_half_mse_averaged_over_features():
-    # spec §5: r_i = 1/2 * mean_f (x - x')^2, then mean over the batch
+    # appendix §5: r_i = 1/2 * mean_f (x - x')^2, then mean over the batch
     x = torch.tensor([[[1.0, 2.0], [0.0, 0.0]]])          # K=1, B=2, D=2
     xr = torch.tensor([[[0.0, 0.0], [3.0, -1.0]]])
     # sample 1: 0.5 * (1 + 4)/2 = 1.25; sample 2: 0.5 * (9 + 1)/2 = 2.5; mean 1.875
@@ -50,7 +50,7 @@ def test_kl_replay_is_the_mixture_and_clamps():
     logp = math.log(0.25 * math.exp(0.0) + 0.75 * math.exp(-2.0))
     logq = 0.0
     assert L.kl_replay(z, mu, lv, means, lvs, w, divisor=1.0).item() == pytest.approx(logq - logp, rel=1e-6)
-    # all weight on a mode that is far below the max: the reference clamps the sum at 1e-40 (spec §5)
+    # all weight on a mode that is far below the max: the reference clamps the sum at 1e-40 (appendix §5)
     means_far = torch.tensor([[[0.0], [200.0]]])
     w0 = torch.tensor([[[0.0, 1.0]]])
     v = L.kl_replay(z, mu, lv, means_far, lvs, w0, divisor=1.0).item()

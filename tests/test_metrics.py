@@ -1,4 +1,4 @@
-"""birr/metrics.py (spec §7): the numbers Table 1 reports, on small cases worked out by hand."""
+"""birr/metrics.py (appendix §7): the numbers Table 1 reports, on small cases worked out by hand."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""The BI-R model of spec §4."""
+"""The BI-R model of appendix §4."""
 import pytest
 import torch
 
@@ -60,7 +60,7 @@ def test_init_is_uniform_bounded_by_fan_in():
     bound = 1 / 1024 ** 0.5
     w = m.fcE1.weight
     assert w.abs().max() <= bound and w.abs().max() > 0.95 * bound
-    assert abs(m.z_class_means.std().item() - 1) < 0.15      # GMM prior ~ N(0, 1) (spec §4.3)
+    assert abs(m.z_class_means.std().item() - 1) < 0.15      # GMM prior ~ N(0, 1) (appendix §4.3)
 
 
 def test_sample_uses_class_mode_and_one_hot_gate():
@@ -75,7 +75,7 @@ def test_sample_uses_class_mode_and_one_hot_gate():
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
 def test_label_gates_are_the_one_hot_products_bit_for_bit(bf16):
-    """Known classes gate by gathering M's row (issue 7), soft class vectors by g @ M (spec §4.2): a batch
+    """Known classes gate by gathering M's row, soft class vectors by g @ M (appendix §4.2): a batch
     of labelled then soft-gated samples decodes to exactly what the reference's all-product way gives
     (gather_gates=False, what benchmarks/speed.py's reference pattern runs), in fp32 and under bf16."""
     m = BIR([3], n_classes=6, fc_units=32, z_dim=4)
@@ -96,7 +96,7 @@ def test_label_gates_are_the_one_hot_products_bit_for_bit(bf16):
 
 
 def test_reparameterize_known_answer():
-    """z = mu + eps * exp(logvar / 2) (spec §5): logvar = log 4 is a standard deviation of 2."""
+    """z = mu + eps * exp(logvar / 2) (appendix §5): logvar = log 4 is a standard deviation of 2."""
     import math
     z = BIR.reparameterize(torch.tensor([1.0, -1.0]), torch.full((2,), math.log(4.0)), torch.tensor([1.0, 0.5]))
     torch.testing.assert_close(z, torch.tensor([3.0, 0.0]))

@@ -1,6 +1,6 @@
 """Known-answer tests from a mutation audit: each one fails on a one-line change to birr that the rest of
 the suite let through (the change is named in the test's docstring) and passes on the real code.
-Answers are worked out by hand or follow from the spec, never from birr compared with itself."""
+Answers are worked out by hand or follow from the reference code (book appendix), never from birr compared with itself."""
 import math
 
 import numpy as np
@@ -15,10 +15,10 @@ from birr.encoder import ConvEncoder, features, init_
 from birr.model import BIR
 
 
-# --- RR / RA (spec §8.3, §9.1) --------------------------------------------------------------------
+# --- RR / RA (appendix §8.3, §9.1) --------------------------------------------------------------------
 
 def test_code_variant_f_test_is_strict_at_a_tie():
-    """spec §8.3 items 2 and 6: a sample competes iff p[c1] < f * p[c2], strictly, so at f = 1 a sample whose
+    """appendix §8.3 items 2 and 6: a sample competes iff p[c1] < f * p[c2], strictly, so at f = 1 a sample whose
     top two teacher logits tie exactly (p[c1] == p[c2]) does not compete, and a batch of such samples gets
     neither RR nor RA. Catches `<` -> `<=` in rr_ra_code's f test."""
     x = torch.tensor([[[0.0, 0.0], [2.0, 2.0]]])
@@ -29,7 +29,7 @@ def test_code_variant_f_test_is_strict_at_a_tie():
 
 
 def test_paper_variant_ra_does_not_depend_on_f():
-    """spec §9.1 item 8 (SEED §3.3): the paper's RA covers every replayed sample whatever the competitor
+    """appendix §9.1 item 8 (the paper's §3.3): the paper's RA covers every replayed sample whatever the competitor
     threshold, so with f = 1 (no competitor anywhere, RR = 0) RA is still
     mean_i ½ · mean_f (x̂_label_i − x'_i)². Both samples are labelled class 0 (mean (0, 0)):
     s0 (1, 1): ½ · (1 + 1) / 2 = 0.5; s1 (3, 0): ½ · (9 + 0) / 2 = 2.25; mean 1.375.
@@ -42,10 +42,10 @@ def test_paper_variant_ra_does_not_depend_on_f():
     assert ra.item() == pytest.approx(1.375)
 
 
-# --- model (spec §4.3) ---------------------------------------------------------------------------
+# --- model (appendix §4.3) ---------------------------------------------------------------------------
 
 def test_gmm_prior_logvars_are_standard_normal_like_the_means():
-    """spec §4.3: z_class_means and z_class_logvars are both initialised i.i.d. N(0, 1). Over 100 x 100
+    """appendix §4.3: z_class_means and z_class_logvars are both initialised i.i.d. N(0, 1). Over 100 x 100
     draws the sample mean is within 0.05 of 0 and the std within 0.05 of 1 (their standard errors are
     0.01 and 0.007), and the two tables are independent draws. Catches logvars initialised to 0."""
     m = BIR([0], n_classes=100, fc_units=8, z_dim=100, in_dim=16)
@@ -72,7 +72,7 @@ def _result(seed, f=None, acc=0.3):
 
 
 def test_table1_rows_are_ordered_by_increasing_f():
-    """table1_frame's docstring (and SEED Table 1's layout, f = 5, 10, 20, ...): baseline first, then the
+    """table1_frame's docstring (and the paper's Table 1's layout, f = 5, 10, 20, ...): baseline first, then the
     RR+RA rows by increasing f, whatever order the results come in. Catches sorting f descending."""
     runs = [_result(0)] + [_result(0, f) for f in (20.0, 5.0, 10.0)]
     assert list(R.table1_frame(runs).index) == ["baseline (BI-R + SI)", "f = 5", "f = 10", "f = 20"]
@@ -87,13 +87,13 @@ def test_nearest_mean_accuracy_uses_every_class():
     assert R.nearest_mean_accuracy(x, y, test_x, torch.tensor([0, 1, 2])) == 1.0
 
 
-# --- data (spec §2) -------------------------------------------------------------------------------
+# --- data (appendix §2) -------------------------------------------------------------------------------
 
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761)
 
 
 def test_normalise_is_totensor_then_normalize_with_cifar100_statistics(birr_cache):
-    """spec §2: ToTensor (x / 255) then Normalize(mean, std). Pixel 255 of channel 0 is
+    """appendix §2: ToTensor (x / 255) then Normalize(mean, std). Pixel 255 of channel 0 is
     (1 − 0.5071) / 0.2673 = 1.84399, pixel 51 of channel 2 is (0.2 − 0.4409) / 0.2761 = −0.87251, pixel 0
     of channel 1 is −0.4865 / 0.2564 = −1.89743. Catches dividing by 256 instead of 255."""
     import dataclasses
@@ -109,7 +109,7 @@ def test_normalise_is_totensor_then_normalize_with_cifar100_statistics(birr_cach
 
 def test_synthetic_statistics_standardise_each_channel(birr_cache):
     """Synthetic data has no published statistics; birr measures them per channel on the training images,
-    as CIFAR's were measured (spec §2 gives one mean and std per channel). Then the normalised training
+    as CIFAR's were measured (appendix §2 gives one mean and std per channel). Then the normalised training
     images have mean 0 and standard deviation 1 in each channel. Catches mixing channels in the
     measurement (a reshape without the transpose) and the variance taken for the std."""
     bm = data.load("synthetic")
@@ -118,11 +118,11 @@ def test_synthetic_statistics_standardise_each_channel(birr_cache):
     assert torch.allclose(x.std(dim=(0, 2, 3)), torch.ones(3, dtype=torch.float64), atol=1e-3)
 
 
-# --- encoder (spec §3) ----------------------------------------------------------------------------
+# --- encoder (appendix §3) ----------------------------------------------------------------------------
 
 def test_conv_init_bound_uses_the_full_fan_in():
     """init_ draws every conv weight and bias from U(−1/√fan_in, 1/√fan_in), fan_in = in_channels · 3 · 3
-    (the reference's reset_parameters, spec §4.1; torch's default): L1 has fan_in 27, bound 0.19245, and
+    (the reference's reset_parameters, appendix §4.1; torch's default): L1 has fan_in 27, bound 0.19245, and
     its 432 weights come within 10 % of it (P(all below 0.9 bound) = 0.9^432); L5 has fan_in 1152, bound
     0.029463. Catches fan_in = in_channels."""
     enc = ConvEncoder()
@@ -137,7 +137,7 @@ def test_conv_init_bound_uses_the_full_fan_in():
 
 
 def test_features_use_bn_running_statistics_even_from_a_training_encoder(birr_cache):
-    """spec §3: the frozen conv stack runs in eval mode, BN on its stored running statistics, so each
+    """appendix §3: the frozen conv stack runs in eval mode, BN on its stored running statistics, so each
     image's features do not depend on the rest of its batch. An encoder still in training mode, with
     running statistics far from any batch's, gives the eval-mode features and is left in training mode.
     Catches features() without encoder.eval()."""

@@ -3,7 +3,7 @@ loss math, birr/config.py, birr/__main__.py, birr/metrics.py).
 
 Each test fails on a one-line change to birr that the rest of the suite let through (the change is named
 in the test's docstring) and passes on the real code. Answers are worked out by hand, follow from the
-spec (cited as spec §N) or from the code's own docstrings, and are never birr compared with itself on the
+spec (cited as appendix §N) or from the code's own docstrings, and are never birr compared with itself on the
 same code path: where a trained model is involved, its accuracies are recomputed here from its logits.
 """
 import copy
@@ -46,11 +46,11 @@ def _snapshots(monkeypatch):
     return snaps
 
 
-# --- the task loop: epochs, batches (spec §2, §6) ------------------------------------------------------
+# --- the task loop: epochs, batches (appendix §2, §6) ------------------------------------------------------
 
 @pytest.mark.parametrize("batch, per_epoch", [(40, 5), (32, 6)])
 def test_epochs_are_shuffled_full_batches_with_drop_last(results, monkeypatch, batch, per_epoch):
-    """spec §2: batches of a task are shuffled with drop_last=True, and a fresh shuffled iterator starts when
+    """appendix §2: batches of a task are shuffled with drop_last=True, and a fresh shuffled iterator starts when
     the previous one is exhausted (and at the start of every task). A synthetic task has 200 training
     images: at batch 40 an epoch is exactly 5 full batches that cover all 200 images once each (the last
     full batch is used, not dropped); at batch 32 it is 6 batches, 192 distinct images, and the 8 left over
@@ -86,7 +86,7 @@ def test_epochs_are_shuffled_full_batches_with_drop_last(results, monkeypatch, b
 
 
 def test_a_task_of_exactly_one_batch_trains(results):
-    """spec §2 (drop_last): a task with exactly `batch` training images has one full batch per epoch, so it
+    """appendix §2 (drop_last): a task with exactly `batch` training images has one full batch per epoch, so it
     trains; only fewer images than a batch is an error. The synthetic task has 200 images: batch=200 runs,
     batch=201 is refused with the message. Catches `if n_t < B` -> `if n_t <= B`."""
     r = birr.run(tiny(batch=200, batch_replay=16, iters=2, log_every=1), results_dir=results, progress=False)
@@ -96,7 +96,7 @@ def test_a_task_of_exactly_one_batch_trains(results):
 
 
 def test_si_path_integral_restarts_at_zero_every_task(results, monkeypatch):
-    """spec §6 step 1: at the start of every task W[n] = 0 for every SI parameter, so the first step of task
+    """appendix §6 step 1: at the start of every task W[n] = 0 for every SI parameter, so the first step of task
     2 sees an all-zero W (and task 1's W went into omega at its end). Catches the reset done only once
     (W carried over from task 1 into task 2)."""
     first = {}
@@ -113,7 +113,7 @@ def test_si_path_integral_restarts_at_zero_every_task(results, monkeypatch):
 
 
 def test_paper_means_hold_every_seen_class_mean(results, monkeypatch):
-    """rr_variant='paper' (SEED §3.3): x-hat of each class is the mean encoder feature of its real training
+    """rr_variant='paper' (the paper's §3.3): x-hat of each class is the mean encoder feature of its real training
     images, and task 2's RR/RA read the means of task 1's classes. After the run, the stored means of all
     four classes equal the class means computed here from the features and labels. Catches filling
     paper_means only for t > 1 (task 1's classes left at zero)."""
@@ -129,10 +129,10 @@ def test_paper_means_hold_every_seen_class_mean(results, monkeypatch):
     assert snaps[0].paper_means[0, :2].abs().sum() > 0                   # task 1's means are there after task 1
 
 
-# --- what goes into the results (spec §7) --------------------------------------------------------------
+# --- what goes into the results (appendix §7) --------------------------------------------------------------
 
 def test_accuracies_after_each_task_recomputed_from_the_models_logits(results, monkeypatch):
-    """spec §7: acc_matrix[t][i] is the accuracy on task i after task t with the argmax over ALL classes,
+    """appendix §7: acc_matrix[t][i] is the accuracy on task i after task t with the argmax over ALL classes,
     acc_matrix_seen[t][i] the same with the argmax over the classes seen so far (2 t here), both None for
     tasks not seen yet; per_class_acc is the final model's per-class accuracy, per_task_acc the last row.
     Recomputed here from the logits of a copy of the model taken after each task. Catches n_seen off by one
@@ -167,7 +167,7 @@ def test_accuracies_after_each_task_recomputed_from_the_models_logits(results, m
 
 
 def test_rr_stats_counts_per_task(results):
-    """spec §8 logging, per run and task of replay: n_replayed = iterations x batch_replay (24 here, not the
+    """appendix §8 logging, per run and task of replay: n_replayed = iterations x batch_replay (24 here, not the
     current batch of 16); n_applied counts the steps in which RR/RA were applied, so 0 <= n_applied <= iters;
     n_kept <= n_competitive <= n_replayed. A run with RA but no RR logs them too (either switch computes the
     competition). Catches n_replayed counted with `batch`, n_applied filled from n_competitive, and
@@ -195,7 +195,7 @@ def test_stacked_runs_split_the_stacks_wall_time(results, monkeypatch):
 
 
 def test_stacked_runs_keep_their_own_class_order_and_final_model(results, monkeypatch):
-    """spec §2: a run's class order is the inverse of np.random.RandomState(seed).permutation(C), so the
+    """appendix §2: a run's class order is the inverse of np.random.RandomState(seed).permutation(C), so the
     seed-1 run of a stack records seed 1's order, not seed 0's. Its saved model (load_model) is its own slice
     of the stack: the loaded K=1 model's weights are the k-th run's, and its per-class accuracy, recomputed
     here from its logits on the run's own test labels, is the stored per_class_acc. Catches every run of a
@@ -303,8 +303,8 @@ def test_sizes_must_be_positive(name):
 
 def test_value_ranges_at_their_edges():
     """dg_prop is P(gate entry = 0) and must be in [0, 1) (validate's message; dg_prop = 1 closes every gate,
-    spec §4.2); f >= 1 (paper §3.2), so f = 1 is allowed; RA, like RR, acts on replayed samples only
-    (spec §8.2), so ra=True without replay is refused; a bool is no float (lr=True). Catches `< 1.0` ->
+    appendix §4.2); f >= 1 (paper §3.2), so f = 1 is allowed; RA, like RR, acts on replayed samples only
+    (appendix §8.2), so ra=True without replay is refused; a bool is no float (lr=True). Catches `< 1.0` ->
     `<= 1.0` for dg_prop, `< 1` -> `<= 1` for rep_f, the replay check looking at rr only, and bools passing
     as floats."""
     with pytest.raises(ValueError, match=r"config.dg_prop=1.0 must be in \[0, 1\)"):
@@ -396,7 +396,7 @@ def test_cli_force_says_trained_and_no_checkpoint_writes_no_state(tmp_path, caps
     assert "(trained in" in out and "stored" not in out
 
 
-# --- metrics (spec §7) --------------------------------------------------------------------------------
+# --- metrics (appendix §7) --------------------------------------------------------------------------------
 
 def test_forgetting_is_negative_when_a_task_improves():
     """forgetting(): for each task but the last, its best accuracy BEFORE the final model minus its final

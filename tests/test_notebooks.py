@@ -36,7 +36,7 @@ SMOKE = {"budget": "smoke", "dataset": "synthetic", "device": "cpu", "seeds": [0
 
 @pytest.fixture(scope="session")
 def smoke_results(tmp_path_factory):
-    """One results folder for every smoke run of this session (birr.train.default_results_dir reads
+    """One results folder for every smoke run of this test run (birr.train.default_results_dir reads
     $BIRR_RESULTS): the repository's results/ stays clean, and the book build loads the runs that
     the chapter tests trained instead of training them again."""
     return tmp_path_factory.mktemp("results")
@@ -81,7 +81,7 @@ def test_environment_yml_matches_pyproject():
         f"only in pyproject.toml: {sorted(set(wanted) - set(listed))}; "
         f"only in environment.yml: {sorted(set(listed) - set(wanted))}")
     for name, spec, _, _ in wanted:
-        assert spec, f"{name} has no version range (style.md: no unpinned requirements)"
+        assert spec, f"{name} has no version range (no unpinned requirements)"
 
 
 def test_toc_lists_every_chapter():
@@ -184,7 +184,7 @@ def test_chapter_runs(py, tmp_path, smoke_results, monkeypatch):
         for out in cell.get("outputs", []):
             data = out.get("data", {})
             plain = next((v for k, v in data.items() if k.endswith("text/plain")), "")
-            if str(plain).startswith("<Figure"):  # a figure that never became an image (pitfall 1)
+            if str(plain).startswith("<Figure"):  # a figure that never became an image
                 assert any(k.endswith("image/png") for k in data), f"{py.name}: a figure was stored as text only; begin with %matplotlib inline"
     if py.stem == "08_errata":  # the status page counts the runs a chapter glues: the lr run is one of them
         import birr
@@ -238,7 +238,7 @@ def test_book_builds(tmp_path, smoke_results):
     bench = page_text(site / "book" / "benchmarks.html")
     assert re.search(r"Stacked runs.*bf16 \d+ of \d+ layer shapes", bench), "the benchmarks page has no stacking table"
 
-    # issue 6: the Table 1 page has a table, the Fig. 3 page an image, and both say what data they show
+    # the Table 1 page has a table, the Fig. 3 page an image, and both say what data they show
     table1_html = (site / "book" / "executed" / "06_table1.html").read_text()
     assert "<table" in table1_html and "<td" in table1_html, "the Table 1 page has no table"
     fig3_html = (site / "book" / "executed" / "07_fig3.html").read_text()

@@ -60,7 +60,7 @@ def test_every_figure_in_the_readme_speed_table_is_a_stored_measurement():
         if "AVX512-BF16" in machine:
             return "avx512_bf16" in isa and "amx_bf16" not in isa
         assert "AVX2" in machine, machine
-        return not isa                                   # the AVX2 sessions predate cpu_isa
+        return not isa                                   # the AVX2 entries predate cpu_isa
 
     for machine, setting, step, ref, speedup in rows:
         bf16s = {True, False} if "fp32" in setting and "bf16" in setting else {"bf16" in setting}

@@ -39,13 +39,13 @@ BASE = {0: (0.30, 0.31, 0.35), 1: (0.28, 0.33, 0.36), 2: (0.33, 0.30, 0.34)}
 def test_paper_table1_implied_baselines():
     frame = R.paper_table1_frame()
     assert list(frame.index) == [5, 10, 20, 50, 100]
-    # spec §9.2 item 2: abs / rel * 100 is the same baseline in every row
+    # appendix §9.2 item 2: abs / rel * 100 is the same baseline in every row
     assert frame["first20_implied_baseline"].round(1).unique().tolist() == [30.4]
     assert frame["first50_implied_baseline"].round(1).unique().tolist() == [31.8]
     assert frame["overall_implied_baseline"].between(34.82, 34.91).all()
     assert frame.loc[20, "first20_implied_baseline"] == pytest.approx(4.80 / 15.79 * 100)
     assert frame.loc[10, "first20_abs"] == 5.80 and frame.loc[20, "first50_rel"] == 15.30
-    # the Results text for f = 20 implies other baselines (spec §9.2 item 1)
+    # the Results text for f = 20 implies other baselines (appendix §9.2 item 1)
     assert R.implied_baseline(*R.PAPER_TEXT_F20["first50"]) == pytest.approx(20.9, abs=0.05)
     assert R.implied_baseline(*R.PAPER_TEXT_F20["first20"]) == pytest.approx(27.2, abs=0.05)
     shown = R.format_paper_table1()
@@ -238,7 +238,7 @@ def test_nearest_mean_and_encoder_table():
         pytest.approx(2 / 3)
     layers = R.encoder_layer_frame()
     assert list(layers["output"]) == ["16 x 32 x 32", "32 x 16 x 16", "64 x 8 x 8", "128 x 4 x 4", "256 x 2 x 2"]
-    assert layers["parameters"].sum() == 392_608 + 480          # spec §3
+    assert layers["parameters"].sum() == 392_608 + 480          # appendix §3
     assert layers.loc["L5", "operation"] == "Conv2d"             # no BN, no ReLU on the last layer
 
 

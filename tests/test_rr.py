@@ -1,4 +1,4 @@
-"""RR / RA (issue 5; spec §8, SEED §3.2-3.3)."""
+"""RR / RA (appendix §8, the paper's §3.2-3.3)."""
 import pytest
 import torch
 
@@ -32,17 +32,17 @@ def test_code_variant_hand_computed():
 def test_code_variant_f_gate_and_no_factor():
     x, logits = _toy()
     xr = x + 0.5
-    # f = 1: strict inequality never holds -> nothing competitive -> RR and RA both skipped (spec §8.3)
+    # f = 1: strict inequality never holds -> nothing competitive -> RR and RA both skipped (appendix §8.3)
     rr, ra, st = L.rr_ra_code(x, xr, logits, torch.tensor([1.0]), torch.tensor([True]))
     assert rr.item() == 0 and ra.item() == 0 and st["applied"].tolist() == [False]
-    # no factor: every sample competitive (spec §8.3 item 5)
+    # no factor: every sample competitive (appendix §8.3 item 5)
     _, _, st = L.rr_ra_code(x, xr, logits, torch.tensor([1.0]), torch.tensor([False]))
     assert st["n_competitive"].tolist() == [3]
 
 
 def test_code_variant_no_kept_sample_gives_zero_not_crash():
     # every sample has top-1 class 0, so no competitor class has a representative in the batch:
-    # the reference adds lambda * None here (spec §8.5); birr adds 0
+    # the reference adds lambda * None here (appendix §8.5); birr adds 0
     x = torch.randn(1, 4, 3)
     logits = torch.tensor([[[3.0, 2.9, 0.0]] * 4])
     rr, ra, st = L.rr_ra_code(x, x + 1, logits, torch.tensor([20.0]), torch.tensor([True]))

@@ -1,4 +1,4 @@
-"""One training step against an independent, per-sample re-implementation of spec §5, §6 and §8.
+"""One training step against an independent, per-sample re-implementation of appendix §5, §6 and §8.
 
 birr's step is vectorised, stacked over runs, fused and (optionally) compiled; the other tests compare
 those forms with each other. This file checks the numbers themselves: from the same parameters and the
@@ -7,7 +7,7 @@ the reference loops: the class-conditional KL, the replay mixture with its max-s
 RR's competitor pairs) must give the same gradient for every parameter, and the same SI path integral.
 It pins, among others, rnt = 1/t (checked at t = 3, where 1/t and 1/2 differ), the T = 2 soft gates,
 mixture weights and distillation (x T^2), CE over the classes seen so far, and the sign and weight
-of lambda_RR * RR and lambda_RA * RA inside the replay loss (spec §8.5).
+of lambda_RR * RR and lambda_RA * RA inside the replay loss (appendix §8.5).
 """
 import pytest
 import torch
@@ -40,7 +40,7 @@ def _stack_before_step(t: int, task1_steps: int, **kw):
 
 
 def _log_normal(z, mean, logvar):
-    """log N(z; mean, exp(logvar)) up to the constant, summed over the latent dimensions (spec §5)."""
+    """log N(z; mean, exp(logvar)) up to the constant, summed over the latent dimensions (appendix §5)."""
     return (-0.5 * (logvar + (z - mean) ** 2 / torch.exp(logvar))).sum(-1)
 
 
@@ -53,13 +53,13 @@ def _reference_loss(p, q, Mz, M1, omega, anchor, cfg, t, n_classes, cpt, x, y, g
     n_old, n_act = cpt * (t - 1), cpt * t
     B, Br, Z, C = x.shape[0], cfg.batch_replay, cfg.z_dim, n_classes
 
-    def lin(P, name, h):                        # toZ_logvar has no bias (spec §4.1)
+    def lin(P, name, h):                        # toZ_logvar has no bias (appendix §4.1)
         return h @ P[name + ".weight"] + (P[name + ".bias"].reshape(-1) if name + ".bias" in P else 0)
 
     def fcE(P, h):
         return F.relu(lin(P, "fcE2", F.relu(lin(P, "fcE1", h))))
 
-    def decode(P, z, gate):                     # gate: (B, C) class vector -> its rows of M (spec §4.2)
+    def decode(P, z, gate):                     # gate: (B, C) class vector -> its rows of M (appendix §4.2)
         h = F.relu((gate @ Mz) * lin(P, "fromZ", z))
         h = F.relu((gate @ M1) * lin(P, "fcD1", h))
         return lin(P, "fcD2", h)
@@ -70,7 +70,7 @@ def _reference_loss(p, q, Mz, M1, omega, anchor, cfg, t, n_classes, cpt, x, y, g
         z = mu + eps * torch.exp(0.5 * logvar)
         return decode(p, z, gate), lin(p, "head", hE), mu, logvar, z
 
-    def half_mse(a, b):                         # ½ · squared error averaged over features (spec §5)
+    def half_mse(a, b):                         # ½ · squared error averaged over features (appendix §5)
         return 0.5 * ((a - b) ** 2).mean(-1)
 
     eps_cur = torch.randn(B, Z, generator=gen)
@@ -101,7 +101,7 @@ def _reference_loss(p, q, Mz, M1, omega, anchor, cfg, t, n_classes, cpt, x, y, g
     loss_rep = half_mse(x_r, rec_r).mean() + kl_r + distill
 
     n_kept = 0
-    if cfg.rr or cfg.ra:                       # spec §8.3-8.5, the fork's "code" variant
+    if cfg.rr or cfg.ra:                       # appendix §8.3-8.5, the fork's "code" variant
         probs = F.softmax(scores, 1)
         label, rival = scores.topk(2, 1).indices.unbind(1)
         competes = [cfg.rep_f is None or bool(probs[i, label[i]] < cfg.rep_f * probs[i, rival[i]]) for i in range(Br)]
@@ -171,7 +171,7 @@ def test_step_gradients_equal_a_per_sample_reference(case):
     for n in p:
         ref = p[n].grad
         assert (grads[n] - ref).abs().max() <= 1e-4 * ref.abs().max() + 1e-12, n
-    # SI's path integral over this step (spec §6): W -= grad * (p_new - p_old), fcE and head only
+    # SI's path integral over this step (appendix §6): W -= grad * (p_new - p_old), fcE and head only
     for n in stack.si_names:
         moved = stack.params[n].detach() - p0[n]
         ref = -stack.params[n].grad * moved

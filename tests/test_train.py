@@ -1,4 +1,4 @@
-"""Training loop, results, resume and stacking (spec §6-§7; issues 4, 5, 7), on tiny synthetic runs."""
+"""Training loop, results, resume and stacking (appendix §6-§7; issues 4, 5, 7), on tiny synthetic runs."""
 import copy
 import json
 
@@ -37,7 +37,7 @@ def test_results_file_has_everything(results):
     assert len(r["acc_matrix"]) == 2 and r["acc_matrix"][0][1] is None
     assert set(r["metrics"]) >= {"first20", "first50", "overall", "forgetting", "bwt"}
     assert r["metrics"]["overall"] == pytest.approx(sum(r["per_class_acc"]) / 4)
-    # BWT from the seen-classes matrix (spec §7's record after each task), whose last row is the final one
+    # BWT from the seen-classes matrix (appendix §7's record after each task), whose last row is the final one
     assert on_disk["format"] == T.RESULTS_FORMAT == 2 and r["acc_matrix"][-1] == r["acc_matrix_seen"][-1]
     assert r["metrics"]["bwt"] == pytest.approx(r["acc_matrix_seen"][1][0] - r["acc_matrix_seen"][0][0])
     assert len(r["loss_traces"][0]["total"]) == 4 and r["loss_traces"][1]["recon_r"][0] > 0
@@ -309,7 +309,7 @@ def test_rr_ra_only_on_replay_batches_and_logged(results, monkeypatch):
 
 
 def test_paper_class_means_are_each_class_own_training_mean(results):
-    """x-hat of the paper variant (SEED §3.3): the mean encoder feature of each class's real training
+    """x-hat of the paper variant (the paper's §3.3): the mean encoder feature of each class's real training
     images, class by class in the run's own label order."""
     cfg = tiny("rr+ra", rr_variant="paper", seed=1)
     data = T.TaskData(cfg, [0, 1], torch.device("cpu"))
@@ -347,7 +347,7 @@ def test_si_importance_only_for_fcE_and_head():
         if name.startswith(("fcE1.", "fcE2.", "head.")):
             assert w.abs().sum() > 0, name
         else:
-            assert w.abs().sum() == 0, name                 # spec §6: SI constrains fcE and head only
+            assert w.abs().sum() == 0, name                 # appendix §6: SI constrains fcE and head only
     assert stack.prev is not None and not any(p.requires_grad for p in stack.prev.parameters())
 
 
@@ -364,7 +364,7 @@ def _stack_after_task_1(cfgs, steps=3):
 
 
 def test_closed_form_si_gradient_equals_autograd():
-    """spec §6: d(c sum omega (p - p*)^2)/dp = 2 c omega (p - p*), per run (c differs inside a stack)."""
+    """appendix §6: d(c sum omega (p - p*)^2)/dp = 2 c omega (p - p*), per run (c differs inside a stack)."""
     stack = _stack_after_task_1([tiny(seed=0), tiny("bir", seed=1), tiny(seed=2, si_c=3e5)])
     with torch.no_grad():                                  # move away from the anchor so the penalty is not 0
         for p in stack.params.values():
@@ -401,7 +401,7 @@ def test_previous_model_is_a_frozen_copy_updated_in_place():
 
 @pytest.mark.parametrize("variant", ["code", "paper"])
 def test_compiled_run_matches_eager(results, tmp_path, variant):
-    """Config.compile (issue 7) changes how the passes run, not what they compute: same stamp, same
+    """Config.compile changes how the passes run, not what they compute: same stamp, same
     accuracies, loss traces and RR/RA statistics equal up to rounding (on a CPU the loss terms, RR/RA of
     either variant included, run compiled too: compile_per_task)."""
     cfg = tiny("rr+ra", rep_f=3.0, lambda_rr=1e-2, lambda_ra=1e-2, rr_variant=variant)
@@ -603,7 +603,7 @@ def test_pair_counts_are_the_same_as_counting_sample_by_sample():
 
 
 def test_fused_update_first_step_by_hand():
-    """adam_si_update (issue 7), uncompiled, on one SI parameter: Adam's first step moves p by lr * g / (|g| + eps)
+    """adam_si_update, uncompiled, on one SI parameter: Adam's first step moves p by lr * g / (|g| + eps)
     (m_hat = g, v_hat = g^2), the SI gradient 2 c omega (p - p*) is added to g first, and W gains
     -g (p_new - p). Here g = 2 + 0.5 * (1 - 0) = 2.5 (scale 0.5, p = 1, p* = 0), lr = 0.1."""
     p, g, m, v = torch.tensor([1.0]), torch.tensor([2.0]), torch.zeros(1), torch.zeros(1)
@@ -652,7 +652,7 @@ def test_fused_update_equals_eager_path():
 
 
 def test_bf16_previous_model_casts_once_with_autocasts_rounding():
-    """With bf16 on, the frozen previous model's linear layers are cast to bf16 once per task (issue 7) instead
+    """With bf16 on, the frozen previous model's linear layers are cast to bf16 once per task instead
     of by autocast in every step: the replay and teacher logits are bit for bit what autocast makes of the
     fp32 weights, after the first task (a fresh copy) and after the second (copied in place)."""
     stack = _stack_after_task_1([tiny(bf16=True, seed=0), tiny(bf16=True, seed=1)])
@@ -673,7 +673,7 @@ def test_bf16_previous_model_casts_once_with_autocasts_rounding():
 
 
 def test_rr_code_variant_with_one_class_per_task_is_a_clear_error(results):
-    """The fork's RR/RA pairs a replayed sample's top-2 old classes (spec §8): with 1 class per task, task 2
+    """The fork's RR/RA pairs a replayed sample's top-2 old classes (appendix §8): with 1 class per task, task 2
     has one old class. Said before training, in one line; the paper variant (competitors among all seen
     classes) has no such limit."""
     with pytest.raises(ValueError, match=r"needs >= 2 classes per task, got 1 \(n_tasks=4 on 4 classes\)"):
@@ -684,8 +684,7 @@ def test_rr_code_variant_with_one_class_per_task_is_a_clear_error(results):
 
 
 def test_bf16_weight_copies_give_autocasts_numbers_bit_for_bit():
-    """bf16 + compile keeps bf16 copies of the linear layers that the fused update writes (issue 7,
-    Stack.enable_bf16_copies): no step casts weights or gradients. Run here uncompiled, side by side with
+    """bf16 + compile keeps bf16 copies of the linear layers that the fused update writes (Stack.enable_bf16_copies): no step casts weights or gradients. Run here uncompiled, side by side with
     plain autocast (same fused update), over task 1 and task 2 (replay, SI): every parameter, Adam moment
     and SI path integral is equal bit for bit, each copy is exactly its parameter cast to bf16, and a
     loaded checkpoint rewrites the copies."""
@@ -728,7 +727,7 @@ def test_bf16_weight_copies_give_autocasts_numbers_bit_for_bit():
 
 
 def test_compile_static_keeps_one_static_graph_per_shape_past_dynamos_limit():
-    """compile_static (issue 7; every compiled pass of a Stack): each task's slice shape gets its own static
+    """compile_static (every compiled pass of a Stack): each task's slice shape gets its own static
     graph, for all ten tasks of CIFAR-100 and more, where plain torch.compile stops at dynamo's limit of 8
     graphs and (here, told to fail instead of falling back to eager) raises."""
     import torch._dynamo.config as dc
@@ -752,7 +751,7 @@ def test_compile_static_keeps_one_static_graph_per_shape_past_dynamos_limit():
 
 
 def test_recompile_limit_name_follows_the_torch_release():
-    """compile_static raises dynamo's graph limit under the name this torch has (issue 7): torch 2.4-2.6
+    """compile_static raises dynamo's graph limit under the name this torch has: torch 2.4-2.6
     have only cache_size_limit, 2.7 and later recompile_limit (with the old name as an alias), so the
     package's torch>=2.4 range compiles on all of them."""
     from types import SimpleNamespace
@@ -776,7 +775,7 @@ def test_every_compiled_pass_of_a_stack_is_static(monkeypatch, bf16):
 
 
 def test_compiled_stack_compiles_nothing_after_task_2_but_the_cpu_loss_terms(monkeypatch, results):
-    """Compile time is part of a compiled run's wall time (issue 7; benchmarks/speed.py records it as
+    """Compile time is part of a compiled run's wall time (benchmarks/speed.py records it as
     setup_s and projects Table 1 with it paid once per stack). That holds only if no later task compiles
     again: the training pass compiles once for task 1's batch and once for later tasks' (current + replay)
     batch, the update kernel once without and once with the SI pull, the previous model's sampler and
@@ -809,7 +808,7 @@ def test_compiled_stack_compiles_nothing_after_task_2_but_the_cpu_loss_terms(mon
 
 
 def test_run_with_an_imported_reference_encoder(results, tmp_path, monkeypatch, capsys):
-    """spec §3: `python -m birr import-encoder` turns the reference's checkpoint into an artefact, and a
+    """appendix §3: `python -m birr import-encoder` turns the reference's checkpoint into an artefact, and a
     run with `encoder=ref-...` takes its features from those weights (recorded in the results file)."""
     from birr import encoder as benc
     from birr.__main__ import main

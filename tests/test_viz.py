@@ -1,4 +1,4 @@
-"""Tests of birr/viz.py (issue 8): known answers for PSNR and the exaggeration measure, the decoder's
+"""Tests of birr/viz.py: known answers for PSNR and the exaggeration measure, the decoder's
 shapes, a one-epoch smoke decoder artefact (atomic, reloads identically, reused by stamp), and the rule
 that the lens never touches training. Synthetic data on CPU, a few seconds."""
 import ast
@@ -161,7 +161,7 @@ def test_decoder_shapes_and_parameters():
         (16, 3, (3, 3), (1, 1))]
     kinds = [type(m).__name__ for m in dec.layers]
     assert kinds == ["ConvTranspose2d", "BatchNorm2d", "ReLU"] * 4 + ["ConvTranspose2d"]  # linear output
-    assert sum(p.numel() for p in dec.parameters()) == 697_475                            # spec §8.6
+    assert sum(p.numel() for p in dec.parameters()) == 697_475                            # appendix §8.6
 
 
 def test_smoke_decoder_artefact(artefact):
