@@ -33,6 +33,7 @@ from torch.utils.flop_counter import flop_registry
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import speed  # noqa: E402
+from birr import stacked  # noqa: E402
 
 MATMULS = {"aten.mm.default", "aten.bmm.default", "aten.baddbmm.default", "aten.addmm.default"}
 VIEWS = {"view", "_unsafe_view", "t", "transpose", "expand", "slice", "select", "as_strided", "permute",
@@ -80,12 +81,12 @@ def count_step(method: str, batch: int, K: int = 2, bf16: bool = False,
     bookkeeping: eager, or with `copies` the uncompiled adam_si_update), and the stack. `copies` (bf16
     only): the linear layers' bf16 weight copies of bf16 + compile (Stack.enable_bf16_copies), so no
     weight or gradient cast is counted. Every layer's matmul is one batched call for the stack, as on a
-    GPU (birr.losses.RUN_BY_RUN_ON_CPU off), not the CPU's call per run."""
-    speed.T.L.RUN_BY_RUN_ON_CPU = False
+    GPU (birr.stacked.batched in place of the CPU's call per run, birr.stacked.run_by_run)."""
+    run_by_run, stacked.run_by_run = stacked.run_by_run, stacked.batched
     try:
         return _count_step(method, batch, K, bf16, copies)
     finally:
-        speed.T.L.RUN_BY_RUN_ON_CPU = True
+        stacked.run_by_run = run_by_run
 
 
 def _count_step(method, batch, K, bf16, copies):

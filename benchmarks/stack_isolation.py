@@ -4,7 +4,7 @@
     python benchmarks/stack_isolation.py --no-record     # print only
 
 Why: `birr.run_many` trains K runs as one stacked model whose layers are batched matmuls
-(`model.StackedLinear`), on the promise that each run gets the numbers it would get alone. On the
+(`stacked.StackedLinear`), on the promise that each run gets the numbers it would get alone. On the
 AVX512-BF16 EPYC that held bit for bit, fp32 and bf16, with one batched call per layer for the whole
 stack. In CI on an Intel Xeon with AMX, a bf16 run's logged KL differed from its stacked twin by 4.7e-5
 relative, so there the bf16 matmuls depended on the stack. Two causes are possible, and they matter
@@ -20,7 +20,7 @@ differently:
 Answered on such a Xeon (2026-12-04, the AMX entry of results/stack_isolation.json): rounding, no
 leakage. One batched call over the stack gave run 0 other bits than alone in 4 of the 12 layer shapes
 in bf16 (oneDNN's AMX kernels: capped at AVX512_CORE_BF16, none) and in 5 in fp32 (MKL: under every
-cap). Since then birr hands each run of a CPU stack its own call (`birr.losses.bmm`), so both are
+cap). Since then birr hands each run of a CPU stack its own call (`birr.stacked.bmm`), so both are
 checked: `call = batched`, one `baddbmm` for the stack (what the CPU's kernels do, and what birr's
 layer did before), and `call = birr`, the StackedLinear layer as it is (bit for bit on every CPU).
 
@@ -50,7 +50,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from birr import train as T  # noqa: E402
-from birr.model import StackedLinear  # noqa: E402
+from birr.stacked import StackedLinear  # noqa: E402
 
 # (name, fan_in, fan_out) of each linear layer (appendix §4), at the smoke size (H=64, Z=16, C=4) and the
 # CIFAR-100 size (H=2000, Z=100, C=100); D = 1024 encoder features

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from birr.stacked import bmm
+
 
 def one_hot(index: torch.Tensor, n: int, dtype=torch.float32) -> torch.Tensor:
     """(...) class indices -> (..., n) one-hot of `dtype`. F.one_hot's values, without its range check:
@@ -19,83 +21,6 @@ def one_hot(index: torch.Tensor, n: int, dtype=torch.float32) -> torch.Tensor:
     nothing back (a host read stalls a GPU step; tests/test_train.py counts host reads). Indices come from labels and
     argmax/topk here, always in range."""
     return torch.zeros(*index.shape, n, dtype=dtype, device=index.device).scatter_(-1, index[..., None], 1)
-
-
-# losses.bmm on a CPU: one matmul call per run (True), or one batched call for the stack as on a GPU
-# (False; benchmarks/roofline.py counts a GPU's step on the CPU so)
-RUN_BY_RUN_ON_CPU = True
-
-
-def bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Every run's own product: (K,B,n) @ (K,n,m) (+ bias (K,1,m)) -> (K,B,m); every matmul of a stack.
-
-    On a GPU, and for a single run, one batched call (`bmm` / `baddbmm`). For K > 1 on a CPU, one
-    batched call per run, each of the shapes the run has alone (1,B,n) @ (1,n,m): there the library
-    picks its kernel, and with it the order of its sums, by the shapes it is handed, so one call over
-    the whole stack rounds a run's numbers by the stack around it. Measured on an Intel Xeon with AMX
-    (benchmarks/stack_isolation.py): MKL's fp32 and oneDNN's AMX bf16 kernels both did, in 5 and 4 of
-    the 12 layer shapes (none on an AMD EPYC). Handed the calls it makes alone, forward and both
-    backward matmuls, a run gets the alone bits on any CPU; a single run's call is unchanged.
-    Eager, the per-run calls write into one (K,...) result (`_RunByRun`); compiled, `split` / `cat`,
-    which inductor fuses away."""
-    def call(x, w, c):
-        return torch.bmm(x, w) if c is None else torch.baddbmm(c, x, w)
-    if a.device.type != "cpu" or a.shape[0] == 1 or not RUN_BY_RUN_ON_CPU:
-        return call(a, b, bias)
-    if not torch.compiler.is_compiling():
-        return _RunByRun.apply(a, b, bias)
-    biases = [None] * a.shape[0] if bias is None else bias.split(1)
-    return torch.cat([call(x, w, c) for x, w, c in zip(a.split(1), b.split(1), biases)])
-
-
-class _RunByRun(torch.autograd.Function):
-    """`bmm`'s per-run calls, eager on a CPU, each written into its slice of one (K,...) tensor.
-
-    Autograd over `split` + per-run calls + `cat` computes the same bits, but the backward of each
-    `split` is a `cat` of the per-run gradients, one more copy of every weight gradient and input
-    gradient per step: a 4-run stack of the full model (fp32, batch 256, 2-core AMX Xeon) spent 0.18 s
-    of its 0.81 s step in `cat` (`speed.py --profile`). Here every call of the graph a run has alone is
-    made with `out=` a slice instead, the same kernels (bmm / baddbmm are structured ops: the `out=`
-    and functional forms share one implementation) on the same operands:
-      forward   c_k + a_k @ b_k                     (autocast's casts made here, as it makes them)
-      backward  g_k @ b_k^T,  a_k^T @ g_k,  g_k summed to c_k's shape
-    which are autograd's formulas for baddbmm (derivatives.yaml) and the engine's `sum_to` for a
-    broadcast bias; gradients come back in the compute dtype and the engine casts them to the inputs'
-    dtypes, as autocast's cast nodes do. Tested bit for bit against autograd on the run alone
-    (tests/test_losses.py, every layer shape, fp32 and bf16) and through training (tests/test_train.py)."""
-
-    @staticmethod
-    def forward(ctx, a, b, bias):
-        if torch.is_autocast_enabled("cpu"):          # bmm / baddbmm are lower-precision autocast ops
-            dt = torch.get_autocast_dtype("cpu")
-            a, b, bias = (t if t is None or not t.is_floating_point() or t.dtype == torch.float64 else t.to(dt)
-                          for t in (a, b, bias))
-        out = a.new_empty(a.shape[0], a.shape[1], b.shape[2])
-        for k in range(a.shape[0]):
-            if bias is None:
-                torch.bmm(a[k:k + 1], b[k:k + 1], out=out[k:k + 1])
-            else:
-                torch.baddbmm(bias[k:k + 1], a[k:k + 1], b[k:k + 1], out=out[k:k + 1])
-        ctx.save_for_backward(a, b)
-        ctx.bias_shape = None if bias is None else bias.shape
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        a, b = ctx.saved_tensors
-        need_a, need_b, need_bias = ctx.needs_input_grad
-        ga = g.new_empty(a.shape) if need_a else None
-        gb = g.new_empty(b.shape) if need_b else None
-        gc = g.new_empty(ctx.bias_shape) if need_bias else None
-        for k in range(g.shape[0]):
-            gk = g[k:k + 1]
-            if need_a:
-                torch.bmm(gk, b[k:k + 1].transpose(1, 2), out=ga[k:k + 1])
-            if need_b:
-                torch.bmm(a[k:k + 1].transpose(1, 2), gk, out=gb[k:k + 1])
-            if need_bias:
-                gc[k:k + 1] = gk.sum_to_size(gc[k:k + 1].shape)
-        return ga, gb, gc
 
 
 # --- BI-R, appendix §5 ----------------------------------------------------------------------------

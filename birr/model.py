@@ -1,55 +1,28 @@
 """The BI-R model of appendix §4: a classifier with a VAE attached through feedback connections.
 
-Read top to bottom: a stacked linear layer -> the model (encoder fcE, split layer toZ, classifier head,
-gated decoder, GMM prior) -> sampling for replay.
+Read top to bottom: the model (encoder fcE, split layer toZ, classifier head, gated decoder, GMM prior)
+-> sampling for replay.
 
 Every parameter carries a leading *run* dimension K = len(seeds). `BIR([seed])` is one run; thirty seeds
-are thirty independent runs (seeds or RR settings) trained in one process with batched matmuls, so small runs fill the machine.
-Each run's slice is initialised from its own seed, sees only its own data and its own loss, and Adam and
-SI are elementwise (Adam stepped run by run on a CPU, `train.Stack._adam_step`), so a run trained inside
-a stack ends with the weights it has trained alone, bit for bit on a CPU
-(tests/test_train.py::test_stacked_runs_are_bitwise_runs_trained_alone), fp32 and bf16: there every
-layer calls its matmul run by run (`losses.bmm`), since an Intel Xeon's kernels (MKL fp32, oneDNN's
-AMX bf16) round one batched call by the stack's shape.
+are thirty independent runs (seeds or RR settings) trained in one process, each layer a
+`birr.stacked.StackedLinear`, so small runs fill the machine; birr.stacked says why a run trained in a
+stack ends with the bits it has alone.
 
 Shapes use the paper's letters: K runs, B samples, D = 1024 encoder features, H = fc_units (2000),
 Z = z_dim (100), C = n_classes (100).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from birr.losses import bmm, one_hot
-
-
-def _uniform(shape, bound, gens):
-    """U(-bound, bound) per run, each slice drawn from its own run's generator."""
-    return torch.stack([(torch.rand(shape, generator=g) * 2 - 1) * bound for g in gens])
-
-
-class StackedLinear(nn.Module):
-    """K independent `Linear(fan_in, fan_out)` layers applied as one (`losses.bmm`: one `baddbmm` on a GPU).
-
-    Init as the reference (appendix §4.1, `reset_parameters`): weights and biases U(-1/sqrt(fan_in), +).
-    The weight is stored (K, fan_in, fan_out) so the forward is x @ W without a transpose.
-    """
-
-    def __init__(self, fan_in: int, fan_out: int, gens: list[torch.Generator], bias: bool = True):
-        super().__init__()
-        bound = 1.0 / math.sqrt(fan_in)
-        self.weight = nn.Parameter(_uniform((fan_out, fan_in), bound, gens).transpose(1, 2).contiguous())
-        self.bias = nn.Parameter(_uniform((1, fan_out), bound, gens)) if bias else None
-
-    def forward(self, x):  # x: (K, B, fan_in) -> (K, B, fan_out)
-        return bmm(x, self.weight, self.bias)
+from birr.losses import one_hot
+from birr.stacked import StackedLinear, bmm
 
 
 class BIR(nn.Module):
-    """Spec §4: fcE 1024->H->H, toZ (mu with bias, logvar without), head on hE ("beforeZ"),
+    """Appendix §4: fcE 1024->H->H, toZ (mu with bias, logvar without), head on hE ("beforeZ"),
     decoder Z->H->H->1024 with fixed class gates on the first two layers, GMM prior with one mode
     per class. Trainable parameters for the CIFAR-100 configuration: 12,925,224 per run (appendix §4.4).
     """

@@ -45,7 +45,9 @@ from birr import losses as L
 from birr import metrics
 from birr import store
 from birr.config import Config
-from birr.model import BIR, StackedLinear
+from birr import stacked
+from birr.model import BIR
+from birr.stacked import StackedLinear
 
 # fields that may differ between the runs of one stack (per-run tensors in the step)
 PER_RUN = ("seed", "rr", "ra", "lambda_rr", "lambda_ra", "rep_f", "si_c", "method")
@@ -681,46 +683,11 @@ class Stack:
         with torch.no_grad():
             for n in self.si_names:
                 self.si_old[n].copy_(self.params[n])
-        self._adam_step()
+        stacked.adam_step(self.opt, list(self.params.values()), self.K)
         with torch.no_grad():       # SI path integral W += -grad * delta (appendix §6 step 3.4)
             for n in self.si_names:  # written as grad * (p_old - p_new): the same bits, no temporary
                 p, back = self.params[n], self.si_old[n].sub_(self.params[n])
                 self.W[n].addcmul_(p.grad, back)
-
-    def _adam_step(self):
-        """torch.optim.Adam's fused step (same state, same rule), applied to each run's slice of every
-        parameter as a tensor of its own, so that a run's update has the bits it has when the run trains
-        alone. On the whole (K, ...) parameter, the fused CPU kernel rounded a run's last elements (those
-        after its last full vector) differently depending on which run followed in memory: one ulp in
-        Adam's v from step 2 on, which 1,500 steps grow into a point of final accuracy
-        (tests/test_train.py, test_stacked_runs_are_bitwise_runs_trained_alone). The slices cost ~1 ms
-        of views per step for 18 runs. CUDA's fused kernel has no vector tail (every element goes
-        through the same code), so there the whole tensors go in, as torch.optim passes them; that
-        path's per-run bits are untested (no GPU in CI)."""
-        group = self.opt.param_groups[0]
-        beta1, beta2 = group["betas"]
-        ps = list(self.params.values())
-        states = [self._adam_state(p) for p in ps]
-        steps = [s["step"] for s in states]
-        torch._foreach_add_(steps, 1)
-        K = self.K if self.device.type == "cpu" else 1
-
-        def runs(ts):
-            return [t[k] for t in ts for k in range(K)] if K > 1 else list(ts)
-
-        torch._fused_adam_(runs(ps), runs([p.grad for p in ps]), runs([s["exp_avg"] for s in states]),
-                           runs([s["exp_avg_sq"] for s in states]), [], [s for s in steps for _ in range(K)],
-                           lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
-                           eps=group["eps"], amsgrad=False, maximize=False, grad_scale=None, found_inf=None)
-
-    def _adam_state(self, p) -> dict:
-        """torch.optim.Adam's state of p, created as its fused implementation creates it on the first step."""
-        st = self.opt.state[p]
-        if not st:
-            st.update(step=torch.zeros((), dtype=torch.float32, device=p.device),
-                      exp_avg=torch.zeros_like(p, memory_format=torch.preserve_format),
-                      exp_avg_sq=torch.zeros_like(p, memory_format=torch.preserve_format))
-        return st
 
     def _fused_update(self, si_grad: bool):
         """The same update as _eager_update, through the compiled adam_si_update."""
@@ -729,7 +696,7 @@ class Stack:
 
         def lists(names):
             ps, lows = [self.params[n] for n in names], [self.low.get(n) for n in names]
-            states = [self._adam_state(p) for p in ps]
+            states = [stacked.adam_state(self.opt, p) for p in ps]
             grads = [p.grad if low is None else low.grad for p, low in zip(ps, lows)]
             return ps, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], lows
 
@@ -813,17 +780,8 @@ class Stack:
                     omega=self.omega, paper_means=self.paper_means)
 
     def run_state(self, k: int) -> dict:
-        """Run k's part of state(), a copy: the state of a stack of that run alone, which
-        load_state takes into any slot of any stack through _join_states. Every tensor of the state has
-        the runs on its first axis except Adam's step counts (0-d, one per parameter), which the runs of
-        a stack share as they share their task."""
-        def part(v):
-            if v.dim() == 0:
-                return v.clone()
-            if v.shape[0] != self.K:
-                raise RuntimeError(f"a state tensor of shape {tuple(v.shape)} has no run axis of size {self.K}")
-            return v[k:k + 1].clone()    # a copy, not a view: torch.save would write the whole stack's storage
-        return _map_tensors(self.state(), part)
+        """Run k's part of state(), a copy (birr.stacked.run_part)."""
+        return stacked.run_part(self.state(), k, self.K)
 
     def load_state(self, s: dict):
         self.model.load_state_dict(s["model"])
@@ -834,39 +792,6 @@ class Stack:
         self._refresh_bf16_copies()
         self._refresh_si_scale()
         self._set_prev()
-
-
-def _map_tensors(obj, fn):
-    """obj (nested dicts, lists, tuples) with fn applied to every tensor in it."""
-    if isinstance(obj, torch.Tensor):
-        return fn(obj)
-    if isinstance(obj, dict):
-        return {k: _map_tensors(v, fn) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_map_tensors(v, fn) for v in obj)
-    return obj
-
-
-def _join_states(parts: list, where: str = "state"):
-    """The state of a stack whose slot k holds the run of parts[k] (each a Stack.run_state): tensors
-    with a run axis are concatenated on it, everything else (Adam's step counts and settings) must be
-    the same in every part. Copies only, so a run's numbers are its own bit for bit."""
-    first = parts[0]
-    if isinstance(first, torch.Tensor) and first.dim() > 0:
-        return torch.cat(parts)
-    if isinstance(first, dict):
-        if any(not isinstance(p, dict) or p.keys() != first.keys() for p in parts):
-            raise ValueError(f"{where} has other keys in some runs")
-        return {k: _join_states([p[k] for p in parts], f"{where}.{k}") for k in first}
-    if isinstance(first, (list, tuple)):
-        if any(not isinstance(p, type(first)) or len(p) != len(first) for p in parts):
-            raise ValueError(f"{where} has another length in some runs")
-        return type(first)(_join_states([p[i] for p in parts], f"{where}[{i}]") for i in range(len(first)))
-    same = (lambda a, b: isinstance(b, torch.Tensor) and torch.equal(a, b)) if isinstance(first, torch.Tensor) \
-        else (lambda a, b: a == b)
-    if not all(same(first, p) for p in parts[1:]):
-        raise ValueError(f"{where} differs between the runs")
-    return first
 
 
 def _checkpoint_path(results_dir, cfg: Config) -> Path:
@@ -891,7 +816,7 @@ def _read_checkpoints(paths: list[Path], cfgs: list[Config], fresh: bool) -> lis
     one notice line per reason) where resuming would be wrong: asked for a fresh start (force), written
     by other code (CODE_VERSION) or in another layout (CKPT_FORMAT), or holding another run. A file that
     does not match its sha256 or cannot be read is one ValueError naming it: it is not deleted unasked.
-    Read to the host: the stack's state is assembled there (_join_states) and then loaded onto the device."""
+    Read to the host: the stack's state is assembled there (stacked.join_states) and then loaded onto the device."""
     present = [(p, c) for p, c in zip(paths, cfgs) if p.exists()]
     if fresh:
         if present:
@@ -999,7 +924,7 @@ def _setup_stack(cfgs, device, cks, paths, progress):
                     task_wall_s=[]) for _ in cfgs]
     if cks[0] is not None:
         try:
-            stack.load_state(_join_states([ck["stack"] for ck in cks]))
+            stack.load_state(stacked.join_states([ck["stack"] for ck in cks]))
             per_run = [ck["per_run"][0] for ck in cks]
         except Exception as e:          # a state of other shapes; the message must name the files
             raise ValueError(f"{_files(paths)} cannot be resumed from ({type(e).__name__}: "
@@ -1236,8 +1161,8 @@ def run_many(cfgs: list[Config], *, results_dir=None, force: bool = False, progr
     stacks in the order their first config appears in `cfgs`. results_dir defaults to
     default_results_dir(). A run's numbers do not depend on its stack: on a CPU a run trained alone
     and the same run trained in a stack end with the same weights and accuracies, bit for bit
-    (tests/test_train.py), fp32 and bf16, on every CPU: Adam steps run by run (`Stack._adam_step`)
-    and each run gets its own matmul calls (`losses.bmm`); logged loss values agree to rounding.
+    (tests/test_train.py), fp32 and bf16, on every CPU: Adam steps run by run (`stacked.adam_step`)
+    and each run gets its own matmul calls (`stacked.bmm`); logged loss values agree to rounding.
 
     checkpoint: after every task each run's state goes to results/ckpt/run-<stamp>.pt, and a killed run
     resumes from it in whatever stack it is trained next, beside any runs, in any order (_train_stack's

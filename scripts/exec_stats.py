@@ -287,7 +287,7 @@ def stacking(repo: Path) -> str:
     bits alone and in a stack of 3, the largest relative difference, and whether another run's inputs
     leaked into run 0's numbers. Calls: one batched call for the whole stack (what the CPU's kernels
     do with it; entries older than the `call` field measured only that, birr's layer then) and birr's
-    layer as it is (one call per run on a CPU, `birr.losses.bmm`)."""
+    layer as it is (one call per run on a CPU, `birr.stacked.bmm`)."""
     path = repo / "benchmarks" / "results" / "stack_isolation.json"
     if not path.exists():
         return "No stack-isolation check has been recorded yet (`python benchmarks/stack_isolation.py`).\n"

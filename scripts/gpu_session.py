@@ -85,8 +85,8 @@ def stacking(out: Path, device: str) -> dict:
     (synthetic, 2 tasks x 40 iterations, fp32) stacked, then each alone; per run, whether the final
     weights and accuracies are the same bits, and the largest weight difference. On a CPU they are
     (tests/test_train.py); on CUDA, where Adam's fused kernel gets whole stacked tensors
-    (`birr.train.Stack._adam_step`) and every layer one batched matmul for the stack
-    (`birr.losses.bmm`), this is the check; if it fails, drop those two functions' CPU-only
+    (`birr.stacked.adam_step`) and every layer one batched matmul for the stack
+    (`birr.stacked.bmm`), this is the check; if it fails, drop those two functions' CPU-only
     condition. Seconds; writes $OUT/stacking.json."""
     import tempfile
     import torch

@@ -10,6 +10,7 @@ import torch
 
 import birr
 from birr import store
+from birr import stacked
 from birr import train as T
 
 SEEDS = (0, 1, 2)
@@ -202,7 +203,7 @@ def test_an_old_whole_stack_checkpoint_is_removed_with_one_line(clean, tmp_path,
 
 
 def test_a_run_state_joins_into_any_slot_bit_for_bit(clean):
-    """Stack.run_state and _join_states are inverse: a stack's state taken apart by run and put together
+    """Stack.run_state and stacked.join_states are inverse: a stack's state taken apart by run and put together
     in another order is the same tensors, permuted; Adam's shared step counts stay scalars."""
     cfgs = [tiny(s, iters=3) for s in SEEDS]
     stack = T.Stack(cfgs, torch.device("cpu"))
@@ -210,7 +211,7 @@ def test_a_run_state_joins_into_any_slot_bit_for_bit(clean):
                     rr_stats=[], task_wall_s=[]) for _ in cfgs]
     T._train_tasks(stack, cfgs, per_run, 1, None, False)
     whole = stack.state()
-    joined = T._join_states([stack.run_state(k) for k in (2, 0, 1)])
+    joined = stacked.join_states([stack.run_state(k) for k in (2, 0, 1)])
     for part in ("anchor", "omega", "model"):
         for n, v in whole[part].items():
             assert torch.equal(joined[part][n], v[[2, 0, 1]]), (part, n)
@@ -221,4 +222,4 @@ def test_a_run_state_joins_into_any_slot_bit_for_bit(clean):
     other = T.Stack([tiny(0, iters=4)], torch.device("cpu"))     # another step count: not one stack
     T._train_tasks(other, [tiny(0, iters=4)], [{k: [] for k in per_run[0]}], 1, None, False)
     with pytest.raises(ValueError, match="differs between the runs"):
-        T._join_states([stack.run_state(0), other.run_state(0)])
+        stacked.join_states([stack.run_state(0), other.run_state(0)])

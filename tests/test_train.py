@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import birr
 from birr import losses as L
 from birr import metrics as M
+from birr import stacked
 from birr import train as T
 from birr.data import class_order
 
@@ -234,10 +235,10 @@ def test_stacked_runs_are_bitwise_runs_trained_alone(results, tmp_path, bf16):
     """Issue 7: a run's numbers do not depend on the runs it is stacked with. On the CPU they are the
     same bits: every accuracy, RR/RA count and final weight. Two causes made them differ, both fixed:
     torch's fused Adam kernel rounds a tensor's vector tail differently from its body (so Adam steps
-    run by run, `Stack._adam_step`; it surfaced as an ulp from step 2, a point of accuracy after a
+    run by run, `stacked.adam_step`; it surfaced as an ulp from step 2, a point of accuracy after a
     short-budget run); and on an Intel Xeon with AMX the matmul kernels round by the stack's shape
     (bf16 through oneDNN's AMX kernels, seen in CI as a logged KL 4.7e-5 apart, and fp32 through MKL;
-    benchmarks/stack_isolation.py), so on a CPU every run gets its own matmul call (`losses.bmm`; this
+    benchmarks/stack_isolation.py), so on a CPU every run gets its own matmul call (`stacked.bmm`; this
     test failed on such a Xeon in bf16 before). 40 iterations per task: an ulp has surfaced in the
     weights by then. The logged loss values are reductions over the stacked tensors, whose summation
     order may depend on the stack's shape (~1e-7 relative in a short run stacked 18-fold), so they are
@@ -252,7 +253,7 @@ def test_stacked_runs_are_bitwise_runs_trained_alone(results, tmp_path, bf16):
 
 
 def test_every_matmul_of_a_cpu_stack_has_the_shapes_of_a_run_alone(results):
-    """Why stacking is exact on every CPU (losses.bmm): each run's matmuls, forward and both backward
+    """Why stacking is exact on every CPU (stacked.bmm): each run's matmuls, forward and both backward
     ones, are calls of the shapes the run makes alone, (1, ...), whatever the CPU's library does with a
     batched call's shape. Counted in a dispatch mode over a 3-run training (every batched matmul aten
     op); on the old code (one call per layer for the whole stack) the leading dimension was 3."""
@@ -260,7 +261,7 @@ def test_every_matmul_of_a_cpu_stack_has_the_shapes_of_a_run_alone(results):
 
     class BatchedMatmuls(torch.utils._python_dispatch.TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            op = str(func)                      # aten.bmm / aten.baddbmm, .default or .out (losses._RunByRun)
+            op = str(func)                      # aten.bmm / aten.baddbmm, .default or .out (stacked._RunByRun)
             if op.startswith(("aten.bmm.", "aten.baddbmm.")):                  # (self,) batch1, batch2
                 seen.append(tuple(args[1 if op.startswith("aten.baddbmm.") else 0].shape))
             return func(*args, **(kwargs or {}))
@@ -273,11 +274,11 @@ def test_every_matmul_of_a_cpu_stack_has_the_shapes_of_a_run_alone(results):
 
 
 def test_adam_step_run_by_run_is_torch_adams_fused_step(results, monkeypatch):
-    """Stack._adam_step calls torch's fused Adam kernel on per-run slices; for one run it must leave
+    """stacked.adam_step calls torch's fused Adam kernel on per-run slices; for one run it must leave
     exactly what torch.optim.Adam(fused=True).step() leaves (guards the private kernel's signature)."""
     cfg = tiny(seed=3, iters=15)
     mine = birr.run(cfg, results_dir=results / "mine", progress=False)
-    monkeypatch.setattr(T.Stack, "_adam_step", lambda self: self.opt.step())
+    monkeypatch.setattr(stacked, "adam_step", lambda opt, params, K: opt.step())
     torchs = birr.run(cfg, results_dir=results / "torch", progress=False)
     assert mine["loss_traces"] == torchs["loss_traces"] and mine["acc_matrix"] == torchs["acc_matrix"]
     a, b = torch.load(T.model_path(results / "mine", cfg)), torch.load(T.model_path(results / "torch", cfg))
