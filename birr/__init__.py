@@ -4,7 +4,9 @@
     cfg = birr.preset("bir+si", budget="smoke")      # a complete, printed-as-run Config
     res = birr.run(cfg)                              # train, or load by cfg.stamp from results/
 
-Modules, in reading order: config -> data -> encoder -> model -> losses -> train -> metrics.
+Modules, in reading order: config -> data -> encoder -> model -> losses -> train -> metrics. The
+book's chapters read their tables, figures and sentences from the birr.book package
+(`from birr import book as R`).
 """
 from birr.config import (Config, LAMBDA_DECADES, book_configs, fig3_configs, preset, sweep_configs,  # noqa: F401
                          table1_configs, table1_page_configs)

@@ -58,7 +58,7 @@ def summarise(acc_matrix_seen, per_class_acc) -> dict:
 def mean_sem(values) -> tuple[float, float]:
     """Mean and standard error of the mean (n-1 in the variance); SEM is nan for one value, and both
     are nan for none (a table row with no runs shows blanks instead of failing). The one copy: the
-    book's tables use it through birr.report."""
+    book's tables use it through birr.book."""
     values = [float(v) for v in values]
     n = len(values)
     if n == 0:

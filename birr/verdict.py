@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from birr.report import METRIC_NAMES, METRICS, by_seed, is_rr, metric_value, paired_stats
+from birr.book import METRIC_NAMES, METRICS, by_seed, is_rr, metric_value, paired_stats
 
 # The paper's claimed gains at f = 20 (its Table 1, CIFAR-100, 5 runs): points over the baseline.
 PAPER_GAINS_F20 = {"first20": 4.80, "first50": 4.86, "overall": 1.48}

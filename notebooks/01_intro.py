@@ -132,20 +132,21 @@ device = "auto"
 
 # %% tags=["remove-input"]
 # %matplotlib inline
-import matplotlib.pyplot as plt
 import pandas as pd
 from myst_nb import glue
 
 import birr.data
+from birr import book as R
 
-dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
+page = R.Page(dataset, budget, seeds, device)   # the parameters, checked
+dataset, budget, seeds, device = page.params
+page.glue()                                     # data_used etc., for the status page (scripts/exec_stats.py)
 bench = birr.data.load(dataset, seed=seeds[0])  # class order of the first seed (appendix §2)
 info = bench.describe()
 
 # %% tags=["remove-input"]
 glue("dataset_name", bench.name, display=False)
 glue("data_source", info["source"], display=False)
-glue("data_used", bench.name, display=False)  # for the status page (scripts/exec_stats.py)
 glue("n_tasks", bench.n_tasks, display=False)
 glue("classes_per_task", bench.classes_per_task, display=False)
 glue("n_classes", bench.n_classes, display=False)
@@ -161,26 +162,7 @@ pd.DataFrame([
 ]).set_index("task")
 
 # %% tags=["remove-input"]
-cpt = bench.classes_per_task
-k = max(1, 8 // cpt)  # examples per class: about 8 images per row
-fig, axes = plt.subplots(bench.n_tasks, cpt * k, squeeze=False,
-                         figsize=(1.1 * cpt * k, 1.25 * bench.n_tasks))
-for t in range(1, bench.n_tasks + 1):
-    row = axes[t - 1]
-    for j, c in enumerate(bench.task_classes(t)):
-        first_k = (bench.train.labels == c).nonzero().flatten()[:k]
-        for m, i in enumerate(first_k.tolist()):
-            image = bench.train.images[i].permute(1, 2, 0)  # (3, 32, 32) -> (32, 32, 3)
-            row[j * k + m].imshow(image.numpy())
-        row[j * k].set_title(bench.class_names[c], fontsize=8, loc="left")
-    row[0].set_ylabel(f"task {t}", fontsize=9)
-for ax in axes.flat:
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.spines[:].set_visible(False)
-fig.tight_layout()
-glue("task_grid", fig, display=False)
-plt.close(fig)
+page.figure("task_grid", R.image_grid(bench, per_class=max(1, 8 // bench.classes_per_task)))  # ~8 images a row
 
 # %% [markdown]
 # ```{glue:figure} task_grid

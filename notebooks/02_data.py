@@ -37,24 +37,21 @@ device = "auto"
 
 # %% tags=["remove-input"]
 # %matplotlib inline
-import matplotlib.pyplot as plt
 import pandas as pd
 from myst_nb import glue
 
 import birr.data
-from birr import report as R
+from birr import book as R
 
-dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
+page = R.Page(dataset, budget, seeds, device)   # the parameters, checked
+dataset, budget, seeds, device = page.params
+page.glue()                                     # data_label, data_used, n_seeds, seeds_text
 benches = {s: birr.data.load(dataset, seed=s) for s in seeds}   # same images, one class order per seed
 bench = benches[seeds[0]]
-glue("data_label", R.dataset_label(dataset=dataset, budget=budget, device=device), display=False)
-glue("data_used", bench.name, display=False)
 glue("data_source", bench.describe()["source"], display=False)
 glue("n_tasks", bench.n_tasks, display=False)
 glue("classes_per_task", bench.classes_per_task, display=False)
 glue("n_classes", bench.n_classes, display=False)
-glue("n_seeds", len(seeds), display=False)
-glue("seeds_text", ", ".join(map(str, seeds)), display=False)
 
 # %% [markdown]
 # ## Tasks and class order for each seed
@@ -71,10 +68,8 @@ R.class_order_frame(benches)
 # The first training images of every class, one row per task, for seed {glue:text}`first_seed:d`:
 
 # %% tags=["remove-input"]
-fig = R.image_grid(bench, per_class=4)
 glue("first_seed", seeds[0], display=False)
-glue("task_images", fig, display=False)
-plt.close(fig)
+page.figure("task_images", R.image_grid(bench, per_class=4))
 
 # %% [markdown]
 # ```{glue:figure} task_images

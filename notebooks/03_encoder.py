@@ -43,19 +43,16 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-import birr
 import birr.data
 import birr.encoder
-from birr import report as R
-from birr.train import resolve_device
+from birr import book as R
 
-dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
-cfg = birr.preset("bir+si", budget=budget, dataset=dataset, seed=seeds[0], device=device)
-dev = str(resolve_device(cfg.device))
+page = R.Page(dataset, budget, seeds, device)   # the parameters, checked
+dataset, budget, seeds, device = page.params
+page.glue()                                     # data_label, data_used, n_seeds, seeds_text
+cfg, dev = page.preset("bir+si"), page.dev
 # the artefact every run of this budget uses: loaded by its recipe stamp, pre-trained if missing
 encoder, meta = birr.encoder.get_encoder(cfg.encoder_data, cfg.encoder_epochs, device=dev, progress=False)
-glue("data_label", R.dataset_label(dataset=dataset, budget=budget, device=device), display=False)
-glue("data_used", cfg.dataset, display=False)
 glue("enc_dataset", meta["dataset"], display=False)
 glue("enc_epochs", meta["recipe"]["epochs"], display=False)
 
@@ -165,8 +162,7 @@ ax.set_xlabel("feature value")
 ax.set_ylabel("count")
 ax.set_yscale("log")
 fig.tight_layout()
-glue("feature_hist", fig, display=False)
-plt.close(fig)
+page.figure("feature_hist", fig)
 
 # %% [markdown]
 # ```{glue:figure} feature_hist

@@ -43,18 +43,15 @@ import pandas as pd
 from myst_nb import glue
 
 import birr
-from birr import report as R
+from birr import book as R
 
-dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
-cfgs = [birr.preset(method, budget=budget, dataset=dataset, seed=s, device=device)
-        for method in ("bir+si", "finetune") for s in seeds]
-results = birr.run_many(cfgs, progress=False)          # trains what is missing, loads the rest by stamp
+page = R.Page(dataset, budget, seeds, device)   # the parameters, checked
+dataset, budget, seeds, device = page.params
+cfgs = page.presets("bir+si") + page.presets("finetune")
+results = page.run_many(cfgs)                   # trains what is missing, loads the rest by stamp
 base = [r for r in results if r["method"] == "bir+si"]
 ft = [r for r in results if r["method"] == "finetune"]
-glue("data_label", R.dataset_label(results), display=False)
-glue("data_used", results[0]["dataset"], display=False)
-glue("config_stamps", [r["stamp"] for r in results], display=False)
-glue("n_seeds", len(seeds), display=False)
+page.glue(results)                              # data_label, data_used, n_seeds, config_stamps, ...
 
 # %% [markdown]
 # {glue:text}`budget_note:s` The configs that ran, field by field (each field's reason is in
@@ -94,12 +91,8 @@ fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
 R.plot_acc_matrix(base[0], ax=axes[0], title=f"BI-R + SI, seed {base[0]['seed']}")
 R.plot_acc_matrix(ft[0], ax=axes[1], title=f"fine-tuning, seed {ft[0]['seed']}")
 fig.tight_layout()
-glue("acc_matrices", fig, display=False)
-plt.close(fig)
-
-fig = R.plot_per_task({"BI-R + SI": base, "fine-tuning": ft})
-glue("per_task_curves", fig, display=False)
-plt.close(fig)
+page.figure("acc_matrices", fig)
+page.figure("per_task_curves", R.plot_per_task({"BI-R + SI": base, "fine-tuning": ft}))
 
 # %% [markdown]
 # ```{glue:figure} acc_matrices

@@ -59,10 +59,11 @@ import torch
 from myst_nb import glue
 
 import birr
-from birr import report as R
+from birr import book as R
 from birr.losses import competing_classes
 
-dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
+page = R.Page(dataset, budget, seeds, device)   # the parameters, checked
+dataset, budget, seeds, device = page.params
 
 # %%
 p_example = torch.tensor([0.04, 0.10, 0.26, 0.60])   # classes 0..3; the paper's example has p_max = 0.6
@@ -73,9 +74,7 @@ print(f"label {int(label)}, threshold {float(threshold):.3f}, competitors {compe
 glue("fig2_label", int(label), display=False)
 glue("fig2_threshold", float(threshold), display=False)
 glue("fig2_competitors", ", ".join(str(c) for c in competitors.nonzero().flatten().tolist()), display=False)
-fig = R.plot_fig2(p_example, 3.0, title="the paper's Fig. 2 redrawn: f = 3")
-glue("fig2", fig, display=False)
-plt.close(fig)
+page.figure("fig2", R.plot_fig2(p_example, 3.0, title="the paper's Fig. 2 redrawn: f = 3"))
 
 # %% [markdown]
 # ```{glue:figure} fig2
@@ -103,18 +102,13 @@ plt.close(fig)
 # replay them if a further task came, and apply the paper's rule to its own softmax.
 
 # %% tags=["remove-input"]
-cfgs = birr.table1_configs(budget=budget, dataset=dataset, seeds=seeds, variant="code", device=device)
-results = birr.run_many(cfgs, progress=False)
-glue("data_label", R.dataset_label(results), display=False)
-glue("data_used", results[0]["dataset"], display=False)
-glue("config_stamps", [r["stamp"] for r in results], display=False)
+cfgs = birr.table1_configs(variant="code", **page.kw)
+results = page.run_many(cfgs)
+page.glue(results)                              # data_label, data_used, config_stamps, ...
 
-cfg20 = birr.preset("rr+ra", budget=budget, dataset=dataset, seed=seeds[0], rep_f=20.0, device=device)
-r20 = next(r for r in results if r["stamp"] == cfg20.stamp)
-model = birr.load_model(cfg20)
-if model is None:            # results/models/ is not committed: re-train this one run (minutes at most below `full`)
-    r20 = birr.run(cfg20, force=True, progress=False)
-    model = birr.load_model(cfg20)
+cfg20 = page.preset("rr+ra", rep_f=20.0)
+[r20], models = page.run_with_models([cfg20])   # its final model: loaded, or this one run trained again
+model = models[cfg20.stamp]
 
 n_per_class = 16
 classes, p = R.replay_probabilities(model, range(model.C), n_per_class=n_per_class, seed=0)
@@ -127,8 +121,7 @@ fig, axes = plt.subplots(1, len(picks), figsize=(4.2 * len(picks), 3.0), squeeze
 for ax, i in zip(axes[0], picks):
     R.plot_fig2(p[i], 20.0, names, ax=ax, title=f"replay of '{names[int(classes[i])]}', f = 20")
 fig.tight_layout()
-glue("replay_bars", fig, display=False)
-plt.close(fig)
+page.figure("replay_bars", fig)
 
 # %% [markdown]
 # ```{glue:figure} replay_bars
@@ -166,9 +159,7 @@ curve.rename(columns={"share_competitive": "samples with a competitor (%)",
 # and the competitor its runner-up. Summed over tasks for the $f = 20$ run of the first seed:
 
 # %% tags=["remove-input"]
-fig = R.plot_pair_counts(r20)
-glue("pair_heatmap", fig, display=False)
-plt.close(fig)
+page.figure("pair_heatmap", R.plot_pair_counts(r20))
 f20_runs = [r for r in results if R.is_rr(r) and r["config"]["rep_f"] == 20.0]
 top = R.top_pairs(f20_runs, k=10)
 if len(top):
@@ -198,9 +189,7 @@ top.rename(columns={"share": "share of pairs (%)"}).round(1).rename_axis("rank")
 # so each panel holds only the pairs that could compete at that point.
 
 # %% tags=["remove-input"]
-fig = R.plot_pair_counts_by_task(r20)
-glue("pair_heatmap_by_task", fig, display=False)
-plt.close(fig)
+page.figure("pair_heatmap_by_task", R.plot_pair_counts_by_task(r20))
 
 # %% [markdown]
 # ```{glue:figure} pair_heatmap_by_task
@@ -220,9 +209,7 @@ plt.close(fig)
 
 # %% tags=["remove-input"]
 by_f = R.competition_by_f(results)
-fig = R.plot_competition_vs_f(results, replay_curve=curve)
-glue("competition_vs_f", fig, display=False)
-plt.close(fig)
+page.figure("competition_vs_f", R.plot_competition_vs_f(results, replay_curve=curve))
 share = by_f.set_index("f")["competitive %"]
 glue("share_f_min", float(share.iloc[0]), display=False)
 glue("f_min", float(share.index[0]), display=False)

@@ -56,21 +56,17 @@ device = "auto"
 # %matplotlib inline
 import math
 
-import matplotlib.pyplot as plt
 from myst_nb import glue
 
 import birr
-from birr import report as R
+from birr import book as R
 
-dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
-cfgs = birr.table1_page_configs(budget=budget, dataset=dataset, seeds=seeds, device=device)
+page = R.Page(dataset, budget, seeds, device)   # the parameters, checked
+dataset, budget, seeds, device = page.params
+cfgs = birr.table1_page_configs(**page.kw)
 code_cfgs = [c for c in cfgs if c.rr_variant == "code"]
-results = birr.run_many(cfgs, progress=False)
-label = R.dataset_label(results)
-glue("data_label", label, display=False)
-glue("data_used", results[0]["dataset"], display=False)
-glue("config_stamps", [r["stamp"] for r in results], display=False)
-glue("n_seeds", len(seeds), display=False)
+results = page.run_many(cfgs)                   # trains what is missing, loads the rest by stamp
+label = page.glue(results)                      # data_label, data_used, n_seeds, config_stamps, ...
 glue("iters", code_cfgs[0].iters, display=False)
 glue("batch", code_cfgs[0].batch, display=False)
 glue("lambda_rr", code_cfgs[-1].lambda_rr, display=False)
@@ -92,9 +88,7 @@ frame = R.table1_frame(results)
 R.format_table1(frame).style.set_caption(f"birr: {label}")
 
 # %% tags=["remove-input"]
-fig = R.plot_table1_forest(frame, title=f"birr: {label}")
-glue("forest", fig, display=False)
-plt.close(fig)
+page.figure("forest", R.plot_table1_forest(frame, title=f"birr: {label}"))
 
 # %% [markdown]
 # ```{glue:figure} forest

@@ -53,35 +53,25 @@ device = "auto"
 
 # %% tags=["remove-input"]
 # %matplotlib inline
-from pathlib import Path
-
-import matplotlib.pyplot as plt
 import pandas as pd
 from myst_nb import glue
 
 import birr
-from birr import report as R
+from birr import book as R
 
-dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
-cfgs = birr.fig3_configs(budget=budget, dataset=dataset, seeds=seeds, f=20.0, device=device)
-results = birr.run_many(cfgs, progress=False)
-label = R.dataset_label(results)
+page = R.Page(dataset, budget, seeds, device)   # the parameters, checked
+dataset, budget, seeds, device = page.params
+cfgs = birr.fig3_configs(f=20.0, **page.kw)
+results = page.run_many(cfgs)                   # trains what is missing, loads the rest by stamp
+label = page.glue(results, stamps=False)        # data_label, data_used, n_seeds; the stamps below
 iters = sorted({c.iters for c in cfgs})
-glue("data_label", label, display=False)
-glue("data_used", results[0]["dataset"], display=False)
-glue("n_seeds", len(seeds), display=False)
 glue("iters_text", ", ".join(map(str, iters[:-1])) + f" and {iters[-1]}", display=False)
 glue("batch", cfgs[0].batch, display=False)
 
 # the full budget's runs stored so far (a GPU trains them), drawn beside this budget's
 full_cfgs = birr.fig3_configs(budget="full", dataset=dataset, seeds=seeds, f=20.0)
 full = [] if budget == "full" else R.paired_points(R.finished(full_cfgs))
-fig = R.plot_fig3(results, full=full, title=f"birr: {label}")
-out = Path("../book/figures/fig3.png")      # cwd is notebooks/ (papermill --cwd notebooks)
-out.parent.mkdir(parents=True, exist_ok=True)
-fig.savefig(out, dpi=150, bbox_inches="tight")
-glue("fig3", fig, display=False)
-plt.close(fig)
+page.figure("fig3", R.plot_fig3(results, full=full, title=f"birr: {label}"), save="fig3.png", dpi=150)
 
 # %% [markdown]
 # ```{glue:figure} fig3
@@ -163,7 +153,7 @@ else:
         + ". Mean accuracy per point (percent):")
 glue("full_text", full_text, display=False)
 glue("n_full_runs", len(full), display=False)
-glue("config_stamps", [r["stamp"] for r in results + full], display=False)   # the status page's run count
+page.glue_stamps(results + full)                # the status page's run count
 if full:
     display(R.fig3_frame(full).groupby(["iters", "method"])[list(R.METRICS)].mean().unstack("method").round(2))
 

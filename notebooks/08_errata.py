@@ -36,22 +36,20 @@ import pandas as pd
 from myst_nb import glue
 
 import birr
-from birr import report as R
+from birr import book as R
 
-dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
+page = R.Page(dataset, budget, seeds, device)   # the parameters, checked
+dataset, budget, seeds, device = page.params
 # the runs of the Table 1 page: loaded by stamp (trained here only if that page has not run)
-cfgs = birr.table1_page_configs(budget=budget, dataset=dataset, seeds=seeds, device=device)
+cfgs = birr.table1_page_configs(**page.kw)
 code_cfgs = [c for c in cfgs if c.rr_variant == "code"]
-results = birr.run_many(cfgs, progress=False)
-glue("data_label", R.dataset_label(results), display=False)
-glue("data_used", results[0]["dataset"], display=False)
+results = page.run_many(cfgs)
+page.glue(results, stamps=False)                # data_label, data_used, n_seeds, seeds_text; the stamps below
 cfg20 = next(c for c in code_cfgs if c.method == "rr+ra" and c.rep_f == 20.0)
 glue("batch", cfg20.batch, display=False)
 glue("batch_replay", cfg20.batch_replay, display=False)
 glue("kl_divisor", cfg20.kl_divisor, display=False)
 glue("si_params", cfg20.si_params, display=False)
-glue("seeds_text", ", ".join(map(str, seeds)), display=False)
-glue("n_seeds", len(seeds), display=False)
 
 # %% [markdown]
 # ## What birr measured
@@ -244,7 +242,7 @@ for m in R.METRICS:
 #   {glue:text}`implied_overall_min:.2f`-{glue:text}`implied_overall_max:.2f` % (overall). The overall
 #   figure matches the about 34.8 % that van de Ven et al. report for BI-R + SI on CIFAR-100 (quoted
 #   from memory, unverified).
-# - **birr does:** computes these in `birr.report.paper_table1_frame`, and tests the arithmetic.
+# - **birr does:** computes these in `birr.book.paper_table1_frame`, and tests the arithmetic.
 #
 # ### 3. "Mean relative improvement"
 # - **Paper says:** the Discussion calls the $f = 20$ numbers a "mean relative precision improvement".
@@ -311,12 +309,9 @@ for m in R.METRICS:
 
 # %% tags=["remove-input"]
 full_cfg = birr.preset("bir+si", budget="full", dataset=dataset)   # the reference code's lr and iterations
-slow = birr.run(birr.preset("bir+si", budget=budget, dataset=dataset, seed=0, device=device, lr=full_cfg.lr),
-                progress=False)
-fast = birr.run(birr.preset("bir+si", budget=budget, dataset=dataset, seed=0, device=device), progress=False)
+slow, fast = page.run_many([page.preset("bir+si", seed=0, lr=full_cfg.lr), page.preset("bir+si", seed=0)])
 # every run this page trained or loaded, the lr run included (the status page counts and lists these)
-glue("config_stamps", list(dict.fromkeys([r["stamp"] for r in results] + [slow["stamp"], fast["stamp"]])),
-     display=False)
+page.glue_stamps(results + [slow, fast])
 diag = lambda r: [r["acc_matrix_seen"][t][t] for t in range(len(r["acc_matrix_seen"]))]
 glue("lr_full", full_cfg.lr, display=False)
 glue("lr_budget", fast["config"]["lr"], display=False)

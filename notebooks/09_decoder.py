@@ -38,31 +38,20 @@ device = "auto"
 # %matplotlib inline
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import torch
-from IPython.display import Markdown, display
 from myst_nb import glue
 
-import birr
 import birr.data
 import birr.encoder
-from birr import report as R
+from birr import book as R
 from birr import viz
-from birr.train import resolve_device
 
-dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
-FIGURES = Path("../book/figures")          # cwd is notebooks/ (papermill --cwd notebooks)
-FIGURES.mkdir(parents=True, exist_ok=True)
-
-cfg = birr.preset("bir+si", budget=budget, dataset=dataset, seed=seeds[0], device=device)
-dev = str(resolve_device(cfg.device))
-glue("data_label", R.dataset_label(dataset=dataset, budget=budget, device=device), display=False)
-glue("data_used", cfg.dataset, display=False)
-if dataset == "synthetic":
-    display(Markdown("> **SMOKE RUN ON SYNTHETIC DATA.** Every picture and number on this page comes from "
-                     "random class-structured images and a decoder trained for seconds. It checks that the "
-                     "page runs; it is not a result about CIFAR-10 or CIFAR-100."))
+page = R.Page(dataset, budget, seeds, device)   # the parameters, checked
+dataset, budget, seeds, device = page.params
+page.smoke_banner("random class-structured images and a decoder trained for seconds")
+page.glue()                                     # data_label, data_used, n_seeds, seeds_text
+cfg, dev = page.preset("bir+si"), page.dev
 
 # the lens for this budget: loaded from artefacts/ by its recipe stamp, trained if missing
 decoder, meta = viz.decoder_for(cfg, device=dev, progress=False)
@@ -136,10 +125,7 @@ rows = []
 for k in range(2):
     idx = [int(first[c][k]) for c in range(bench.n_classes)]
     rows += [("real", real_test[idx]), ("decoded", decoded_test[idx])]
-fig = viz.image_rows(rows, col_titles=names)
-fig.savefig(FIGURES / "09_lens_test.png", dpi=120, bbox_inches="tight")
-glue("lens_test", fig, display=False)
-plt.close(fig)
+page.figure("lens_test", viz.image_rows(rows, col_titles=names), save="09_lens_test.png")
 
 per_class = pd.DataFrame([dict(class_name=names[c], test_images=len(first[c]),
                                psnr_dB=viz.psnr(decoded_test[first[c]], real_test[first[c]]))
@@ -174,13 +160,9 @@ per_class.round(2)
 # one the data define.
 
 # %% tags=["remove-input"]
-results = birr.run_many([cfg], progress=False)
-glue("config_stamps", [r["stamp"] for r in results], display=False)
-model = birr.load_model(cfg, device=dev)
-if model is None:            # results/models/ is not committed: re-train this one run (minutes at most below `full`)
-    results = [birr.run(cfg, force=True, progress=False)]
-    model = birr.load_model(cfg, device=dev)
-res = results[0]
+[res], models = page.run_with_models([cfg])     # its final model: loaded, or this one run trained again
+page.glue_stamps([res])
+model = models[cfg.stamp]
 assert res["class_names"] == names, "the run and the page must use the same class order"
 
 n_show = 8
@@ -194,9 +176,7 @@ for c in range(model.C):
     task = c // res["classes_per_task"] + 1
     rows.append((f"{names[c]}\n(task {task})", imgs))
 fig = viz.image_rows(rows, col_titles=[f"replay {j + 1}" for j in range(n_show)] + ["replay mean", "real mean"])
-fig.savefig(FIGURES / "09_baseline_replay.png", dpi=120, bbox_inches="tight")
-glue("baseline_replay", fig, display=False)
-plt.close(fig)
+page.figure("baseline_replay", fig, save="09_baseline_replay.png")
 glue("n_show", n_show, display=False)
 glue("last_task", res["n_tasks"], display=False)
 

@@ -53,45 +53,26 @@ device = "auto"
 
 # %% tags=["remove-input"]
 # %matplotlib inline
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
-from IPython.display import Markdown, display
 from myst_nb import glue
 
-import birr
 import birr.data
 import birr.encoder
-from birr import report as R
+from birr import book as R
 from birr import viz
-from birr.train import resolve_device
 
-dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
-FIGURES = Path("../book/figures")          # cwd is notebooks/ (papermill --cwd notebooks)
-FIGURES.mkdir(parents=True, exist_ok=True)
-if dataset == "synthetic":
-    display(Markdown("> **SMOKE RUN ON SYNTHETIC DATA.** Every picture and number on this page comes from "
-                     "a few seconds of training on random class-structured images. It checks that the page "
-                     "runs; it is not a result about CIFAR-10 or CIFAR-100."))
+page = R.Page(dataset, budget, seeds, device)   # the parameters, checked
+dataset, budget, seeds, device = page.params
+page.smoke_banner("a few seconds of training on random class-structured images")
+dev = page.dev
 
-base_cfgs = [birr.preset("bir+si", budget=budget, dataset=dataset, seed=s, device=device) for s in seeds]
-rr_cfgs = [birr.preset("rr+ra", budget=budget, dataset=dataset, seed=s, device=device) for s in seeds]
-results = birr.run_many(base_cfgs + rr_cfgs, progress=False)   # trains what is missing, loads the rest by stamp
-dev = str(resolve_device(base_cfgs[0].device))
-models = {c.stamp: birr.load_model(c, device=dev) for c in base_cfgs + rr_cfgs}
-missing = [c for c in base_cfgs + rr_cfgs if models[c.stamp] is None]
-if missing:                  # results/models/ is not committed: re-train those runs (minutes at most below `full`)
-    redone = {r["stamp"]: r for r in birr.run_many(missing, force=True, progress=False)}
-    results = [redone.get(r["stamp"], r) for r in results]
-    models.update({c.stamp: birr.load_model(c, device=dev) for c in missing})
+base_cfgs, rr_cfgs = page.presets("bir+si"), page.presets("rr+ra")
+# trains what is missing, loads the rest by stamp; final models not kept here are trained again
+results, models = page.run_with_models(base_cfgs + rr_cfgs)
 res = {r["stamp"]: r for r in results}
-
-glue("data_label", R.dataset_label(results), display=False)
-glue("data_used", results[0]["dataset"], display=False)
-glue("config_stamps", [r["stamp"] for r in results], display=False)
-glue("n_seeds", len(seeds), display=False)
+page.glue(results)                              # data_label, data_used, n_seeds, config_stamps, ...
 glue("rep_f", rr_cfgs[0].rep_f, display=False)
 
 decoder, dmeta = viz.decoder_for(base_cfgs[0], device=dev, progress=False)
@@ -152,9 +133,7 @@ for i, pair in enumerate(pairs, 1):
     fig, st = viz.pair_figure(decoder, dmeta["mean"], dmeta["std"], pair, names, base_model, rr_model, real, real_feats,
                               n=6, seed=0)
     mean_psnr.update(st)
-    fig.savefig(FIGURES / f"10_pair{i}.png", dpi=120, bbox_inches="tight")
-    glue(f"pair_fig{i}", fig, display=False)
-    plt.close(fig)
+    page.figure(f"pair_fig{i}", fig, save=f"10_pair{i}.png")
 glue("mean_psnr_min", min(mean_psnr.values()), display=False)
 glue("mean_psnr_max", max(mean_psnr.values()), display=False)
 
@@ -340,9 +319,7 @@ for row, pair in zip(axes, pairs):
         feats[method] = viz.replay_features(model, pair, n_tsne, seed=2)
     viz.tsne_pair(feats, names, pair, seed=0, max_iter=tsne_iters, ax_pair=row)
 fig.tight_layout()
-fig.savefig(FIGURES / "10_tsne.png", dpi=120, bbox_inches="tight")
-glue("tsne", fig, display=False)
-plt.close(fig)
+page.figure("tsne", fig, save="10_tsne.png")
 
 # %% [markdown]
 # ```{glue:figure} tsne

@@ -51,7 +51,7 @@ from myst_nb import glue
 import birr
 import birr.data
 import birr.encoder
-from birr import report as R
+from birr import book as R
 from birr import verdict as V
 from birr import viz
 from birr.train import resolve_device

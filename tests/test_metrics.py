@@ -41,7 +41,7 @@ def test_one_task_has_no_forgetting_and_mean_sem():
 def test_mean_sem_of_nothing_is_blank_and_the_book_uses_this_copy():
     import numpy as np
     import pandas as pd
-    from birr import report as R
+    from birr import book as R
     assert all(math.isnan(v) for v in M.mean_sem([]))              # an empty table row: blanks, no error
     assert R.mean_sem is M.mean_sem                                  # one implementation (was two)
     m, sem = M.mean_sem(pd.Series([1.0, 2.0, 4.0, np.nan]).dropna())  # chapter 10 passes Series

@@ -10,7 +10,7 @@ import torch
 
 from birr import data
 from birr import losses as L
-from birr import report as R
+from birr import book as R
 from birr.encoder import ConvEncoder, features, init_
 from birr.model import BIR
 
@@ -54,7 +54,7 @@ def test_gmm_prior_logvars_are_standard_normal_like_the_means():
     assert abs(torch.corrcoef(torch.stack([lv, mu]))[0, 1].item()) < 0.05
 
 
-# --- report ---------------------------------------------------------------------------------------
+# --- book (the chapters' tables and sentences) ----------------------------------------------------
 
 def test_best_f_zero_change_is_not_a_loss():
     """best_f's docstring: "none gains" only when every change is negative. One f at exactly +0.00 and one
