@@ -11,7 +11,7 @@ Write the files that book/status.md and book/benchmarks.md include, next to the 
 - flags.md        the stored accuracy checks of the speed flags (benchmarks/results/flags.json)
 - stacking.md     the stored checks that a run's matmuls do not depend on the runs stacked beside it
                   (benchmarks/results/stack_isolation.json), newest per CPU
-- coverage.md     the paper's results by the fidelity they were reproduced at (birr.report.coverage_frame)
+- coverage.md     the paper's results by the fidelity they were reproduced at (birr.book.coverage_frame)
 
 The first two describe the build that runs this script; the last three are copied from benchmark
 runs made at other times and commits, possibly on other machines.
@@ -317,9 +317,9 @@ def stacking(repo: Path) -> str:
 def coverage(repo: Path) -> str:
     """The paper's results by the fidelity this book has reproduced them at: for each, the dataset,
     budget, iterations, batch, width and seeds of the runs that would reproduce it, and how many of
-    them are stored (birr.report.coverage_frame reads results/runs/, so this describes the store the
+    them are stored (birr.book.coverage_frame reads results/runs/, so this describes the store the
     build loaded)."""
-    from birr.report import coverage_frame
+    from birr.book import coverage_frame
     frame = coverage_frame()
     cols = list(frame.columns)
     right = {"batch", "width (fc)", "runs stored"}
