@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from birr.losses import one_hot
+from birr.rr import one_hot
 from birr.stacked import StackedLinear, bmm
 
 

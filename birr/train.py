@@ -43,6 +43,7 @@ from tqdm import tqdm
 from birr import data as bdata
 from birr import losses as L
 from birr import metrics
+from birr import rr as RR
 from birr import store
 from birr.config import Config
 from birr import stacked
@@ -626,10 +627,10 @@ class Stack:
             loss_rep = recon_r + kl_r + dist_r
             if self.any_rr:
                 if c.rr_variant == "code":
-                    rr, ra, st = L.rr_ra_code(x_, xr_r, t_logits, self.rep_f, self.use_f)
+                    rr, ra, st = RR.rr_ra_code(x_, xr_r, t_logits, self.rep_f, self.use_f)
                     st["pairs"] = (st["label"], st["competitor"], st["pair_mask"])
                 else:
-                    rr, ra, st = L.rr_ra_paper(xr_r, logits_r.float()[..., :n_act], self.paper_means[:, :n_act],
+                    rr, ra, st = RR.rr_ra_paper(xr_r, logits_r.float()[..., :n_act], self.paper_means[:, :n_act],
                                                self.rep_f, self.use_f, validate=False)   # Config checked f
                     st["pairs"] = (st["label"], st["competitors"])                # (K,B), (K,B,C_act)
                 # weights inside the replay loss => effective (1 - 1/t) factor (appendix §8.5); a zero weight

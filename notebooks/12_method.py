@@ -44,6 +44,7 @@ from myst_nb import glue
 
 import birr
 import birr.losses as L
+import birr.rr as RR
 from birr.diagram import draw_bir_architecture
 
 dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
@@ -303,12 +304,12 @@ show_source(birr.train.Stack._losses, "loss_cur = recon + kl + ce", "total = rnt
 # \mathcal{C}_i = \{\, c \ne c^\ast_i : p_{i,c} > p_{i,c^\ast_i} / f \,\}, \qquad f \ge 1 .
 # $$
 #
-# `birr.losses.competing_classes` is this rule. The paper's Fig. 2 example, $p_{\max} = 0.6$ and
+# `birr.rr.competing_classes` is this rule. The paper's Fig. 2 example, $p_{\max} = 0.6$ and
 # $f = 3$, gives the threshold 0.2 ({doc}`05_competing` draws it):
 
 # %%
 p_fig2 = torch.tensor([0.04, 0.10, 0.26, 0.60])          # classes 0..3
-label, threshold, competitors = L.competing_classes(p_fig2, 3.0)
+label, threshold, competitors = RR.competing_classes(p_fig2, 3.0)
 print("label", int(label), " threshold", round(float(threshold), 3),
       " competitors", competitors.nonzero().flatten().tolist())
 
@@ -325,7 +326,7 @@ print("label", int(label), " threshold", round(float(threshold), 3),
 # Since $c_2$ is the most probable non-label class, "some class above the threshold" and "$c_2$ above
 # the threshold" are the same test: given the same probabilities, both rules select the same
 # *samples*, but the code keeps one competitor per sample, never several. In the code this rule lives
-# inside `birr.losses.rr_ra_code`, whose statistics report it. Four replayed samples over three old
+# in `birr.rr.code_competitor`, which `birr.rr.rr_ra_code` calls and whose statistics report it. Four replayed samples over three old
 # classes, $f = 3$, the same probabilities handed to both rules:
 
 # %%
@@ -338,8 +339,8 @@ f, use_f = torch.tensor([3.0]), torch.tensor([True])    # (K,) each
 x_replay = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.8, 0.2]]])
 x_recon = torch.tensor([[[0.9, 0.1], [0.2, 0.7], [-0.8, 0.1], [0.6, 0.3]]])
 
-label, threshold, paper_comp = L.competing_classes(p[0], f)
-rr_code, ra_code, st = L.rr_ra_code(x_replay, x_recon, p.log(), f, use_f)
+label, threshold, paper_comp = RR.competing_classes(p[0], f)
+rr_code, ra_code, st = RR.rr_ra_code(x_replay, x_recon, p.log(), f, use_f)
 pd.DataFrame({
     "paper: label": label.tolist(),
     "paper: threshold p_max / f": threshold.tolist(),
@@ -390,7 +391,7 @@ pd.DataFrame({
 # \hat{x}_c = \operatorname{mean} \{ x_j : c_1(j) = c \} .
 # $$
 #
-# **Paper variant** (the text's reading, `birr.losses.rr_ra_paper`): $\hat{x}_c$ is the mean encoder
+# **Paper variant** (the text's reading, `birr.rr.rr_ra_paper`): $\hat{x}_c$ is the mean encoder
 # feature vector of class $c$'s *real* training images, the competitors are every class of the paper's
 # rule applied to the model's *own* softmax, and the mean runs over all (sample, competitor) pairs
 # $P = \{(i, c) : c \in \mathcal{C}_i\}$:
@@ -400,15 +401,16 @@ pd.DataFrame({
 # \Big[ \frac{1}{2} \cdot \frac{1}{D} \sum_{d=1}^{D} \big(\hat{x}_{c, d} - x'_{i,d}\big)^2 \Big]^{-1}.
 # $$
 #
-# The batch above, in both variants. In the code variant, class 0's mean is that of samples 0 and 3;
+# The batch above, in both variants; each ends in `birr.rr.reconstruction_repulsion`, the average
+# inverse error above over its pairs. In the code variant, class 0's mean is that of samples 0 and 3;
 # the paper variant is handed real-data class means, and the model's own logits (here the same
 # probabilities as the teacher's, to keep the toy small):
 
 # %%
 # (K, C_active, D): the classes' mean features over real images
 class_means = torch.tensor([[[1.0, 0.1], [0.1, 1.0], [-1.0, -0.1]]])
-rr_paper, ra_paper, st_paper = L.rr_ra_paper(x_recon, p.log(), class_means,
-                                             f, use_f)
+rr_paper, ra_paper, st_paper = RR.rr_ra_paper(x_recon, p.log(), class_means,
+                                              f, use_f)
 print("RR, code variant: ", rr_code, " pairs:", int(st["n_kept"]))
 print("RR, paper variant:", rr_paper, " pairs:", int(st_paper["n_kept"]))
 
@@ -428,7 +430,7 @@ print("RR, paper variant:", rr_paper, " pairs:", int(st_paper["n_kept"]))
 # $$
 #
 # RA pulls each replayed reconstruction towards the mean of its own class. In both variants it is the
-# same ½·MSE as the reconstruction loss, to the label's class mean, over *all* $B$ replayed samples:
+# same ½·MSE as the reconstruction loss (`birr.rr.reconstruction_attraction`), to the label's class mean, over *all* $B$ replayed samples:
 #
 # $$
 # \ell_{RA} = \frac{1}{B} \sum_{i=1}^{B} \frac{1}{2} \cdot \frac{1}{D} \sum_{d=1}^{D}
@@ -444,9 +446,9 @@ print("RR, paper variant:", rr_paper, " pairs:", int(st_paper["n_kept"]))
 print("RA, f = 3, code variant: ", ra_code)
 print("RA, f = 3, paper variant:", ra_paper)
 f1 = torch.tensor([1.0])
-rr1, ra1, _ = L.rr_ra_code(x_replay, x_recon, p.log(), f1, use_f)
+rr1, ra1, _ = RR.rr_ra_code(x_replay, x_recon, p.log(), f1, use_f)
 print("f = 1, code variant:  RR", rr1, " RA", ra1)
-rr1, ra1, _ = L.rr_ra_paper(x_recon, p.log(), class_means, f1, use_f)
+rr1, ra1, _ = RR.rr_ra_paper(x_recon, p.log(), class_means, f1, use_f)
 print("f = 1, paper variant: RR", rr1, " RA", ra1)
 
 # %% [markdown]
@@ -530,7 +532,7 @@ print("f = 1, paper variant: RR", rr1, " RA", ra1)
 # code variant
 # paper variant
 #   birr's two implementations of RR / RA (`Config.rr_variant`): what the authors' code computes
-#   (`birr.losses.rr_ra_code`) and what the paper's text describes (`birr.losses.rr_ra_paper`).
+#   (`birr.rr.rr_ra_code`) and what the paper's text describes (`birr.rr.rr_ra_paper`).
 #   {doc}`08_errata` lists every difference.
 #
 # λ_RR

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from birr import data
-from birr import losses as L
 from birr import book as R
 from birr.encoder import ConvEncoder, features, init_
 from birr.model import BIR
+from birr.rr import rr_ra_code, rr_ra_paper
 
 
 # --- RR / RA (appendix §8.3, §9.1) --------------------------------------------------------------------
@@ -23,7 +23,7 @@ def test_code_variant_f_test_is_strict_at_a_tie():
     neither RR nor RA. Catches `<` -> `<=` in rr_ra_code's f test."""
     x = torch.tensor([[[0.0, 0.0], [2.0, 2.0]]])
     logits = torch.tensor([[[1.0, 1.0, -5.0], [-5.0, 2.0, 2.0]]])     # exact ties: p1 == p2 bit for bit
-    rr, ra, st = L.rr_ra_code(x, x + 1.0, logits, torch.tensor([1.0]), torch.tensor([True]))
+    rr, ra, st = rr_ra_code(x, x + 1.0, logits, torch.tensor([1.0]), torch.tensor([True]))
     assert st["n_competitive"].tolist() == [0] and st["applied"].tolist() == [False]
     assert rr.item() == 0.0 and ra.item() == 0.0
 
@@ -37,7 +37,7 @@ def test_paper_variant_ra_does_not_depend_on_f():
     logits = torch.tensor([[[0.5, 0.3, 0.2], [0.9, 0.05, 0.05]]]).log()
     means = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]]])
     xr = torch.tensor([[[1.0, 1.0], [3.0, 0.0]]])
-    rr, ra, st = L.rr_ra_paper(xr, logits, means, torch.tensor([1.0]), torch.tensor([True]))
+    rr, ra, st = rr_ra_paper(xr, logits, means, torch.tensor([1.0]), torch.tensor([True]))
     assert st["n_kept"].item() == 0 and rr.item() == 0.0
     assert ra.item() == pytest.approx(1.375)
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import birr
 from birr import losses as L
 from birr import metrics as M
+from birr import rr as RR
 from birr import stacked
 from birr import train as T
 from birr.data import class_order
@@ -287,13 +288,13 @@ def test_adam_step_run_by_run_is_torch_adams_fused_step(results, monkeypatch):
 
 def test_rr_ra_only_on_replay_batches_and_logged(results, monkeypatch):
     seen = []
-    real = L.rr_ra_code
+    real = RR.rr_ra_code
 
     def spy(x_replay, x_recon, *a):
         seen.append(tuple(x_replay.shape))
         return real(x_replay, x_recon, *a)
 
-    monkeypatch.setattr(L, "rr_ra_code", spy)
+    monkeypatch.setattr(RR, "rr_ra_code", spy)
     cfg = tiny("rr+ra", batch=16, batch_replay=24, rep_f=20.0, lambda_rr=1e-3, lambda_ra=1e-3)
     r = birr.run(cfg, results_dir=results, progress=False)
     # called once per iteration of task 2 only, always on the replay batch (24), never on the current (16)
