@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from birr import book as R
+from birr.book import tables as T
 from birr.book.tables import _seed_text
 from book_fakes import BASE, fake
 
@@ -152,6 +153,13 @@ def test_seed_text_names_ranges_and_lists():
     assert _seed_text([0, 1]) == "0, 1"
     assert _seed_text([0, 2, 5]) == "0, 2, 5"
     assert _seed_text([]) == "–"
+
+
+def test_machine_names_are_short():
+    prov = lambda dev, name: {"provenance": {"device": dev, "device_name": name}}
+    assert T._machine_of(prov("cpu", "Intel(R) Xeon(R) Processor @ 2.80GHz")) == "cpu (Intel Xeon)"
+    assert T._machine_of(prov("cuda:0", "NVIDIA H200")) == "cuda (NVIDIA H200)"
+    assert T._machine_of({"provenance": {"device": "cpu"}}) == "cpu"
 
 
 def test_coverage_counts_what_is_stored(tmp_path):

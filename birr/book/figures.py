@@ -28,7 +28,7 @@ def plot_table1_forest(frame: pd.DataFrame, metrics=METRICS, *, paper: bool = Tr
     CIFAR-100 gain at the same f (open diamonds). A row whose CI excludes 0 is drawn filled."""
     plt = _plt()
     rows = frame.iloc[1:]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.55 * len(rows) + 1.6), sharey=True)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics) + 1.2, 0.5 * len(rows) + 2.0), sharey=True)
     axes = np.atleast_1d(axes)
     y = np.arange(len(rows))[::-1]
     claimed = {row["f"]: row for row in PAPER_TABLE1}
@@ -50,10 +50,11 @@ def plot_table1_forest(frame: pd.DataFrame, metrics=METRICS, *, paper: bool = Tr
         ax.set_xlabel("RR + RA − baseline (points)")
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(y, rows.index)
-    axes[-1].legend(loc="lower right", fontsize=8, frameon=True)
+    handles, labels = axes[-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
@@ -232,7 +233,7 @@ def plot_fig3(results, *, full=None, title: str | None = None):
     plt = _plt()
     budgets = [("", results)] + ([("full budget ", paired_points(full))] if full else [])
     budgets = [(name, rs) for name, rs in budgets if rs]
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6.4), sharex=True, gridspec_kw=dict(height_ratios=[3, 2]))
+    fig, axes = plt.subplots(2, 3, figsize=(10, 6.8), sharex=True, gridspec_kw=dict(height_ratios=[3, 2]))
     styles = {"BL": dict(color="tab:blue", marker="o", ls="-", lw=2.2), "RR": dict(color="tab:red", marker="s", ls="--", lw=1.4)}
     ticks = sorted({r["config"]["iters"] for _, rs in budgets for r in rs})
     for col, (m, letter) in enumerate(zip(("overall", "first50", "first20"), "abc")):
@@ -265,11 +266,12 @@ def plot_fig3(results, *, full=None, title: str | None = None):
             a.grid(alpha=0.3)
     axes[0, 0].set_ylabel("final test accuracy (%)")
     axes[1, 0].set_ylabel("RR − BL (points)")
-    axes[0, -1].legend(fontsize=7, loc="best")
-    axes[1, -1].legend(fontsize=7, loc="best")
+    handles = [h for ax in axes[:, 0] for h in ax.get_legend_handles_labels()[0]]
+    labels = [lab for ax in axes[:, 0] for lab in ax.get_legend_handles_labels()[1]]
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=9, frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04 + 0.025 * ((len(labels) + 1) // 2), 1, 1))
     return fig
 
 

@@ -4,6 +4,7 @@ the status page's coverage of the paper's results. Numbers in percent (points fo
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 
 import numpy as np
@@ -231,7 +232,11 @@ def _machine_of(r: dict) -> str:
     """"cpu (Intel Xeon)" or "cuda (NVIDIA H200)": the device and, where recorded, its model."""
     prov = r.get("provenance", {})
     dev = str(prov.get("device") or r.get("config", {}).get("device", "?")).split(":")[0]
-    return f"{dev} ({prov['device_name']})" if prov.get("device_name") else dev
+    if not prov.get("device_name"):
+        return dev
+    # "Intel(R) Xeon(R) Processor @ 2.80GHz" -> "Intel Xeon": the model family is what tells machines apart here
+    name = re.sub(r"\((R|TM)\)|\bProcessor\b.*|\bCPU\b.*|@.*", "", prov["device_name"])
+    return f"{dev} ({' '.join(name.split())})"
 
 
 def coverage_targets(seeds=(0, 1, 2, 3, 4)) -> list[tuple[str, list]]:
