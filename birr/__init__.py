@@ -6,7 +6,8 @@
 
 Modules, in reading order: config -> data -> encoder -> model -> losses -> train -> metrics. The
 book's chapters read their tables, figures and sentences from the birr.book package
-(`from birr import book as R`).
+(`from birr import book as R`), and look at replay through birr.lens (an image decoder: features
+back to pictures). Training imports neither.
 """
 from birr.config import (Config, LAMBDA_DECADES, book_configs, fig3_configs, preset, sweep_configs,  # noqa: F401
                          table1_configs, table1_page_configs)

@@ -291,7 +291,7 @@ def pretrain(dataset: str = "cifar10-jpg", epochs: int = 100, seed: int = 0, dev
 
 def read_artefact(path: str | Path, module: nn.Module, what: str = "artefact", fmt: int = FORMAT) -> dict:
     """Load an artefact's weights into `module` and return its metadata (with "path"); refuse another
-    format version. Shared by the encoder and birr.viz's decoder. The file is checked against its sidecar
+    format version. Shared by the encoder and birr.lens's decoder. The file is checked against its sidecar
     `<file>.sha256` first (birr.store; the artefacts committed before hashes existed got theirs
     afterwards, and one without a sidecar is read unchecked); a mismatch, a truncated file or a corrupt pickle is one
     ValueError naming the file."""
@@ -436,7 +436,7 @@ def import_reference(path: str | Path, out_dir: str | Path | None = None) -> Pat
     mean, std = CIFAR10_STATS
     _save_atomic(dict(
         format=FORMAT, stamp=name, dataset="cifar10", mean=list(mean), std=list(std),  # appendix §3: CIFAR-10 statistics
-        # dataset / epochs as in a pretrain() recipe (birr.viz names the encoder by them); the
+        # dataset / epochs as in a pretrain() recipe (birr.lens names the encoder by them); the
         # epochs that made the shipped file are unknown (appendix §3: not the documented 100 at batch 256)
         recipe=dict(source="reference checkpoint", file=path.name, file_sha1=sha1, dataset="cifar10", epochs=None),
         test_acc=None, train_seconds=None, history=[], torch=str(torch.__version__), device="cpu",

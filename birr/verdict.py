@@ -130,7 +130,7 @@ def separation(features_by_class: dict, rr_result: dict) -> dict:
     """The separation ratio rho of the exaggeration chapter (birr.viz.exaggeration: distance between two
     class means over their mean spread) averaged over the pairs an RR+RA run logged as competing, each
     weighted by how often it competed over all tasks. Returns distance, spread, ratio, n_pairs."""
-    from birr import viz
+    from birr import lens as viz
     scopes = viz.pair_scopes(rr_result)
     pairs = list(scopes["all tasks"][["a", "b"]].itertuples(index=False, name=None))
     return viz.weighted_ratio(viz.exaggeration(features_by_class, pairs), scopes["all tasks"])
@@ -139,7 +139,7 @@ def separation(features_by_class: dict, rr_result: dict) -> dict:
 def model_separation(model, rr_result: dict, n_per_class: int = 500, seed: int = 0) -> dict:
     """`separation` of a trained model's replay: n_per_class generated feature vectors for every class
     that was ever replayed (tasks 1..T-1), the same latent noise for every model asked with one seed."""
-    from birr import viz
+    from birr import lens as viz
     n_old = (rr_result["n_tasks"] - 1) * rr_result["classes_per_task"]
     return separation(viz.by_class(*viz.replay_features(model, range(n_old), n_per_class, seed=seed)), rr_result)
 

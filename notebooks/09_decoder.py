@@ -22,7 +22,7 @@
 # do to replay. This page says how the lens was made and how sharp it is.
 #
 # The lens is for viewing only. It is trained after the fact on real images, it is never part of a
-# continual run, and `birr/train.py` does not import it (`tests/test_viz.py` checks this by reading
+# continual run, and `birr/train.py` does not import it (`tests/test_lens.py` checks this by reading
 # the source), so no number elsewhere in the book depends on it.
 #
 # ```{include} /book/_admonition/gpu.md
@@ -45,7 +45,7 @@ from myst_nb import glue
 import birr.data
 import birr.encoder
 from birr import book as R
-from birr import viz
+from birr import lens
 
 page = R.Page(dataset, budget, seeds, device)   # the parameters, checked
 dataset, budget, seeds, device = page.params
@@ -54,7 +54,7 @@ page.glue()                                     # data_label, data_used, n_seeds
 cfg, dev = page.preset("bir+si"), page.dev
 
 # the lens for this budget: loaded from artefacts/ by its recipe stamp, trained if missing
-decoder, meta = viz.decoder_for(cfg, device=dev, progress=False)
+decoder, meta = lens.decoder_for(cfg, device=dev, progress=False)
 
 # %% [markdown]
 # ## The decoder
@@ -117,7 +117,7 @@ bench = birr.data.load(dataset, seed=seeds[0])   # labels in the class order of 
 encoder, _ = birr.encoder.for_config(cfg, device=dev, progress=False)
 _, test_x = birr.encoder.features(encoder, bench, device=dev)            # (N_test, 1024), cached
 names = bench.class_names
-decoded_test = viz.decode_images(decoder, test_x, meta["mean"], meta["std"])   # (N_test, 3, 32, 32) in [0, 1]
+decoded_test = lens.decode_images(decoder, test_x, meta["mean"], meta["std"])   # (N_test, 3, 32, 32) in [0, 1]
 real_test = bench.test.images.float() / 255
 
 first = {c: (bench.test.labels == c).nonzero().flatten() for c in range(bench.n_classes)}
@@ -125,10 +125,10 @@ rows = []
 for k in range(2):
     idx = [int(first[c][k]) for c in range(bench.n_classes)]
     rows += [("real", real_test[idx]), ("decoded", decoded_test[idx])]
-page.figure("lens_test", viz.image_rows(rows, col_titles=names), save="09_lens_test.png")
+page.figure("lens_test", lens.image_rows(rows, col_titles=names), save="09_lens_test.png")
 
 per_class = pd.DataFrame([dict(class_name=names[c], test_images=len(first[c]),
-                               psnr_dB=viz.psnr(decoded_test[first[c]], real_test[first[c]]))
+                               psnr_dB=lens.psnr(decoded_test[first[c]], real_test[first[c]]))
                           for c in range(bench.n_classes)]).set_index("class_name")
 glue("psnr_best_class", per_class["psnr_dB"].idxmax(), display=False)
 glue("psnr_worst_class", per_class["psnr_dB"].idxmin(), display=False)
@@ -169,13 +169,13 @@ n_show = 8
 train_x, _ = birr.encoder.features(encoder, bench, device=dev)
 rows = []
 for c in range(model.C):
-    feats, _ = viz.replay_features(model, [c], n_show, seed=0)                    # (n_show, 1024)
-    replay_mean = viz.replay_features(model, [c], 512, seed=1)[0].mean(0, keepdim=True)
+    feats, _ = lens.replay_features(model, [c], n_show, seed=0)                    # (n_show, 1024)
+    replay_mean = lens.replay_features(model, [c], 512, seed=1)[0].mean(0, keepdim=True)
     real_mean = train_x[bench.train.labels == c].mean(0, keepdim=True)
-    imgs = viz.decode_images(decoder, torch.cat([feats, replay_mean, real_mean]), meta["mean"], meta["std"])
+    imgs = lens.decode_images(decoder, torch.cat([feats, replay_mean, real_mean]), meta["mean"], meta["std"])
     task = c // res["classes_per_task"] + 1
     rows.append((f"{names[c]}\n(task {task})", imgs))
-fig = viz.image_rows(rows, col_titles=[f"replay {j + 1}" for j in range(n_show)] + ["replay mean", "real mean"])
+fig = lens.image_rows(rows, col_titles=[f"replay {j + 1}" for j in range(n_show)] + ["replay mean", "real mean"])
 page.figure("baseline_replay", fig, save="09_baseline_replay.png")
 glue("n_show", n_show, display=False)
 glue("last_task", res["n_tasks"], display=False)

@@ -61,7 +61,7 @@ from myst_nb import glue
 import birr.data
 import birr.encoder
 from birr import book as R
-from birr import viz
+from birr import lens
 
 page = R.Page(dataset, budget, seeds, device)   # the parameters, checked
 dataset, budget, seeds, device = page.params
@@ -75,7 +75,7 @@ res = {r["stamp"]: r for r in results}
 page.glue(results)                              # data_label, data_used, n_seeds, config_stamps, ...
 glue("rep_f", rr_cfgs[0].rep_f, display=False)
 
-decoder, dmeta = viz.decoder_for(base_cfgs[0], device=dev, progress=False)
+decoder, dmeta = lens.decoder_for(base_cfgs[0], device=dev, progress=False)
 glue("dec_psnr", dmeta["test_psnr"], display=False)
 
 # %% [markdown]
@@ -91,8 +91,8 @@ s0 = seeds[0]
 r0 = res[rr_cfgs[0].stamp]
 names = r0["class_names"]
 # the two most frequent logged pairs; if fewer were logged, pairs of same-task classes fill in ("never logged")
-pairs = viz.top_logged_pairs(r0, 2, fallback_classes=r0["n_tasks"] * r0["classes_per_task"])
-lp = viz.logged_pairs(r0)
+pairs = lens.top_logged_pairs(r0, 2, fallback_classes=r0["n_tasks"] * r0["classes_per_task"])
+lp = lens.logged_pairs(r0)
 total = int(lp["count"].sum())
 counts = lp.groupby(["a", "b"])["count"].sum()
 pair_table = pd.DataFrame([dict(pair=f"{names[a]} – {names[b]}", count=int(counts.get((a, b), 0)),
@@ -130,7 +130,7 @@ real_feats = {c: train_x[bench0.train.labels == c] for c in range(bench0.n_class
 base_model, rr_model = models[base_cfgs[0].stamp], models[rr_cfgs[0].stamp]
 mean_psnr = {}
 for i, pair in enumerate(pairs, 1):
-    fig, st = viz.pair_figure(decoder, dmeta["mean"], dmeta["std"], pair, names, base_model, rr_model, real, real_feats,
+    fig, st = lens.pair_figure(decoder, dmeta["mean"], dmeta["std"], pair, names, base_model, rr_model, real, real_feats,
                               n=6, seed=0)
     mean_psnr.update(st)
     page.figure(f"pair_fig{i}", fig, save=f"10_pair{i}.png")
@@ -167,7 +167,7 @@ glue("mean_psnr_max", max(mean_psnr.values()), display=False)
 #
 # $\rho$ is the separation of the two classes' memories in units of their own spread: it grows if the
 # class means move apart, or if each class's replay gathers more tightly around its mean (what RA asks
-# for). `birr.viz.exaggeration` computes it; the final model of every run generates
+# for). `birr.lens.exaggeration` computes it; the final model of every run generates
 # {glue:text}`n_measure:d` vectors per class (classes grouped by the mode they were generated from), with
 # the same latent noise for both methods. Each pair is weighted by how often it entered RR during
 # training in the RR + RA run of the same seed: per task (pairs logged while learning task $t$, measured
@@ -181,18 +181,18 @@ rows = []
 for s, cb, cr in zip(seeds, base_cfgs, rr_cfgs):
     rr_res = res[cr.stamp]
     n_old_s = (rr_res["n_tasks"] - 1) * rr_res["classes_per_task"]          # classes that were ever replayed
-    scopes = viz.pair_scopes(rr_res)                                         # per task, all tasks, control
-    all_pairs = list(scopes[viz.CONTROL][["a", "b"]].itertuples(index=False, name=None))
+    scopes = lens.pair_scopes(rr_res)                                         # per task, all tasks, control
+    all_pairs = list(scopes[lens.CONTROL][["a", "b"]].itertuples(index=False, name=None))
     bench_s = birr.data.load(dataset, seed=s)                                # this seed's class order
     real_x, _ = birr.encoder.features(encoder, bench_s, device=dev)          # cached
     keep = bench_s.train.labels < n_old_s
-    feats = {"real data": viz.by_class(real_x[keep], bench_s.train.labels[keep])}
+    feats = {"real data": lens.by_class(real_x[keep], bench_s.train.labels[keep])}
     for method, cfg in (("baseline", cb), ("RR+RA", cr)):
-        feats[method] = viz.by_class(*viz.replay_features(models[cfg.stamp], range(n_old_s), n_measure, seed=0))
+        feats[method] = lens.by_class(*lens.replay_features(models[cfg.stamp], range(n_old_s), n_measure, seed=0))
     for method, by_c in feats.items():
-        ex = viz.exaggeration(by_c, all_pairs)
+        ex = lens.exaggeration(by_c, all_pairs)
         for scope, weights in scopes.items():
-            rows.append(dict(seed=s, method=method, scope=scope, **viz.weighted_ratio(ex, weights)))
+            rows.append(dict(seed=s, method=method, scope=scope, **lens.weighted_ratio(ex, weights)))
 measure = pd.DataFrame(rows)
 glue("n_measure", n_measure, display=False)
 
@@ -280,7 +280,7 @@ real_note = (f"the baseline's replayed class means lie {times(db, dr):.1f} times
              + f" (the two factors together give {from_means if rb > rr_ else 1 / from_means:.1f}; ρ is averaged pair by "
              "pair and seed by seed, hence the difference)")
 glue("real_note", real_note, display=False)
-glue("ratio_real_control", mean_sem_of(measure, "real data", "ratio", scope=viz.CONTROL)[0], display=False)
+glue("ratio_real_control", mean_sem_of(measure, "real data", "ratio", scope=lens.CONTROL)[0], display=False)
 
 # %% [markdown]
 # Over all tasks, weighted by how often each pair competed, the separation ratio is
@@ -316,8 +316,8 @@ for row, pair in zip(axes, pairs):
     real_idx = torch.cat([(bench0.test.labels == c).nonzero().flatten()[:n_tsne] for c in pair])
     feats["real"] = (test_x[real_idx], bench0.test.labels[real_idx])
     for method, model in (("baseline", base_model), ("RR+RA", rr_model)):
-        feats[method] = viz.replay_features(model, pair, n_tsne, seed=2)
-    viz.tsne_pair(feats, names, pair, seed=0, max_iter=tsne_iters, ax_pair=row)
+        feats[method] = lens.replay_features(model, pair, n_tsne, seed=2)
+    lens.tsne_pair(feats, names, pair, seed=0, max_iter=tsne_iters, ax_pair=row)
 fig.tight_layout()
 page.figure("tsne", fig, save="10_tsne.png")
 

@@ -53,7 +53,7 @@ import birr.data
 import birr.encoder
 from birr import book as R
 from birr import verdict as V
-from birr import viz
+from birr import lens as viz
 from birr.train import resolve_device
 
 dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)

@@ -5,7 +5,7 @@ BI-R replays 1,024-d conv features, not pixels (appendix §11: "no image decoder
 nothing in the reference can *show* what RR / RA do to a replayed memory. Spec §11's suggestion is
 followed here: a separate decoder is trained to invert the frozen encoder on real training images, and
 replayed feature vectors are pushed through it. It is a viewing lens only: nothing in birr/train.py
-imports this module, so it can never influence a run (tests/test_viz.py checks that by reading the
+imports this module, so it can never influence a run (tests/test_lens.py checks that by reading the
 source).
 
 Read top to bottom: pixels (un-normalise, PSNR) -> the decoder (appendix §8.6 / §11 architecture) ->
