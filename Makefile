@@ -49,6 +49,7 @@ help:
 	@echo "make chapter NAME=06_table1 [BUDGET=smoke] [DATASET=synthetic] [SEEDS=\"0 1\"] [DEVICE=cpu]"
 	@echo "                            one chapter -> _build/rerun/NAME.ipynb, runs in _build/rerun/results"
 	@echo "                            (unless BIRR_RESULTS is set); the rest from book/params.yaml, the book untouched"
+	@echo "make chapter NAME=13_lab BUDGET=class   the lab chapter as a class runs it (a few minutes on a CPU)"
 	@echo "make clean                  build outputs only (results/ and .venv/ stay)"
 	@echo "(the first of test / book / reproduce / chapter creates .venv/, about 4 minutes)"
 
@@ -72,7 +73,7 @@ reproduce: reproduce-params $(INSTALLED)
 	PYTHON=$(PYTHON) scripts/build_book.sh -f $(PARAMS) $(OVERRIDES)
 
 reproduce-params:
-	@[ -n "$(BUDGET)$(DATASET)$(DEVICE)$(SEEDS)" ] || { echo "usage: make reproduce BUDGET=smoke|short|full DATASET=cifar100|cifar10-jpg|synthetic [DEVICE=cpu|cuda|auto] [SEEDS=\"0 1 2\"]" >&2; exit 2; }
+	@[ -n "$(BUDGET)$(DATASET)$(DEVICE)$(SEEDS)" ] || { echo "usage: make reproduce BUDGET=smoke|class|short|full DATASET=cifar100|cifar10-jpg|synthetic [DEVICE=cpu|cuda|auto] [SEEDS=\"0 1 2\"]" >&2; exit 2; }
 	$(check-params)
 
 # one chapter with the book's parameters, or others: a typo (NAME included) is one line and exit 2 before
@@ -86,7 +87,7 @@ chapter-params:
 	$(check-params)
 
 define check-params
-	@case "$(BUDGET)" in ""|smoke|short|full) ;; *) echo "error: BUDGET=$(BUDGET) is not allowed; choose smoke, short or full" >&2; exit 2 ;; esac
+	@case "$(BUDGET)" in ""|smoke|class|short|full) ;; *) echo "error: BUDGET=$(BUDGET) is not allowed; choose smoke, class, short or full" >&2; exit 2 ;; esac
 	@case "$(DATASET)" in ""|cifar100|cifar10-jpg|synthetic) ;; *) echo "error: DATASET=$(DATASET) is not allowed; choose cifar100, cifar10-jpg or synthetic" >&2; exit 2 ;; esac
 	@[[ "$(DEVICE)" =~ ^(|auto|cpu|cuda(:[0-9]+)?)$$ ]] || { echo "error: DEVICE=$(DEVICE) is not allowed; choose auto, cpu, cuda or cuda:N" >&2; exit 2; }
 	@[[ "$(SEEDS)" =~ ^[][0-9\ ,]*$$ ]] || { echo "error: SEEDS=$(SEEDS) is not allowed; give ints >= 0, e.g. SEEDS=\"0 1 2\"" >&2; exit 2; }

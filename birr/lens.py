@@ -47,6 +47,7 @@ ARTEFACTS = benc.ARTEFACTS       # committed, next to the encoder artefacts
 DECODER_BUDGETS = {
     "smoke": dict(epochs=1, n_train_per_class=None),   # synthetic: 400 images, 6 steps, seconds; learns nothing
     "short": dict(epochs=1, n_train_per_class=None),   # cifar10-jpg: one pass over 50,000 images, ~3.5 min, 19.0 dB
+    "class": dict(epochs=1, n_train_per_class=None),   # the short budget's encoder and data: the same lens, reused
     "full": dict(epochs=30, n_train_per_class=None),   # 30 passes: ~1.7 h on one CPU thread, meant for a GPU
 }
 

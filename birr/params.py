@@ -23,7 +23,7 @@ from birr.data import DATASETS
 def check(dataset, budget, seeds, device) -> tuple[str, str, list[int], str]:
     """(dataset, budget, seeds, device), validated; seeds as a list of distinct ints >= 0.
 
-    dataset: one of birr.data.DATASETS; budget: smoke | short | full; device: auto | cpu | cuda | cuda:N,
+    dataset: one of birr.data.DATASETS; budget: one of birr.config.BUDGETS; device: auto | cpu | cuda | cuda:N,
     a GPU only where torch sees it. seeds: a list or tuple of ints, a single int (-> [int]), or a string
     of ints separated by spaces or commas, in brackets or not: "[0, 1]" (a YAML / JSON list), "0 1", "3".
     """

@@ -99,7 +99,7 @@ def test_numbers_that_pass_no_comparison_are_refused():
 
 def test_fig3_configs_names_a_bad_budget():
     from birr.config import fig3_configs
-    with pytest.raises(ValueError, match=r"budget='x' is not allowed; choose one of \('smoke', 'short', 'full'\)"):
+    with pytest.raises(ValueError, match=r"budget='x' is not allowed; choose one of \('smoke', 'class', 'short', 'full'\)"):
         fig3_configs(budget="x")
 
 

@@ -122,7 +122,7 @@ def test_make_reproduce_passes_overrides():
     assert "scripts/build_book.sh -f book/params.yaml -p budget full -p dataset cifar100" in out
 
 @pytest.mark.parametrize("args, message", [
-    (["BUDGET=tiny"], "error: BUDGET=tiny is not allowed; choose smoke, short or full"),
+    (["BUDGET=tiny"], "error: BUDGET=tiny is not allowed; choose smoke, class, short or full"),
     (["DATASET=cifar10"], "error: DATASET=cifar10 is not allowed"),
     (["BUDGET=smoke", "DEVICE=gpu"], "error: DEVICE=gpu is not allowed"),
     ([], "usage: make reproduce"),

@@ -63,7 +63,7 @@ def test_every_dataset_accepted(dataset):
     assert params.check(dataset, "short", [0], "auto") == (dataset, "short", [0], "auto")
 
 
-@pytest.mark.parametrize("budget", ["smoke", "short", "full"])
+@pytest.mark.parametrize("budget", ["smoke", "class", "short", "full"])
 def test_every_budget_accepted(budget):
     assert params.check("cifar10-jpg", budget, [0], "cpu")[1] == budget
 
@@ -71,7 +71,7 @@ def test_every_budget_accepted(budget):
 @pytest.mark.parametrize("args, message", [
     (("cifar", "smoke", [0], "cpu"), "dataset='cifar' is not allowed; choose one of cifar100, cifar10, cifar10-jpg, synthetic"),
     ((None, "smoke", [0], "cpu"), "dataset=None is not allowed; choose one of"),
-    (("synthetic", "huge", [0], "cpu"), "budget='huge' is not allowed; choose one of smoke, short, full"),
+    (("synthetic", "huge", [0], "cpu"), "budget='huge' is not allowed; choose one of smoke, class, short, full"),
     (("synthetic", "Smoke", [0], "cpu"), "budget='Smoke' is not allowed"),
     (("synthetic", 1, [0], "cpu"), "budget=1 is not allowed"),
     (("synthetic", "smoke", [0], "gpu"), "device='gpu' is not allowed; choose auto, cpu, cuda or cuda:N"),
@@ -140,7 +140,7 @@ def test_build_book_refuses_a_bad_budget_before_deleting(tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in real.iterdir()} if real.exists() else None
     out = build_book("--src", src, "--out", tmp_path / "out", "-f", REPO / "book/params.yaml", "-p", "budget", "huge")
     assert out.returncode == 2, out.stderr
-    assert out.stderr.splitlines() == ["error: budget='huge' is not allowed; choose one of smoke, short, full"]
+    assert out.stderr.splitlines() == ["error: budget='huge' is not allowed; choose one of smoke, class, short, full"]
     assert kept.read_text() == "{}" and not (tmp_path / "out").exists()
     after = {p.name: p.stat().st_mtime_ns for p in real.iterdir()} if real.exists() else None
     assert after == before
