@@ -572,9 +572,10 @@ class Stack:
             eps = torch.cat([eps, self.randn(gens, Br, m.Z)], 1)
         with self.autocast:
             out = self.forward(x_in, g, eps, y)             # current samples gated by their labels y
-        total, terms, st = self.losses(t, out, x, y, x_, w, t_logits)
-        if st is not None and rr_log is not None:
-            self._log_rr(rr_log, st)
+        terms = self.losses(t, out, x, y, x_, w, t_logits)
+        total = terms["total"]
+        if terms["stats"] is not None and rr_log is not None:
+            self._log_rr(rr_log, terms["stats"])
         if grad_log is not None:
             grad_log.copy_(self.term_grad_norms(t, terms))
         # every parameter gets a gradient in every step, so dropping .grad (instead of zero-filling it and
@@ -591,55 +592,32 @@ class Stack:
         else:
             self._eager_update(si_grad=t > 1)
         if log is not None:
-            recon, kl, ce, recon_r, kl_r, dist_r, rr, ra = terms
             # a run without RR/RA logs zeros, as it would alone, even when its stack computes them
-            rr, ra = torch.where(self.lambda_rr > 0, rr, zeros), torch.where(self.lambda_ra > 0, ra, zeros)
-            log.copy_(torch.stack([total, recon, kl, ce, recon_r, kl_r, dist_r, rr, ra, si], 1).detach())
+            logged = dict(terms, total=total, si=si, rr=torch.where(self.lambda_rr > 0, terms["rr"], zeros),
+                          ra=torch.where(self.lambda_ra > 0, terms["ra"], zeros))
+            log.copy_(torch.stack([logged[name] for name in TERMS], 1).detach())
 
-    def _losses(self, t: int, out, x, y, x_=None, w=None, t_logits=None):
-        """The loss of one step from the training pass's outputs (appendix §5, §6 step 3, §8): returns the
-        total per run (K,), the terms for the log (recon, kl, ce, recon_r, kl_r, distill_r, rr, ra; each
-        (K,)) and RR/RA's statistics (or None). x_, w, t_logits: the replayed features, soft gates and teacher
-        logits (None without replay). Under Config.compile on a CPU this runs compiled (Stack.losses)."""
-        c, m, d = self.cfg, self.model, self.data
-        K, B = self.K, x.shape[1]
-        n_act, n_old = d.cpt * t, d.cpt * (t - 1)
-        zeros = torch.zeros(K, device=x.device)
-        logits, mu, logvar, z, xr = (o[:, :B] for o in out)
-        # current data: KL to the label's mode; CE over seen classes
-        k = torch.arange(K, device=x.device)[:, None]
-        recon = L.reconstruction_loss(x, xr.float())
-        kl = L.kl_current(z.float(), mu.float(), logvar.float(), m.z_class_means[k, y], m.z_class_logvars[k, y],
-                          c.kl_divisor)
-        ce = L.classification_loss(logits.float()[..., :n_act], y)
-        loss_cur = recon + kl + ce
-        recon_r = kl_r = dist_r = rr = ra = zeros
-        st = None
-        if x_ is None:
-            total = loss_cur
+    def _losses(self, t: int, out, x, y, x_=None, w=None, t_logits=None) -> dict:
+        """The loss terms of one step by name (losses.bir_loss) from the training pass's outputs over the
+        current samples and, after them, the replayed ones: x_, w, t_logits are the replayed features, soft
+        gates and teacher logits (None without replay). Under Config.compile on a CPU this runs compiled."""
+        B, c = x.shape[1], self.cfg
+        replay = None if x_ is None else (x_, t_logits, w, tuple(o[:, B:] for o in out))
+        return L.bir_loss(t, x, y, tuple(o[:, :B] for o in out), self.model.z_class_means,
+                          self.model.z_class_logvars, n_active=self.data.cpt * t, temp=c.temp,
+                          kl_divisor=c.kl_divisor, replay=replay, rr_ra=self._rr_ra if self.any_rr else None,
+                          lambda_rr=self.lambda_rr, lambda_ra=self.lambda_ra)
+
+    def _rr_ra(self, x_r, x_recon_r, logits_r, teacher_logits):
+        """RR and RA of the stack's variant (birr.rr), with the (label, competitor) pairs for the log."""
+        if self.cfg.rr_variant == "code":
+            rr, ra, st = RR.rr_ra_code(x_r, x_recon_r, teacher_logits, self.rep_f, self.use_f)
+            st["pairs"] = (st["label"], st["competitor"], st["pair_mask"])
         else:
-            logits_r, mu_r, logvar_r, z_r, xr_r = (o[:, B:] for o in out)
-            xr_r = xr_r.float()
-            recon_r = L.reconstruction_loss(x_, xr_r)
-            kl_r = L.kl_replay(z_r.float(), mu_r.float(), logvar_r.float(), m.z_class_means[:, :n_act],
-                               m.z_class_logvars[:, :n_act], F.pad(w, (0, n_act - n_old)), c.kl_divisor)
-            dist_r = L.distillation_loss(logits_r.float()[..., :n_act], t_logits, c.temp)
-            loss_rep = recon_r + kl_r + dist_r
-            if self.any_rr:
-                if c.rr_variant == "code":
-                    rr, ra, st = RR.rr_ra_code(x_, xr_r, t_logits, self.rep_f, self.use_f)
-                    st["pairs"] = (st["label"], st["competitor"], st["pair_mask"])
-                else:
-                    rr, ra, st = RR.rr_ra_paper(xr_r, logits_r.float()[..., :n_act], self.paper_means[:, :n_act],
-                                               self.rep_f, self.use_f, validate=False)   # Config checked f
-                    st["pairs"] = (st["label"], st["competitors"])                # (K,B), (K,B,C_act)
-                # weights inside the replay loss => effective (1 - 1/t) factor (appendix §8.5); a zero weight
-                # must not turn an infinite RR into nan
-                loss_rep = (loss_rep + torch.where(self.lambda_rr > 0, self.lambda_rr * rr, zeros)
-                            + torch.where(self.lambda_ra > 0, self.lambda_ra * ra, zeros))
-            rnt = 1.0 / t                                                      # appendix §5: rnt = 1/t
-            total = rnt * loss_cur + (1 - rnt) * loss_rep
-        return total, (recon, kl, ce, recon_r, kl_r, dist_r, rr, ra), st
+            rr, ra, st = RR.rr_ra_paper(x_recon_r, logits_r, self.paper_means[:, :logits_r.shape[-1]], self.rep_f,
+                                        self.use_f, validate=False)                # Config checked f
+            st["pairs"] = (st["label"], st["competitors"])                    # (K,B), (K,B,C_act)
+        return rr, ra, st
 
     def term_grad_norms(self, t: int, terms) -> torch.Tensor:
         """(K, len(GRAD_TERMS), len(GRAD_GROUPS)): for each run, the L2 norm of each loss term's gradient,
@@ -647,12 +625,12 @@ class Stack:
         lambda (1 - 1/t) on RR and RA, c on L_SI), over the decoder's and over fcE's weights and biases.
         One extra backward pass per term through the step's graph (kept for the step's own backward,
         which follows unchanged); SI's gradient is its closed form 2 c omega (p - p*) (add_si_grad)."""
-        recon, kl, ce, recon_r, kl_r, dist_r, rr, ra = terms
-        rnt, zeros = 1.0 / t, torch.zeros(self.K, device=self.device)
-        weighted = dict(reconstruction=rnt * recon + (1 - rnt) * recon_r, kl=rnt * kl + (1 - rnt) * kl_r,
-                        classification=rnt * ce, distillation=(1 - rnt) * dist_r, si=None,
-                        rr=(1 - rnt) * torch.where(self.lambda_rr > 0, self.lambda_rr * rr, zeros),
-                        ra=(1 - rnt) * torch.where(self.lambda_ra > 0, self.lambda_ra * ra, zeros))
+        T, rnt = terms, 1.0 / t
+        weighted = dict(reconstruction=rnt * T["recon"] + (1 - rnt) * T["recon_r"],
+                        kl=rnt * T["kl"] + (1 - rnt) * T["kl_r"], classification=rnt * T["ce"],
+                        distillation=(1 - rnt) * T["distill_r"], si=None,
+                        rr=(1 - rnt) * L.weighted(self.lambda_rr, T["rr"]),
+                        ra=(1 - rnt) * L.weighted(self.lambda_ra, T["ra"]))
         names = [[n for n in self.params if n.startswith(prefixes)] for prefixes in GRAD_GROUPS.values()]
         flat = [n for group in names for n in group]
         out = torch.zeros(self.K, len(GRAD_TERMS), len(GRAD_GROUPS), device=self.device)

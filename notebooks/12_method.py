@@ -283,12 +283,33 @@ print(f"c = {birr.preset('bir+si').si_c:g}")
 # ({ref}`§9.1 <ref-9-1>`, item 2). Task 1 has no replay ($1/t = 1$); at task 2 the two batches weigh
 # equally; at task 10 replay carries nine tenths. RR and RA sit *inside* the replay loss, so their
 # effective weight is $(1 - 1/t)\,\lambda$ ({ref}`§8.5 <ref-8-5>`), with $\lambda_{RR} = \lambda_{RA} =
-# 10^{-6}$ by default. The weighting is done inside `birr.train.Stack._losses`, which needs a model,
-# its data and a step's outputs, so its lines are printed here rather than called (SI's term is added
-# to the gradient in closed form after the backward pass, `Stack.add_si_grad`):
+# 10^{-6}$ by default. `birr.losses.bir_loss` computes every term of a step and this total (SI's term is
+# added by the learner, to the gradient in closed form after the backward pass, `birr.si`). Here it is
+# called on the toy tensors above: the reconstruction and KL examples' batch, the classification
+# example's logits and labels (three active classes, two old), and, as a replayed batch, the same
+# tensors with the distillation example's teacher, its soft gates at $T = 2$, and RR / RA of the code
+# variant with $f = 3$ (the sections below):
 
-# %% tags=["remove-input"]
-show_source(birr.train.Stack._losses, "loss_cur = recon + kl + ce", "total = rnt *")
+# %%
+f3, with_f = torch.tensor([3.0]), torch.tensor([True])
+out = (student, mu, logvar, z, x_recon)                       # the model's pass: logits, mu, logvar, z, x'
+replay = (x, teacher, torch.softmax(teacher / 2.0, -1), out)  # x_r, teacher logits, soft gates, pass
+
+
+def code_rr_ra(x_r, x_recon_r, logits_r, teacher_logits):
+    return RR.rr_ra_code(x_r, x_recon_r, teacher_logits, f3, with_f)
+
+
+lam = torch.tensor([1e-6])
+rows = {}
+for t in (2, 10):
+    terms = L.bir_loss(t, x, y, out, modes_mu, modes_logvar, n_active=3, temp=2.0, kl_divisor=3072.0,
+                       replay=replay, rr_ra=code_rr_ra, lambda_rr=lam, lambda_ra=lam)
+    rows[f"t = {t}"] = {name: float(v) for name, v in terms.items() if name != "stats"}
+    current = terms["recon"] + terms["kl"] + terms["ce"]
+    replayed = terms["recon_r"] + terms["kl_r"] + terms["distill_r"] + lam * terms["rr"] + lam * terms["ra"]
+    assert torch.allclose(terms["total"], current / t + (1 - 1 / t) * replayed)
+pd.DataFrame(rows).round(6)
 
 # %% [markdown]
 # ## Competing classes and the repulsion factor f

@@ -84,3 +84,47 @@ def test_si_penalty_per_run():
     w = torch.tensor([[2.0, 0.5], [1.0, 0.0]])
     # run 0: 2*1 + 0.5*4 = 4; run 1: 1*1 + 0 = 1
     assert L.si_penalty([p], [w], [a]).tolist() == [4.0, 1.0]
+
+
+# --- Eq. 1: the total --------------------------------------------------------------------------------
+
+def _toy_step(t=3, C=6, n_old=4, B=2, D=3, Z=2):
+    """One run's current batch, replayed batch and model outputs, all small and random."""
+    g = torch.Generator().manual_seed(t)
+    r = lambda *s: torch.randn(1, *s, generator=g)
+    out = (r(B, C), r(B, Z), r(B, Z), r(B, Z), r(B, D))            # logits, mu, logvar, z, x_recon
+    out_r = (r(B, C), r(B, Z), r(B, Z), r(B, Z), r(B, D))
+    teacher = r(B, n_old)
+    replay = (r(B, D), teacher, F.softmax(teacher / 2.0, -1), out_r)
+    return dict(x=r(B, D), y=torch.tensor([[n_old, n_old + 1]]), out=out, prior_means=r(C, Z),
+                prior_logvars=r(C, Z)), replay
+
+
+def test_bir_loss_is_eq1_with_the_codes_task_weighting():
+    """Eq. 1 as the code weights it (appendix §5): 1/t on the current terms, 1 - 1/t on the replayed
+    ones with lambda RR + lambda RA inside; each named term is its own function's value; without replay
+    the total is the current terms' sum, whatever t."""
+    cur, replay = _toy_step(t=3)
+    kw = dict(n_active=6, temp=2.0, kl_divisor=3072.0)
+    rr_ra = lambda x_r, x_recon_r, logits_r, teacher: (torch.tensor([4.0]), torch.tensor([0.5]), {"seen": logits_r.shape})
+    T = L.bir_loss(3, **cur, **kw, replay=replay, rr_ra=rr_ra, lambda_rr=torch.tensor([0.1]),
+                   lambda_ra=torch.tensor([2.0]))
+    x_r, teacher, gates, (logits_r, *_ , x_recon_r) = replay
+    assert torch.equal(T["recon_r"], L.reconstruction_loss(x_r, x_recon_r))
+    assert torch.equal(T["distill_r"], L.distillation_loss(logits_r, teacher, 2.0))
+    assert torch.equal(T["ce"], L.classification_loss(cur["out"][0], cur["y"]))
+    assert T["stats"] == {"seen": (1, 2, 6)}                      # RR sees the student's active logits
+    current = T["recon"] + T["kl"] + T["ce"]
+    replayed = T["recon_r"] + T["kl_r"] + T["distill_r"] + 0.1 * 4.0 + 2.0 * 0.5
+    torch.testing.assert_close(T["total"], current / 3 + 2 / 3 * replayed)
+    alone = L.bir_loss(3, **cur, **kw)
+    assert torch.equal(alone["total"], alone["recon"] + alone["kl"] + alone["ce"])
+    assert alone["recon_r"].item() == alone["rr"].item() == 0 and alone["stats"] is None
+
+
+def test_bir_loss_a_zero_lambda_keeps_an_infinite_term_out():
+    cur, replay = _toy_step(t=2)
+    rr_ra = lambda *a: (torch.tensor([float("inf")]), torch.tensor([1.0]), None)
+    T = L.bir_loss(2, **cur, n_active=6, temp=2.0, kl_divisor=3072.0, replay=replay, rr_ra=rr_ra,
+                   lambda_rr=torch.tensor([0.0]), lambda_ra=torch.tensor([0.0]))
+    assert torch.isfinite(T["total"]).all() and T["rr"].item() == float("inf")
