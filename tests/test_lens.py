@@ -15,11 +15,7 @@ from birr.model import BIR
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = dict(epochs=1, progress=False)  # synthetic: 400 training images -> 6 steps of 64
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("BIRR_CACHE", str(tmp_path / "cache"))  # feature files never touch ~/.cache
+pytestmark = pytest.mark.usefixtures("birr_cache")  # every test its own BIRR_CACHE: feature files never touch ~/.cache
 
 
 @pytest.fixture(scope="module")
