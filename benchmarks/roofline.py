@@ -114,7 +114,7 @@ def fused_update_bytes(stack) -> float:
     read once and p, m, v written once (7 x 4 bytes), plus the SI scale, anchor and W read and W written
     (4 x 4 bytes) for the SI parameters. A parameter with a bf16 copy (stack.low) has a 2-byte gradient
     and its copy written (2 bytes): the same 28."""
-    si = set(stack.si_names)
+    si = set(stack.si.names)
     return sum(p.numel() * 4 * (7 + (4 if n in si else 0)) for n, p in stack.params.items())
 
 

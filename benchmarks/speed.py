@@ -47,8 +47,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import birr  # noqa: E402
-from birr import losses as L  # noqa: E402
 from birr import train as T  # noqa: E402
+from birr.si import SynapticIntelligence, si_penalty  # noqa: E402
 
 REFERENCE_S_PER_ITER = {("bir+si", 256): 0.315, ("bir+si", 512): 0.51, ("rr+ra", 256): 0.37, ("rr+ra", 512): 0.63}
 TABLE1_RUN_ITERS = 30 * 10 * 5000
@@ -103,11 +103,11 @@ def setting(method: str, batch: int, K: int, bf16: bool, device, compile: bool =
     stack = T.Stack(cfgs, device, data=fake_data(K, device))
     d = stack.data
     gens = stack.generators(1)
-    stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}
+    stack.begin_task(1)
     idx = d.task_indices(1)[:, :batch]
     stack.step(1, d.train_x[idx], d.train_y.gather(1, idx), gens, None, None)
     stack.end_task()                                        # now in task 2: replay + SI active
-    stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}
+    stack.begin_task(2)
     idx_t = d.task_indices(2)
     gens = stack.generators(2)
     # as in training: the loss terms logged every log_every-th iteration, RR/RA pair counts every one
@@ -155,22 +155,28 @@ def time_setting(method: str, batch: int, K: int, bf16: bool, device, warmup: in
     return r
 
 
+class AutogradSI(SynapticIntelligence):
+    """The reference's SI gradient: the penalty built into the autograd graph over every trainable
+    parameter (omega is 0 outside fcE and the head, but the reference still computes it)."""
+
+    def add_grad(self, params):
+        every = list(params)
+        (self.c * si_penalty([params[n] for n in every], [self.omega[n] for n in every],
+                             [self.anchor[n] for n in every])).sum().backward()
+
+
 class ReferencePatternStack(T.Stack):
     """birr's model with the reference's per-step bookkeeping (appendix §10 item 3-4): Adam one tensor at a
     time as torch 1.x ran it (~8 passes over the 12.9 M parameters), and the SI penalty built into the
-    autograd graph over every trainable parameter (ω is 0 outside fcE and the head, but the reference
-    still computes it), instead of birr's fused Adam and closed-form SI gradient; and its decoder gates
-    known classes with one-hot products g @ M (appendix §4.2), not birr's row gathers."""
+    autograd graph over every trainable parameter (AutogradSI), instead of birr's fused Adam and
+    closed-form SI gradient; and its decoder gates known classes with one-hot products g @ M (appendix
+    §4.2), not birr's row gathers."""
 
     def __init__(self, cfgs, device, data):
         super().__init__(cfgs, device, data=data)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr, betas=(0.9, 0.999), foreach=False)
+        self.si = AutogradSI(self.params, self.si.names, self.si.c, self.si.eps)
         self.model.gather_gates = False      # one-hot gate products, as the reference (appendix §4.2)
-
-    def add_si_grad(self):
-        every = list(self.params)
-        (self.si_c * L.si_penalty([self.params[n] for n in every], [self.omega[n] for n in every],
-                                  [self.anchor[n] for n in every])).sum().backward()
 
 
 def reference_pattern(batch: int, device):
@@ -194,11 +200,11 @@ def reference_pattern(batch: int, device):
     mean = torch.tensor([0.5071, 0.4865, 0.4409]).view(3, 1, 1)
     std = torch.tensor([0.2673, 0.2564, 0.2761]).view(3, 1, 1)
     gens = stack.generators(1)
-    stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}
+    stack.begin_task(1)
     idx = d.task_indices(1)[:, :batch]
     stack.step(1, d.train_x[idx], d.train_y.gather(1, idx), gens, None, None)
     stack.end_task()
-    stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}
+    stack.begin_task(2)
     gens = stack.generators(2)
     idx_t = d.task_indices(2)
 

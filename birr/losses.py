@@ -139,12 +139,3 @@ def bir_loss(t: int, x, y, out, prior_means, prior_logvars, *, n_active: int, te
                       + (1 - rho) * (terms["recon_r"] + terms["kl_r"] + terms["distill_r"]
                                      + weighted(lambda_rr, terms["rr"]) + weighted(lambda_ra, terms["ra"])))
     return terms
-
-
-def si_penalty(params, omegas, anchors):
-    r"""Synaptic intelligence (appendix §6): $L_{SI} = \sum_n \sum \omega_n (p_n - p^*_n)^2$ per run.
-    Lists of (K, ...) tensors -> (K,)."""
-    total = 0.0
-    for p, w, a in zip(params, omegas, anchors):
-        total = total + (w * (p - a).pow(2)).flatten(1).sum(1)
-    return total

@@ -48,6 +48,7 @@ from birr import store
 from birr.config import Config
 from birr import stacked
 from birr.model import BIR
+from birr.si import SynapticIntelligence
 from birr.stacked import StackedLinear
 
 # fields that may differ between the runs of one stack (per-run tensors in the step)
@@ -444,22 +445,13 @@ class Stack:
         # one Adam for the whole run, never reset between tasks (appendix §1, §6)
         # (fused: one pass over the 12.9 M parameters per step instead of ~8; same update rule)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=(0.9, 0.999), fused=True)
-        # SI state (appendix §6): anchor p* = the parameters at the end of the last task (start: init)
         self.params = dict(self.model.named_parameters())
-        self.si_names = [n for n in self.params if c.si_params == "all" or n.startswith(BIR.SI_FCE_HEAD)]
-        self.anchor = {n: p.detach().clone() for n, p in self.params.items()}
-        self.omega = {n: torch.zeros_like(p) for n, p in self.params.items()}
-        self.si_scale: dict[str, torch.Tensor] = {}
-        # scratch for the SI bookkeeping, allocated once: on the 2-core CPU, p - p* on a 2000 x 2000 weight
-        # took 4.8 ms into a fresh tensor and 1.5 ms into this one (profiled, bf16 step at batch 256); on a
-        # GPU it only spares the allocator. The compiled update needs neither (adam_si_update).
-        self.si_tmp = {} if c.compile else {n: torch.empty_like(self.params[n]) for n in self.si_names}
-        self.si_old = {} if c.compile else {n: torch.empty_like(self.params[n]) for n in self.si_names}
-        si_set = set(self.si_names)
-        self.rest_names = [n for n in self.params if n not in si_set]
         vec = lambda name, fill=0.0: torch.tensor([float(getattr(x, name) if getattr(x, name) is not None else fill)
                                                    for x in cfgs], device=device)
-        self.si_c = vec("si_c")
+        # SI (appendix §6): W accumulated for fcE and the head, as in the reference
+        self.si = SynapticIntelligence(self.params, [n for n in self.params if c.si_params == "all"
+                                                     or n.startswith(BIR.SI_FCE_HEAD)], vec("si_c"), c.si_eps)
+        self.rest_names = [n for n in self.params if n not in set(self.si.names)]
         self.lambda_rr = vec("lambda_rr") * vec("rr")
         self.lambda_ra = vec("lambda_ra") * vec("ra")
         self.rep_f = vec("rep_f", 1.0)
@@ -522,27 +514,13 @@ class Stack:
             for n, low in self.low.items():
                 low.copy_(self.params[n])
 
-    def si_loss(self):
-        """L_SI per run (appendix §6). omega is zero outside `si_names` (W is only accumulated there), so the
-        sum over the SI parameters is the sum over all of them."""
-        names = self.si_names
-        return L.si_penalty([self.params[n] for n in names], [self.omega[n] for n in names],
-                            [self.anchor[n] for n in names])
-
-    def _refresh_si_scale(self):
-        """2 c omega per SI parameter: the constant factor of the SI gradient, fixed for a whole task."""
-        self.si_scale = {n: self.omega[n] * (2 * self.si_c).view(-1, *[1] * (self.omega[n].dim() - 1))
-                         for n in self.si_names}
-
-    def add_si_grad(self):
-        """p.grad += d(c L_SI)/dp = 2 c omega (p - p*) (appendix §6), written in closed form: two passes over
-        the SI parameters instead of autograd's ~6 over all of them. Equal to autograd's
-        gradient of `si_c * si_loss()` up to rounding (tests/test_train.py)."""
-        with torch.no_grad():
-            for n in self.si_names:
-                p, tmp = self.params[n], self.si_tmp[n]
-                torch.sub(p, self.anchor[n], out=tmp)
-                p.grad.addcmul_(self.si_scale[n], tmp)
+    def begin_task(self, t: int):
+        """Appendix §6 step 1: SI's path integral starts at zero; the paper variant's class means gain the
+        new task's classes (the mean feature of their real training images)."""
+        self.si.begin_task()
+        if self.cfg.rr_variant == "paper":
+            lo = (t - 1) * self.data.cpt
+            self.paper_means[:, lo:lo + self.data.cpt] = self.data.class_means(t)
 
     def step(self, t: int, x, y, gens, log: torch.Tensor | None, rr_log: dict | None,
              grad_log: torch.Tensor | None = None):
@@ -585,8 +563,8 @@ class Stack:
         for low in self.low.values():
             low.grad = None
         total.sum().backward()       # runs are independent: d(sum)/d(run k's params) = d(loss_k)/d(...)
-        si = self.si_loss() if t > 1 and log is not None else zeros   # its value only when logged
-        total = total.detach() + self.si_c * si
+        si = self.si.penalty(self.params) if t > 1 and log is not None else zeros   # its value only when logged
+        total = total.detach() + self.si.c * si
         if self.update is not None:
             self._fused_update(si_grad=t > 1)
         else:
@@ -639,7 +617,7 @@ class Stack:
                 if t == 1:
                     continue      # omega is zero until the first task ends
                 with torch.no_grad():
-                    grads = [self.si_scale[n] * (self.params[n] - self.anchor[n]) if n in self.si_scale else None
+                    grads = [self.si.scale[n] * (self.params[n] - self.si.anchor[n]) if n in self.si.scale else None
                              for n in flat]
             elif weighted[term].requires_grad:
                 grads = torch.autograd.grad(weighted[term].sum(), [self.params[n] for n in flat],
@@ -658,15 +636,10 @@ class Stack:
         if self.low:
             raise RuntimeError("bf16 weight copies are written by the fused update only (Config.compile)")
         if si_grad:
-            self.add_si_grad()
-        with torch.no_grad():
-            for n in self.si_names:
-                self.si_old[n].copy_(self.params[n])
+            self.si.add_grad(self.params)
+        self.si.remember(self.params)
         stacked.adam_step(self.opt, list(self.params.values()), self.K)
-        with torch.no_grad():       # SI path integral W += -grad * delta (appendix §6 step 3.4)
-            for n in self.si_names:  # written as grad * (p_old - p_new): the same bits, no temporary
-                p, back = self.params[n], self.si_old[n].sub_(self.params[n])
-                self.W[n].addcmul_(p.grad, back)
+        self.si.accumulate(self.params)
 
     def _fused_update(self, si_grad: bool):
         """The same update as _eager_update, through the compiled adam_si_update."""
@@ -679,9 +652,9 @@ class Stack:
             grads = [p.grad if low is None else low.grad for p, low in zip(ps, lows)]
             return ps, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], lows
 
-        si_names = self.si_names
-        si = (*lists(si_names), [self.si_scale[n] for n in si_names] if si_grad else [None] * len(si_names),
-              [self.anchor[n] for n in si_names], [self.W[n] for n in si_names])
+        si_names = self.si.names
+        si = (*lists(si_names), [self.si.scale[n] for n in si_names] if si_grad else [None] * len(si_names),
+              [self.si.anchor[n] for n in si_names], [self.si.W[n] for n in si_names])
         rest = lists(self.rest_names)
         steps = [self.opt.state[p]["step"] for p in self.params.values()]
         with torch.no_grad():
@@ -722,14 +695,8 @@ class Stack:
         rr_log["pairs"].view(K, C * C).scatter_add_(1, flat, weight)
 
     def end_task(self):
-        """Spec §6 step 4-5: omega += W / (delta^2 + eps), anchor <- p, previous model <- copy."""
-        with torch.no_grad():
-            for n, p in self.params.items():
-                if n in self.W:
-                    delta = p - self.anchor[n]
-                    self.omega[n] += self.W[n] / (delta.pow(2) + self.cfg.si_eps)
-                self.anchor[n] = p.detach().clone()
-        self._refresh_si_scale()
+        """Appendix §6 steps 4-5: SI's importances and anchor, then the previous model <- a copy."""
+        self.si.end_task(self.params)
         self._set_prev()
 
     def _set_prev(self):
@@ -755,8 +722,8 @@ class Stack:
 
     # --- checkpoint ----------------------------------------------------------------------------
     def state(self) -> dict:
-        return dict(model=self.model.state_dict(), opt=self.opt.state_dict(), anchor=self.anchor,
-                    omega=self.omega, paper_means=self.paper_means)
+        return dict(model=self.model.state_dict(), opt=self.opt.state_dict(), **self.si.state(),
+                    paper_means=self.paper_means)
 
     def run_state(self, k: int) -> dict:
         """Run k's part of state(), a copy (birr.stacked.run_part)."""
@@ -765,11 +732,9 @@ class Stack:
     def load_state(self, s: dict):
         self.model.load_state_dict(s["model"])
         self.opt.load_state_dict(s["opt"])
-        self.anchor = {n: v.to(self.device) for n, v in s["anchor"].items()}
-        self.omega = {n: v.to(self.device) for n, v in s["omega"].items()}
+        self.si.load_state(s, self.device)
         self.paper_means = s["paper_means"].to(self.device)
         self._refresh_bf16_copies()
-        self._refresh_si_scale()
         self._set_prev()
 
 
@@ -1027,14 +992,11 @@ def _train_tasks(stack: Stack, cfgs: list[Config], per_run: list[dict], start_ta
         for t in range(start_task, d.n_tasks + 1):
             t0 = time.time()
             gens = stack.generators(t)
-            if cfg.rr_variant == "paper":
-                lo = (t - 1) * d.cpt
-                stack.paper_means[:, lo:lo + d.cpt] = d.class_means(t)
+            stack.begin_task(t)
             idx_t = d.task_indices(t)                                               # (K,N_t)
             n_t = idx_t.shape[1]
             if n_t < B:
                 raise ValueError(f"task {t} has {n_t} training images, fewer than batch={B}")
-            stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}  # appendix §6 step 1
             every = min(cfg.log_every, cfg.iters)   # a task shorter than log_every still logs its last iteration
             n_logs = cfg.iters // every
             logbuf = torch.zeros(n_logs, K, len(TERMS), device=device)

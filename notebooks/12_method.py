@@ -34,9 +34,6 @@ device = "auto"
 
 # %% tags=["remove-input"]
 # %matplotlib inline
-import inspect
-import textwrap
-
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
@@ -45,21 +42,11 @@ from myst_nb import glue
 import birr
 import birr.losses as L
 import birr.rr as RR
+import birr.si as SI
 from birr.diagram import draw_bir_architecture
 
 dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
 torch.set_printoptions(precision=4)
-
-
-def show_source(fn, first: str, last: str) -> None:
-    """Print the lines of `fn`'s source from the first one containing `first` to the first one after it
-    containing `last`, without comments: the code an equation of this page stands for."""
-    lines = inspect.getsource(fn).splitlines()
-    i = next(n for n, line in enumerate(lines) if first in line)
-    j = next(n for n in range(i, len(lines)) if last in lines[n])
-    kept = [line.split("  #")[0].rstrip() for line in lines[i:j + 1] if not line.strip().startswith("#")]
-    print(textwrap.dedent("\n".join(kept)))
-
 
 # %% [markdown]
 # ## The architecture
@@ -236,25 +223,29 @@ print("distillation, T=1:", L.distillation_loss(student, teacher, T=1.0))
 #
 # where $\theta^\ast_k$ on the left is the previous anchor. The total loss adds $c \cdot L_{SI}$ with
 # $c = 10^8$. As in the reference, $W$ (hence $\omega$) is accumulated for fcE and the classifier head
-# only, so SI constrains no other part of the network ({ref}`§6 <ref-6>`). $\omega$ is updated by
-# `birr.train.Stack.end_task`, which needs a whole training stack, so it is printed rather than
-# called:
+# only, so SI constrains no other part of the network ({ref}`§6 <ref-6>`). `birr.si.si_importance` is
+# the update of $\omega$; `birr.si.SynapticIntelligence` holds $W$, $\omega$ and the anchor through
+# training. One weight matrix and one bias: the first weight moved by 0.2 with $W = 0.4$; the bias
+# entries did not move, so a path integral gives them an importance of $W / \varepsilon$:
 
-# %% tags=["remove-input"]
-show_source(birr.train.Stack.end_task, "with torch.no_grad()", "self.anchor[n] =")
+# %%
+W = [torch.tensor([[[0.4, 0.1], [0.02, 0.0]]]),          # path integrals of a weight (K, 2, 2)
+     torch.tensor([[0.05, 0.0]])]                          # and a bias (K, 2)
+delta = [torch.tensor([[[0.2, 0.0], [0.2, 0.0]]]),       # distance moved in the task
+         torch.tensor([[0.0, 0.0]])]
+omega = [SI.si_importance(w, d, eps=0.1) for w, d in zip(W, delta)]
+print("omega:", *omega, sep="\n")
 
 # %% [markdown]
-# The penalty itself is `birr.losses.si_penalty`, here for one weight matrix and one bias with given
-# importances: the first weight has moved by 0.2 with $\omega = 10$, the unimportant ones move for free.
+# The penalty is `birr.si.si_penalty`, here with those importances after the next task has moved the
+# parameters away from their anchors: the unimportant ones move for free.
 
 # %%
 theta = [torch.tensor([[[1.0, -0.5], [0.2, 0.0]]]),     # weight (K, 2, 2)
          torch.tensor([[0.3, 0.1]])]                      # bias (K, 2)
 anchor = [torch.tensor([[[0.8, -0.5], [0.0, 0.0]]]),
           torch.tensor([[0.3, 0.4]])]
-omega = [torch.tensor([[[10.0, 5.0], [0.5, 0.0]]]),
-         torch.tensor([[2.0, 0.0]])]
-print("L_SI:", L.si_penalty(theta, omega, anchor))
+print("L_SI:", SI.si_penalty(theta, omega, anchor))
 print(f"c = {birr.preset('bir+si').si_c:g}")
 
 # %% [markdown]

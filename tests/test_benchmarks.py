@@ -70,12 +70,12 @@ def test_reference_pattern_stack_gives_the_same_si_gradient_as_birr():
         with torch.no_grad():
             for p in st.params.values():
                 p.add_(0.01)
-            for n in st.si_names:
-                st.omega[n].fill_(2.0)
-        st._refresh_si_scale()
+            for n in st.si.names:
+                st.si.omega[n].fill_(2.0)
+        st.si.refresh_scale()
         for p in st.params.values():
             p.grad = torch.zeros_like(p)
-        st.add_si_grad()
+        st.si.add_grad(st.params)
         stacks.append(st)
     for n in stacks[0].params:
         assert torch.allclose(stacks[0].params[n].grad, stacks[1].params[n].grad, rtol=1e-5), n
@@ -200,7 +200,7 @@ def test_roofline_counts_the_step():
     assert 32 * n <= small.bytes["aten._fused_adam_.default"] < 33 * n
     assert update.bytes["aten._fused_adam_.default"] == small.bytes["aten._fused_adam_.default"]
     assert set(update.bytes) < set(small.bytes) and sum(update.bytes.values()) < sum(small.bytes.values())
-    n_si = sum(stack.params[name].numel() for name in stack.si_names)
+    n_si = sum(stack.params[name].numel() for name in stack.si.names)
     assert rl.fused_update_bytes(stack) == 28 * n + 16 * n_si < sum(update.bytes.values())
     assert not any("zero" in name or "fill" in name for name in small.bytes if small.bytes[name] > 4 * n / 2)
     # current and replayed samples share one forward pass: no weight gradient is the sum of two (an add

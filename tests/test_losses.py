@@ -79,13 +79,6 @@ def test_distillation_T2_times_T_squared_and_zero_padding():
     assert L.distillation_loss(student, teacher, T).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_si_penalty_per_run():
-    p = torch.tensor([[1.0, 2.0], [0.0, 0.0]]); a = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
-    w = torch.tensor([[2.0, 0.5], [1.0, 0.0]])
-    # run 0: 2*1 + 0.5*4 = 4; run 1: 1*1 + 0 = 1
-    assert L.si_penalty([p], [w], [a]).tolist() == [4.0, 1.0]
-
-
 # --- Eq. 1: the total --------------------------------------------------------------------------------
 
 def _toy_step(t=3, C=6, n_old=4, B=2, D=3, Z=2):

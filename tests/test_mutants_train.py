@@ -104,7 +104,7 @@ def test_si_path_integral_restarts_at_zero_every_task(results, monkeypatch):
 
     def spy(self, t, *a):
         if t not in first:
-            first[t] = {n: w.abs().sum().item() for n, w in self.W.items()}
+            first[t] = {n: w.abs().sum().item() for n, w in self.si.W.items()}
         return real(self, t, *a)
     monkeypatch.setattr(T.Stack, "step", spy)
     birr.run(tiny(iters=5), results_dir=results, progress=False)

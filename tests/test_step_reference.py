@@ -26,14 +26,14 @@ def _stack_before_step(t: int, task1_steps: int, **kw):
     for task in range(1, t):
         idx = d.task_indices(task)[:, :cfg.batch]
         gens = stack.generators(task)
-        stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}
+        stack.begin_task(task)
         for _ in range(task1_steps if task == 1 else 5):
             stack.step(task, d.train_x[idx], d.train_y.gather(1, idx), gens, None, None)
         stack.end_task()
     idx = d.task_indices(t)[:, :cfg.batch]
     x, y = d.train_x[idx], d.train_y.gather(1, idx)
     gens = stack.generators(t)
-    stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}
+    stack.begin_task(t)
     for _ in range(3):
         stack.step(t, x, y, gens, None, None)
     return stack, cfg, x, y, gens
@@ -145,8 +145,8 @@ def test_step_gradients_equal_a_per_sample_reference(case):
     t, si = kw.pop("t"), kw.pop("si", False)
     stack, cfg, x, y, gens = _stack_before_step(t, task1_steps=40, **kw)
     if not si:
-        stack.si_c.zero_()
-        stack._refresh_si_scale()
+        stack.si.c.zero_()
+        stack.si.refresh_scale()
         cfg = cfg.replace(si_c=0.0)
     teacher = _split_teacher if cfg.rr else None
     if teacher:
@@ -154,10 +154,10 @@ def test_step_gradients_equal_a_per_sample_reference(case):
     p0 = {n: v.detach().clone() for n, v in stack.params.items()}
     q = {n: v[0].detach().clone() for n, v in stack.prev.named_parameters()}
     Mz, M1 = stack.model.gate_fromZ[0].clone(), stack.model.gate_fcD1[0].clone()
-    omega = {n: v[0].clone() for n, v in stack.omega.items()}
-    anchor = {n: v[0].clone() for n, v in stack.anchor.items()}
+    omega = {n: v[0].clone() for n, v in stack.si.omega.items()}
+    anchor = {n: v[0].clone() for n, v in stack.si.anchor.items()}
     state = gens[0].get_state()
-    stack.W = {n: torch.zeros_like(w) for n, w in stack.W.items()}   # W after the step = this step's term
+    stack.si.begin_task()                            # W after the step = this step's term
 
     stack.step(t, x, y, gens, None, None)
     grads = {n: v.grad[0].clone() for n, v in stack.params.items()}
@@ -172,24 +172,23 @@ def test_step_gradients_equal_a_per_sample_reference(case):
         ref = p[n].grad
         assert (grads[n] - ref).abs().max() <= 1e-4 * ref.abs().max() + 1e-12, n
     # SI's path integral over this step (appendix §6): W -= grad * (p_new - p_old), fcE and head only
-    for n in stack.si_names:
+    for n in stack.si.names:
         moved = stack.params[n].detach() - p0[n]
         ref = -stack.params[n].grad * moved
-        assert (stack.W[n] - ref).abs().max() <= 1e-6 * ref.abs().max(), n
-    assert set(stack.si_names) == {n for n in p if n.startswith(("fcE", "head"))}
+        assert (stack.si.W[n] - ref).abs().max() <= 1e-6 * ref.abs().max(), n
+    assert set(stack.si.names) == {n for n in p if n.startswith(("fcE", "head"))}
 
 
 def test_end_task_omega_is_the_path_integral_over_the_squared_distance():
     """Spec §6 steps 4-5: omega += W / (delta^2 + eps) with delta the distance moved in the task and
     eps = 0.1; the anchor becomes the current value."""
     stack, cfg, *_ = _stack_before_step(2, task1_steps=5)
-    n = stack.si_names[0]
-    old_omega, anchor = stack.omega[n].clone(), stack.anchor[n].clone()
-    W = torch.full_like(stack.W[n], 0.3)
-    stack.W[n] = W.clone()
+    n = stack.si.names[0]
+    old_omega, anchor = stack.si.omega[n].clone(), stack.si.anchor[n].clone()
+    stack.si.W[n] = torch.full_like(stack.si.W[n], 0.3)
     with torch.no_grad():
         stack.params[n].copy_(anchor + 0.5)          # moved by 0.5 everywhere: delta^2 = 0.25
     stack.end_task()
-    torch.testing.assert_close(stack.omega[n], old_omega + 0.3 / (0.25 + 0.1))
-    torch.testing.assert_close(stack.anchor[n], anchor + 0.5)
+    torch.testing.assert_close(stack.si.omega[n], old_omega + 0.3 / (0.25 + 0.1))
+    torch.testing.assert_close(stack.si.anchor[n], anchor + 0.5)
     assert cfg.si_eps == 0.1

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 
 import birr
-from birr import losses as L
 from birr import metrics as M
 from birr import rr as RR
 from birr import stacked
@@ -341,11 +340,11 @@ def test_si_importance_only_for_fcE_and_head():
     d = stack.data
     idx = d.task_indices(1)[:, :cfg.batch]
     gens = stack.generators(1)
-    stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}
+    stack.begin_task(1)
     for _ in range(3):
         stack.step(1, d.train_x[idx], d.train_y.gather(1, idx), gens, None, None)
     stack.end_task()
-    for name, w in stack.omega.items():
+    for name, w in stack.si.omega.items():
         if name.startswith(("fcE1.", "fcE2.", "head.")):
             assert w.abs().sum() > 0, name
         else:
@@ -358,36 +357,11 @@ def _stack_after_task_1(cfgs, steps=3):
     d = stack.data
     idx = d.task_indices(1)[:, :cfgs[0].batch]
     gens = stack.generators(1)
-    stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}
+    stack.begin_task(1)
     for _ in range(steps):
         stack.step(1, d.train_x[idx], d.train_y.gather(1, idx), gens, None, None)
     stack.end_task()
     return stack
-
-
-def test_closed_form_si_gradient_equals_autograd():
-    """appendix §6: d(c sum omega (p - p*)^2)/dp = 2 c omega (p - p*), per run (c differs inside a stack)."""
-    stack = _stack_after_task_1([tiny(seed=0), tiny("bir", seed=1), tiny(seed=2, si_c=3e5)])
-    with torch.no_grad():                                  # move away from the anchor so the penalty is not 0
-        for p in stack.params.values():
-            p.add_(0.01 * torch.randn_like(p))
-    for p in stack.params.values():
-        p.grad = None
-    every = list(stack.params)                             # the reference sums over every parameter
-    (stack.si_c * L.si_penalty([stack.params[n] for n in every], [stack.omega[n] for n in every],
-                               [stack.anchor[n] for n in every])).sum().backward()
-    expected = {n: p.grad.clone() for n, p in stack.params.items()}
-    for p in stack.params.values():
-        p.grad = torch.zeros_like(p)
-    stack.add_si_grad()
-    for n, p in stack.params.items():
-        assert torch.allclose(p.grad, expected[n], rtol=1e-5, atol=1e-12), n
-    assert expected["fcE1.weight"][1].abs().sum() == 0     # si_c = 0 ("bir"): no pull
-    assert expected["fcE1.weight"][0].abs().sum() > 0 and expected["fromZ.weight"].abs().sum() == 0
-    # the penalty's value over the SI parameters is the value over all of them (omega is 0 elsewhere)
-    assert torch.allclose(stack.si_loss(), L.si_penalty([stack.params[n] for n in every],
-                                                        [stack.omega[n] for n in every],
-                                                        [stack.anchor[n] for n in every]))
 
 
 def test_previous_model_is_a_frozen_copy_updated_in_place():
@@ -555,11 +529,11 @@ def test_training_step_reads_nothing_back_from_the_device(method, extra):
     cfgs = [tiny(method, seed=s, **extra) for s in (0, 1)]
     stack = T.Stack(cfgs, torch.device("cpu"))
     d = stack.data
-    stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}
+    stack.begin_task(1)
     idx = d.task_indices(1)[:, :cfgs[0].batch]
     stack.step(1, d.train_x[idx], d.train_y.gather(1, idx), stack.generators(1), None, None)
     stack.end_task()
-    stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}
+    stack.begin_task(2)
     idx = d.task_indices(2)[:, :cfgs[0].batch]
     x, y, gens = d.train_x[idx], d.train_y.gather(1, idx), stack.generators(2)
     log, rr_log = torch.zeros(2, len(T.TERMS)), stack.new_rr_log(2)
@@ -630,9 +604,9 @@ def test_fused_update_equals_eager_path():
     eager = _stack_after_task_1([tiny(seed=0), tiny(seed=1, si_c=3e5)])
     fused = _stack_after_task_1([tiny(seed=0), tiny(seed=1, si_c=3e5)])
     fused.update = T.adam_si_update                        # compile=True runs it with adam_si_pass compiled
-    assert fused.si_names and set(fused.si_names) | set(fused.rest_names) == set(fused.params)
+    assert fused.si.names and set(fused.si.names) | set(fused.rest_names) == set(fused.params)
     for s in (eager, fused):
-        s.W = {n: torch.zeros_like(s.params[n]) for n in s.si_names}
+        s.begin_task(2)
     d, cfg = eager.data, eager.cfg
     ge, gf = eager.generators(2), fused.generators(2)
     for i in range(4):
@@ -647,8 +621,8 @@ def test_fused_update_equals_eager_path():
         for key in ("exp_avg", "exp_avg_sq"):               # at each tensor's own scale: rounding in p
             a, b = se[key], sf[key]                          # feeds back through (p - p*) and the loss
             assert (b - a).abs().max() <= 1e-4 * a.abs().max(), (n, key)
-    for n in eager.si_names:   # W is a sum of g * (tiny parameter change): compare at its own scale
-        we, wf = eager.W[n], fused.W[n]
+    for n in eager.si.names:   # W is a sum of g * (tiny parameter change): compare at its own scale
+        we, wf = eager.si.W[n], fused.si.W[n]
         assert we.abs().sum() > 0 and (wf - we).abs().max() <= 1e-3 * we.abs().max(), n
     eager.opt.load_state_dict(fused.opt.state_dict())      # the fused run's state loads into torch's Adam
 
@@ -670,7 +644,7 @@ def test_bf16_previous_model_casts_once_with_autocasts_rounding():
         with torch.no_grad():
             for p in stack.params.values():                     # train "task 2" a little, then close it
                 p.add_(0.01 * torch.randn_like(p))
-        stack.W = {n: torch.zeros_like(stack.params[n]) for n in stack.si_names}
+        stack.begin_task(task + 1)
         stack.end_task()
 
 
@@ -701,7 +675,7 @@ def test_bf16_weight_copies_give_autocasts_numbers_bit_for_bit():
     for t in (1, 2):
         gp, gc = plain.generators(t), copies.generators(t)
         for s in (plain, copies):
-            s.W = {n: torch.zeros_like(s.params[n]) for n in s.si_names}
+            s.begin_task(t)
         for i in range(3):
             idx = d.task_indices(t)[:, i * cfg.batch:(i + 1) * cfg.batch]
             plain.step(t, d.train_x[idx], d.train_y.gather(1, idx), gp, None, None)
@@ -713,9 +687,9 @@ def test_bf16_weight_copies_give_autocasts_numbers_bit_for_bit():
         for n, low in copies.low.items():
             assert torch.equal(low, copies.params[n].detach().to(torch.bfloat16)), n
             assert copies.params[n].grad is None              # the gradient lives on the copy
-        for n in plain.si_names:
-            assert torch.equal(plain.W[n], copies.W[n]), n
-        assert plain.W["fcE1.weight"].abs().sum() > 0
+        for n in plain.si.names:
+            assert torch.equal(plain.si.W[n], copies.si.W[n]), n
+        assert plain.si.W["fcE1.weight"].abs().sum() > 0
         if t == 1:
             for s in (plain, copies):
                 s.end_task()
