@@ -149,7 +149,7 @@ glue("replay_comp_f20_c", float(curve.loc[curve["f"] == 20, "competitors_per_com
 glue("replay_share_f5", float(curve.loc[curve["f"] == 5, "share_competitive"].iloc[0]), display=False)
 curve.rename(columns={"share_competitive": "samples with a competitor (%)",
                       "competitors_per_sample": "competitors per sample",
-                      "competitors_per_competitive_sample": "competitors per sample that has any"}).set_index("f").style.format(precision=2).format_index("{:g}")
+                      "competitors_per_competitive_sample": "competitors per sample that has any"}).set_index("f").style.format(precision=2, na_rep="–").format_index("{:g}")
 
 # %% [markdown]
 # ## Which classes competed during training

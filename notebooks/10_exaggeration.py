@@ -227,8 +227,8 @@ for method, key in (("baseline", "base"), ("RR+RA", "rr"), ("real data", "real")
     for what in ("ratio", "distance", "spread"):
         m, _ = mean_sem_of(measure, method, what)
         glue(f"{what}_{key}", m, display=False)
-glue("ratio_diff", d_mean, display=False)
-glue("ratio_diff_sem", d_sem, display=False)
+# "m ± SEM"; one seed has no SEM, and the page writes none rather than "nan"
+glue("ratio_diff", f"{d_mean:+.3f}" + (f" ± {d_sem:.3f}" if pd.notna(d_sem) else ""), display=False)
 glue("ratio_diff_pct", float(100 * d_mean / wide["baseline"].mean()) if len(wide) else float("nan"), display=False)
 verdict = {"noise": f"cannot be told from noise with {len(diff)} seed(s)",
            "within": "is within two standard errors of zero: no clear exaggeration",
@@ -287,7 +287,7 @@ glue("ratio_real_control", mean_sem_of(measure, "real data", "ratio", scope=lens
 # {glue:text}`ratio_base:.3f` for the baseline and {glue:text}`ratio_rr:.3f` for RR + RA
 # (distance {glue:text}`distance_base:.2f` → {glue:text}`distance_rr:.2f`, spread
 # {glue:text}`spread_base:.2f` → {glue:text}`spread_rr:.2f`). The paired difference,
-# {glue:text}`ratio_diff:+.3f` ± {glue:text}`ratio_diff_sem:.3f` ({glue:text}`ratio_diff_pct:+.1f` %
+# {glue:text}`ratio_diff:s` ({glue:text}`ratio_diff_pct:+.1f` %
 # of the baseline), {glue:text}`verdict:s`. {glue:text}`component_note:s` {glue:text}`scope_note:s`
 # Compare it with the control row: an exaggeration that the
 # paper's mechanism explains should show up on the pairs that competed more than on all pairs alike.
