@@ -127,7 +127,7 @@ def mean_grad_shares(results, group: str = "decoder", first_task: int = 2) -> pd
 
 
 def separation(features_by_class: dict, rr_result: dict) -> dict:
-    """The separation ratio rho of the exaggeration chapter (birr.viz.exaggeration: distance between two
+    """The separation ratio rho of the exaggeration chapter (birr.lens.exaggeration: distance between two
     class means over their mean spread) averaged over the pairs an RR+RA run logged as competing, each
     weighted by how often it competed over all tasks. Returns distance, spread, ratio, n_pairs."""
     from birr import lens as viz
