@@ -52,7 +52,7 @@ import birr
 import birr.data
 import birr.encoder
 from birr import book as R
-from birr import verdict as V
+from birr.book import verdict as V
 from birr import lens as viz
 from birr.train import resolve_device
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import birr
-from birr import verdict as V
+from birr.book import verdict as V
 from birr.rr import rr_ra_code, rr_ra_paper
 from birr.train import GRAD_TERMS
 
