@@ -33,7 +33,7 @@ from torch.utils.flop_counter import flop_registry
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import speed  # noqa: E402
-from birr import stacked  # noqa: E402
+from birr import fast, stacked  # noqa: E402
 
 MATMULS = {"aten.mm.default", "aten.bmm.default", "aten.baddbmm.default", "aten.addmm.default"}
 VIEWS = {"view", "_unsafe_view", "t", "transpose", "expand", "slice", "select", "as_strided", "permute",
@@ -75,11 +75,11 @@ class Count(TorchDispatchMode):
 
 
 def count_step(method: str, batch: int, K: int = 2, bf16: bool = False,
-               copies: bool = False) -> tuple[Count, Count, "speed.T.Stack"]:
+               copies: bool = False) -> tuple[Count, Count, "speed.Learner"]:
     """Counts of one task-2 step of a K-run stack (full model, CPU; fp32, or bf16 autocast, whose casts
     and half-size activations are then counted too), the counts of its parameter update alone (Adam + SI
-    bookkeeping: eager, or with `copies` the uncompiled adam_si_update), and the stack. `copies` (bf16
-    only): the linear layers' bf16 weight copies of bf16 + compile (Stack.enable_bf16_copies), so no
+    bookkeeping: eager, or with `copies` the uncompiled fast.FusedAdamSI), and the stack. `copies` (bf16
+    only): the linear layers' bf16 weight copies of bf16 + compile (fast.bf16_copies), so no
     weight or gradient cast is counted. Every layer's matmul is one batched call for the stack, as on a
     GPU (birr.stacked.batched in place of the CPU's call per run, birr.stacked.run_by_run)."""
     run_by_run, stacked.run_by_run = stacked.run_by_run, stacked.batched
@@ -93,24 +93,24 @@ def _count_step(method, batch, K, bf16, copies):
     one = speed.setting(method, batch, K, bf16, torch.device("cpu"))
     stack, update = one.stack, Count()
     if copies:
-        stack.forward, stack.update = stack.enable_bf16_copies(), speed.T.adam_si_update
+        stack.low, stack.forward = fast.bf16_copies(stack.model)
+        stack.update = fast.FusedAdamSI(stack.opt, stack.params, stack.si, stack.low)
     one(0)
-    attr = "_fused_update" if copies else "_eager_update"
-    plain_update = getattr(stack, attr)
+    plain_update = stack.update.step
 
     def counted_update(**kw):
         with update:
             plain_update(**kw)
 
-    setattr(stack, attr, counted_update)
+    stack.update.step = counted_update
     with Count() as c:
         one(1)
-    setattr(stack, attr, plain_update)
+    stack.update.step = plain_update
     return c, update, stack
 
 
 def fused_update_bytes(stack) -> float:
-    """Bytes the compiled update (train.adam_si_update, Config.compile) moves: each parameter's p, g, m, v
+    """Bytes the compiled update (fast.adam_si_update, Config.compile) moves: each parameter's p, g, m, v
     read once and p, m, v written once (7 x 4 bytes), plus the SI scale, anchor and W read and W written
     (4 x 4 bytes) for the SI parameters. A parameter with a bf16 copy (stack.low) has a 2-byte gradient
     and its copy written (2 bytes): the same 28."""

@@ -48,6 +48,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import birr  # noqa: E402
 from birr import train as T  # noqa: E402
+from birr.learner import AdamSI, Learner, TaskData  # noqa: E402
 from birr.si import SynapticIntelligence, si_penalty  # noqa: E402
 
 REFERENCE_S_PER_ITER = {("bir+si", 256): 0.315, ("bir+si", 512): 0.51, ("rr+ra", 256): 0.37, ("rr+ra", 512): 0.63}
@@ -80,10 +81,10 @@ def interleaved_medians(ones: list, device, warmup: int, iters: int) -> list[flo
     return [statistics.median(t) for t in times]
 
 
-def fake_data(K: int, device, n_per_class=500, n_classes=100, n_tasks=10, D=1024, seed=0) -> T.TaskData:
+def fake_data(K: int, device, n_per_class=500, n_classes=100, n_tasks=10, D=1024, seed=0) -> TaskData:
     """A TaskData with random features of the CIFAR-100 shape (no encoder, no files)."""
     g = torch.Generator().manual_seed(seed)
-    d = T.TaskData.__new__(T.TaskData)
+    d = TaskData.__new__(TaskData)
     N = n_per_class * n_classes
     d.train_x = torch.randn(N, D, generator=g).to(device)
     d.test_x = torch.randn(n_classes * 10, D, generator=g).to(device)
@@ -100,7 +101,7 @@ def setting(method: str, batch: int, K: int, bf16: bool, device, compile: bool =
     extra = dict(rep_f=20.0) if method == "rr+ra" else {}
     cfgs = [birr.preset(method, budget="full", dataset="cifar100", seed=s, batch=batch, batch_replay=batch,
                         bf16=bf16, compile=compile, device=str(device), **extra) for s in range(K)]
-    stack = T.Stack(cfgs, device, data=fake_data(K, device))
+    stack = Learner(cfgs, device, data=fake_data(K, device))
     d = stack.data
     gens = stack.generators(1)
     stack.begin_task(1)
@@ -165,7 +166,7 @@ class AutogradSI(SynapticIntelligence):
                              [self.anchor[n] for n in every])).sum().backward()
 
 
-class ReferencePatternStack(T.Stack):
+class ReferencePatternStack(Learner):
     """birr's model with the reference's per-step bookkeeping (appendix §10 item 3-4): Adam one tensor at a
     time as torch 1.x ran it (~8 passes over the 12.9 M parameters), and the SI penalty built into the
     autograd graph over every trainable parameter (AutogradSI), instead of birr's fused Adam and
@@ -176,6 +177,7 @@ class ReferencePatternStack(T.Stack):
         super().__init__(cfgs, device, data=data)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr, betas=(0.9, 0.999), foreach=False)
         self.si = AutogradSI(self.params, self.si.names, self.si.c, self.si.eps)
+        self.update = AdamSI(self.opt, self.params, self.si, self.K)
         self.model.gather_gates = False      # one-hot gate products, as the reference (appendix §4.2)
 
 
@@ -316,12 +318,11 @@ def phases(method: str, batch: int, K: int, bf16: bool, device, iters: int, comp
             return out
         return run
 
-    update = "_fused_update" if stack.update is not None else "_eager_update"
     originals = dict(sample=stack.sample, classify_prev=stack.classify_prev, forward=stack.forward)
-    originals[update] = getattr(stack, update)
+    update_step = stack.update.step
     stack.sample, stack.classify_prev = timed("replay", stack.sample), timed("teacher", stack.classify_prev)
     stack.forward = timed("forward", stack.forward)
-    setattr(stack, update, timed("update", originals[update]))
+    stack.update.step = timed("update", update_step)
     backward = torch.Tensor.backward
     torch.Tensor.backward = timed("backward", backward)
     try:
@@ -335,6 +336,7 @@ def phases(method: str, batch: int, K: int, bf16: bool, device, iters: int, comp
         torch.Tensor.backward = backward
         for name, fn in originals.items():
             setattr(stack, name, fn)
+        stack.update.step = update_step
     ms = {name: 1e3 * v / iters for name, v in spent.items()}
     ms["rest"] = 1e3 * total / iters - sum(ms.values())
     ms["step"] = 1e3 * total / iters

@@ -74,8 +74,8 @@ class Config:
     budget: str = "full"              # which preset budget produced this config (BUDGETS)
     device: str = "auto"              # "auto" = cuda if available else cpu
     compile: bool = False             # torch.compile the model's passes (on a CPU the loss terms too,
-                                      # train.compile_static) and fuse Adam + SI bookkeeping into one
-                                      # kernel per parameter (train.adam_si_update): same
+                                      # fast.compile_static) and fuse Adam + SI bookkeeping into one
+                                      # kernel per parameter (fast.adam_si_update): same
                                       # arithmetic, equal to eager up to rounding (tests/test_train.py)
 
     # fields that do not change the numbers a run produces (beyond floating-point rounding)

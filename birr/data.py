@@ -397,7 +397,7 @@ def load(name: str, *, n_tasks: int | None = None, seed: int = 0, root: str | Pa
     `n_classes` and `data_seed` are for synthetic only; n_*_per_class keep the first k images of each
     class, in file order. As for the real datasets, the synthetic images are a fixed set (drawn from
     `data_seed`) and the run's `seed` only permutes the classes: runs with different seeds share their
-    images, so stacked runs share one feature bank (birr.train.TaskData).
+    images, so stacked runs share one feature bank (birr.learner.TaskData).
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")

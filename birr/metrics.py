@@ -2,11 +2,14 @@
 
 Precision is top-1 accuracy (appendix §7). The paper's Table 1 columns are the final model's mean accuracy over
 the first 20 % and first 50 % of classes *in the permuted order*, and over all classes; every class has
-the same number of test images, so per-class and per-task means coincide (appendix §7).
+the same number of test images, so per-class and per-task means coincide (appendix §7). `evaluate`
+measures it for every run of a stack on every task and class.
 """
 from __future__ import annotations
 
 import math
+
+import torch
 
 
 def first_fraction(per_class_acc: list[float], fraction: float) -> float:
@@ -68,3 +71,29 @@ def mean_sem(values) -> tuple[float, float]:
         return m, float("nan")
     var = sum((v - m) ** 2 for v in values) / (n - 1)
     return m, math.sqrt(var / n)
+
+
+@torch.no_grad()
+def evaluate(model, data, n_seen: int | None = None, chunk: int = 2500):
+    """Accuracy of every run on every task and every class (appendix §7), argmax over ALL classes (the
+    final evaluation of main_cl). With `n_seen`, also the per-task accuracy with the argmax restricted
+    to the first n_seen classes (the reference's during-training `precision_dict`).
+    Returns per_task (K,T), per_class (K,C) and per_task_seen (K,T) or None, on the host."""
+    K, C = model.K, data.n_classes
+    pred_all, pred_seen = [], []
+    for i in range(0, data.test_x.shape[0], chunk):
+        x = data.test_x[i:i + chunk]
+        logits = model.classify(x.expand(K, *x.shape).contiguous())
+        pred_all.append(logits.argmax(-1))
+        pred_seen.append(logits[..., :n_seen or C].argmax(-1))
+
+    def per_task_and_class(preds):
+        correct = (torch.cat(preds, 1) == data.test_y).float()                # (K,N_test)
+        hits = torch.zeros(K, C, device=correct.device).scatter_add_(1, data.test_y, correct)
+        counts = torch.zeros(K, C, device=correct.device).scatter_add_(1, data.test_y, torch.ones_like(correct))
+        per_task = hits.view(K, data.n_tasks, data.cpt).sum(-1) / counts.view(K, data.n_tasks, data.cpt).sum(-1)
+        return per_task.cpu(), (hits / counts.clamp_min(1)).cpu()
+
+    per_task, per_class = per_task_and_class(pred_all)
+    per_task_seen = per_task_and_class(pred_seen)[0] if n_seen is not None else None
+    return per_task, per_class, per_task_seen

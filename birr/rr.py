@@ -181,3 +181,34 @@ def rr_ra_paper(x_recon, own_logits, class_means, f, use_f, validate: bool = Tru
     stats = dict(n_competitive=comp.any(-1).sum(1), n_kept=comp.flatten(1).sum(1), applied=any_comp,
                  rr_applied=any_comp, ra_applied=torch.ones_like(any_comp), label=label, competitors=comp)
     return rr, ra, stats
+
+
+# --- what RR and RA did, counted for the results (appendix §8) ----------------------------------
+
+def new_pair_log(K: int, C: int, device) -> dict:
+    """A task's RR / RA counters, all on the device: the pair counts (K, C, C) of (label, competitor)
+    and the per-run counts of competitive, kept and gated samples."""
+    count = lambda *shape: torch.zeros(*shape, dtype=torch.long, device=device)
+    return dict(n_replayed=0, n_competitive=count(K), n_kept=count(K), n_applied=count(K),
+                n_rr_applied=count(K), n_ra_applied=count(K), pairs=count(K, C, C))
+
+
+def log_pairs(log: dict, stats: dict, variant: str, n_replayed: int) -> None:
+    """Add one step's statistics (rr_ra_code's or rr_ra_paper's, by `variant`) to `log`. Dense
+    scatter-adds weighted by the masks, never a boolean index or nonzero(): their output size depends on
+    the data, so on a GPU each would stall the step."""
+    log["n_replayed"] += n_replayed
+    log["n_competitive"] += stats["n_competitive"]
+    log["n_kept"] += stats["n_kept"]
+    log["n_applied"] += stats["applied"].long()
+    log["n_rr_applied"] += stats["rr_applied"].long()       # iterations whose RR term is not zero
+    log["n_ra_applied"] += stats["ra_applied"].long()       # ... whose RA term is not zero
+    K, C = log["pairs"].shape[:2]
+    label = stats["label"]
+    if variant == "code":                                    # one competitor per sample, (K,B) each
+        flat, weight = label * C + stats["competitor"], stats["pair_mask"].long()
+    else:                                                    # competitors (K,B,C_act)
+        comp = stats["competitors"]
+        flat = (label[..., None] * C + torch.arange(comp.shape[-1], device=label.device)).flatten(1)
+        weight = comp.flatten(1).long()
+    log["pairs"].view(K, C * C).scatter_add_(1, flat, weight)

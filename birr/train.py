@@ -1,28 +1,15 @@
-"""Continual training of BI-R (+SI, +RR/RA): the loop of appendix §6, evaluation of appendix §7, results and
-resume.
+"""Continual training of BI-R (+SI, +RR/RA): the task loop of appendix §6, run / run_many, results and
+per-run checkpoints.
 
 `run(cfg)` trains one run or loads it by its stamp; `run_many(cfgs)` trains every missing run of a list,
-stacking runs that share their shapes into one batched model (one process keeps the machine busy): seeds, RR/RA switches,
-lambdas, f and SI strength may differ inside a stack, nothing else.
-
-Hot path rules: the encoder features live on the device (appendix §3 "consequence"), batches are index
-gathers, replay sampling, gating, the GMM likelihood and RR/RA are batched tensor ops, and nothing in
-the training step reads a value back to the host (the reference makes ~512 `.item()` calls a step,
-appendix §10). Loss traces and RR/RA statistics are accumulated on the device and read once per task.
-Once the matmuls are lean, the per-parameter passes are what is left: Adam is fused (one pass over
-the 12.9 M parameters instead of ~8), and the SI penalty's gradient is added in closed form over the
-fcE and head parameters only, where omega is non-zero (appendix §6), instead of through autograd over
-every parameter. On the 2-core CPU these two made the full-size step 1.24x faster (batch 256, 2 threads,
-timed interleaved against benchmarks/speed.py's ReferencePatternStack, which keeps the old bookkeeping).
-With Config.compile, Adam and the SI bookkeeping become one kernel per parameter (adam_si_update),
-and on a CPU the loss terms are compiled too, one static graph per task (compile_static);
-with Config.bf16, the frozen previous model is cast to bf16 once per task rather than in every step,
-and with both, the trained model's linear layers keep bf16 copies that the fused update writes
-(Stack.enable_bf16_copies), so no step casts weights or their gradients at all.
+stacking runs that share their shapes into one batched model (birr.stacked; one process keeps the
+machine busy): seeds, RR/RA switches, lambdas, f and SI strength may differ inside a stack (PER_RUN),
+nothing else. A stack's training step is birr.learner's; the encoder features live on the device
+(appendix §3 "consequence") and a batch is an index gather. After every task each run's state goes to a
+checkpoint file of its own, from which a killed run resumes, bit for bit (_train_stack).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -33,31 +20,22 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from birr import data as bdata
-from birr import losses as L
 from birr import metrics
-from birr import rr as RR
+from birr import stacked
 from birr import store
 from birr.config import Config
-from birr import stacked
+from birr.learner import GRAD_GROUPS, GRAD_TERMS, TERMS, Learner, TaskData  # noqa: F401 (TaskData: the API)
+from birr.metrics import evaluate
 from birr.model import BIR
-from birr.si import SynapticIntelligence
-from birr.stacked import StackedLinear
 
 # fields that may differ between the runs of one stack (per-run tensors in the step)
 PER_RUN = ("seed", "rr", "ra", "lambda_rr", "lambda_ra", "rep_f", "si_c", "method")
-TERMS = ("total", "recon", "kl", "ce", "recon_r", "kl_r", "distill_r", "rr", "ra", "si")
-# Config.grad_every: the norm of each term's gradient (as weighted in the total loss, appendix §5) on two
-# parameter groups. The decoder is where RR and RA act; fcE is what SI protects and the classifier reads.
-GRAD_TERMS = ("reconstruction", "kl", "classification", "distillation", "si", "rr", "ra")
-GRAD_GROUPS = {"decoder": ("fromZ.", "fcD1.", "fcD2."), "fcE": ("fcE1.", "fcE2.")}
 # 2: forgetting and BWT from acc_matrix_seen (metrics.summarise); load_result upgrades format 1 files
 RESULTS_FORMAT = 2
 
@@ -100,7 +78,8 @@ def atomic_torch_save(path: Path, obj) -> None:
 # this module is imported, i.e. of the code that is running). A checkpoint of other code is not resumed:
 # its state would continue under other arithmetic, and the result would be stored under a stamp that
 # says nothing of the change. Only these modules: an edit to the book's report code keeps checkpoints.
-TRAINING_SOURCES = ("config", "data", "encoder", "losses", "metrics", "model", "store", "train")
+TRAINING_SOURCES = ("config", "data", "encoder", "fast", "learner", "losses", "metrics", "model", "rr", "si",
+                    "stacked", "store", "train")
 
 
 def code_version() -> str:
@@ -258,486 +237,6 @@ def _stack_key(cfg: Config) -> tuple:
     return tuple((k, v) for k, v in dataclasses.asdict(cfg).items() if k not in PER_RUN + ("budget",))
 
 
-# --- data on the device ------------------------------------------------------------------------
-
-class TaskData:
-    """Encoder features of every image on the device, plus each run's labels (its own class order).
-
-    The features do not depend on the seed (only labels are permuted, appendix §2), so K runs with K seeds
-    share one feature bank and differ only in their label vectors.
-    """
-
-    def __init__(self, cfg: Config, seeds: list[int], device: torch.device, progress: bool = False):
-        from birr import encoder as benc
-        kw = dict(n_tasks=cfg.n_tasks)
-        if cfg.n_train_per_class is not None:
-            kw["n_train_per_class"] = cfg.n_train_per_class
-        self.benches = [bdata.load(cfg.dataset, seed=s, **kw) for s in seeds]
-        b0 = self.benches[0]
-        for b in self.benches[1:]:   # one feature bank for all runs: the images must be the same
-            if not torch.equal(b.train.images, b0.train.images):
-                raise ValueError(f"dataset {cfg.dataset!r} gives different images for seeds {seeds}: cannot stack")
-        enc, self.encoder_meta = benc.for_config(cfg, device=str(device), progress=progress)
-        self.inputs: dict = {}   # which encoder weights and which feature cache file (hashes), for the results
-        train, test = benc.features(enc, b0, device=str(device), progress=progress, info=self.inputs)
-        self.train_x, self.test_x = train.to(device), test.to(device)                  # (N,D), (N_test,D)
-        self.train_y = torch.stack([b.train.labels for b in self.benches]).to(device)  # (K,N)
-        self.test_y = torch.stack([b.test.labels for b in self.benches]).to(device)    # (K,N_test)
-        self.n_classes, self.n_tasks, self.cpt = b0.n_classes, b0.n_tasks, b0.classes_per_task
-
-    def task_indices(self, t: int) -> torch.Tensor:
-        """(K, N_t) indices of task t's training images for each run, in file order."""
-        lo, hi = (t - 1) * self.cpt, t * self.cpt
-        rows = [((y >= lo) & (y < hi)).nonzero().squeeze(1) for y in self.train_y]
-        n = {len(r) for r in rows}
-        if len(n) != 1:
-            raise ValueError(f"task {t} has different sizes across runs ({sorted(n)}): stack only equal splits")
-        return torch.stack(rows)
-
-    def class_means(self, t: int) -> torch.Tensor:
-        """(K, cpt, D) mean encoder feature of each of task t's classes over its real training images
-        (the paper's x-hat, its §3.3; used by rr_variant='paper')."""
-        lo = (t - 1) * self.cpt
-        out = []
-        for y in self.train_y:
-            out.append(torch.stack([self.train_x[y == c].mean(0) for c in range(lo, lo + self.cpt)]))
-        return torch.stack(out)
-
-
-@torch.no_grad()
-def evaluate(model: BIR, data: TaskData, n_seen: int | None = None, chunk: int = 2500):
-    """Accuracy of every run on every task and every class (appendix §7), argmax over ALL classes (the
-    final evaluation of main_cl). With `n_seen`, also the per-task accuracy with the argmax restricted
-    to the first n_seen classes (the reference's during-training `precision_dict`).
-    Returns per_task (K,T), per_class (K,C) and per_task_seen (K,T) or None, on the host."""
-    K, C = model.K, data.n_classes
-    pred_all, pred_seen = [], []
-    for i in range(0, data.test_x.shape[0], chunk):
-        x = data.test_x[i:i + chunk]
-        logits = model.classify(x.expand(K, *x.shape).contiguous())
-        pred_all.append(logits.argmax(-1))
-        pred_seen.append(logits[..., :n_seen or C].argmax(-1))
-
-    def per_task_and_class(preds):
-        correct = (torch.cat(preds, 1) == data.test_y).float()                # (K,N_test)
-        hits = torch.zeros(K, C, device=correct.device).scatter_add_(1, data.test_y, correct)
-        counts = torch.zeros(K, C, device=correct.device).scatter_add_(1, data.test_y, torch.ones_like(correct))
-        per_task = hits.view(K, data.n_tasks, data.cpt).sum(-1) / counts.view(K, data.n_tasks, data.cpt).sum(-1)
-        return per_task.cpu(), (hits / counts.clamp_min(1)).cpu()
-
-    per_task, per_class = per_task_and_class(pred_all)
-    per_task_seen = per_task_and_class(pred_seen)[0] if n_seen is not None else None
-    return per_task, per_class, per_task_seen
-
-
-# --- the fused parameter update (Config.compile) ---------------------------------------------------
-
-def adam_si_update(si: tuple, rest: tuple, steps: list, *, lr: float, beta1: float, beta2: float, eps: float,
-                   si_grad: bool, kernel=None) -> None:
-    """Adam's step fused with SI's per-step bookkeeping, one pass per parameter.
-
-    si = (params, grads, exp_avgs, exp_avg_sqs, lows, scales, anchors, Ws) of the fcE and head parameters,
-    rest = (params, grads, exp_avgs, exp_avg_sqs, lows) of the others, steps = Adam's step counters.
-    lows[i] is None, or parameter i's bf16 copy (Stack.enable_bf16_copies): then grads[i] is the bf16
-    gradient of that copy, widened here (exactly), and the copy is rewritten from the new fp32 value.
-    Per parameter, the eager path does:
-
-        g += 2 c omega (p - p*)                      SI gradient in closed form (appendix §6), if si_grad
-        m = beta1 m + (1 - beta1) g                  Adam (torch.optim.Adam, appendix §1: betas 0.9, 0.999)
-        v = beta2 v + (1 - beta2) g^2
-        p_new = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-        W += -g (p_new - p)                          SI path integral (appendix §6 step 3.4)
-
-    as ~5 passes over the parameters (fused Adam, then sub, addcmul, copy, sub, addcmul on the SI ones);
-    under torch.compile the per-element work (adam_si_pass) becomes one kernel per parameter that reads
-    p, g, m, v (and the SI scale, anchor and W) once and writes p, m, v (and W, and the bf16 copy) once.
-    The state is torch.optim.Adam's own (same tensors, same names), so checkpoints move freely between
-    compiled and eager runs. The numbers equal the eager path's up to rounding (tests/test_train.py).
-
-    The step counters and Adam's bias corrections (scalars) are computed here, the per-element work in
-    `kernel` (adam_si_pass, compiled under Config.compile): inside a compiled kernel, inductor would
-    recompute beta^t in every vector iteration (two scalar pow per 16 elements), which made the update
-    45 % slower than its memory traffic on the 2-core CPU (9.4 vs 6.4 ms for 12 M parameters).
-    """
-    torch._foreach_add_(steps, 1.0)
-    step = steps[0]
-    step_size = lr / (1 - torch.pow(beta1, step))
-    bias2_sqrt = torch.sqrt(1 - torch.pow(beta2, step))
-    (kernel or adam_si_pass)(si, rest, step_size, bias2_sqrt, beta1=beta1, beta2=beta2, eps=eps, si_grad=si_grad)
-
-
-def adam_si_pass(si: tuple, rest: tuple, step_size: torch.Tensor, bias2_sqrt: torch.Tensor, *, beta1: float,
-                 beta2: float, eps: float, si_grad: bool) -> None:
-    """adam_si_update's per-element work, given step_size = lr / (1 - beta1^t) and sqrt(1 - beta2^t)."""
-    def adam(p, g, m, v):
-        m.lerp_(g, 1 - beta1)
-        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        return p - step_size * m / (v.sqrt() / bias2_sqrt + eps)
-
-    for p, g, m, v, low, scale, anchor, W in zip(*si):
-        g = g.float()                 # a bf16 copy's gradient: widened exactly, as autocast's cast does
-        if si_grad:
-            g = g + scale * (p - anchor)
-        new = adam(p, g, m, v)
-        W.addcmul_(g, p - new)        # -g (p_new - p_old), as the eager path writes it
-        p.copy_(new)
-        if low is not None:
-            low.copy_(new)            # round to nearest even: the cast autocast would make next step
-    for p, g, m, v, low in zip(*rest):
-        new = adam(p, g.float(), m, v)
-        p.copy_(new)
-        if low is not None:
-            low.copy_(new)
-
-
-def compile_static(fn, graphs: int = 256, **kw):
-    """torch.compile(fn, dynamic=False, **kw), with room for `graphs` graphs of fn. Every
-    compiled pass of a Stack goes through here (Config.compile).
-
-    Why static shapes: a graph's kernels, hence its roundings, then depend only on the shapes of the
-    call, not on what the process compiled before. With dynamo's default, a second shape of the same
-    function (task 2's 2B rows after task 1's B; the next task's slice over the classes seen so far;
-    the next stack's sizes) switches it to one dynamic graph, which a run resumed in a fresh process
-    never builds: resume would no longer be bit for bit (tests/test_train.py).
-
-    Why the room: dynamo keeps 8 graphs per function, then silently runs it eagerly (slower, and not
-    the resumed run's bits). A 10-task run's loss terms need 10 graphs (compiled on a CPU: one per task,
-    as their slices follow the classes seen so far), the training pass 2, and a process that trains
-    several stacks in turn adds that again per stack of new shapes; measured: with the default, the fifth of eight small stacks
-    trained one after another no longer compiled its training pass (2026-11-30)."""
-    compiled = torch.compile(fn, dynamic=False, **kw)
-    cfg = torch._dynamo.config
-    name = recompile_limit_name(cfg)
-    limit = max(getattr(cfg, name), graphs)
-
-    def static(*args, **kwargs):
-        with cfg.patch(**{name: limit}):
-            return compiled(*args, **kwargs)
-    return static
-
-
-def recompile_limit_name(dynamo_config) -> str:
-    """The name of dynamo's per-function graph limit in this torch: `recompile_limit` from torch 2.7
-    (pytorch#143709 renamed it, keeping the old name as an alias), `cache_size_limit` before. The package
-    allows torch 2.4 (pyproject.toml), where reading the new name raised AttributeError as soon as a
-    Stack with Config(compile=True) was built; the GPU image runs 2.11 and this machine 2.14, which have
-    both."""
-    for name in ("recompile_limit", "cache_size_limit"):
-        if hasattr(dynamo_config, name):
-            return name
-    raise RuntimeError("torch._dynamo.config has neither recompile_limit nor cache_size_limit; "
-                       "Config(compile=True) needs torch>=2.4 (pyproject.toml)")
-
-
-# --- one stack of runs -------------------------------------------------------------------------
-
-class Stack:
-    """K runs that train together: model, previous model, optimiser, SI state, per-run settings."""
-
-    def __init__(self, cfgs: list[Config], device: torch.device, data: TaskData | None = None, progress: bool = False):
-        self.cfgs, self.cfg, self.device = cfgs, cfgs[0], device
-        self.K = len(cfgs)
-        self.data = data if data is not None else TaskData(self.cfg, [c.seed for c in cfgs], device, progress)
-        c = self.cfg
-        self.model = BIR([x.seed for x in cfgs], n_classes=self.data.n_classes, fc_units=c.fc_units,
-                         z_dim=c.z_dim, in_dim=self.data.train_x.shape[1], dg_prop=c.dg_prop).to(device)
-        self.prev: BIR | None = None
-        # one Adam for the whole run, never reset between tasks (appendix §1, §6)
-        # (fused: one pass over the 12.9 M parameters per step instead of ~8; same update rule)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=(0.9, 0.999), fused=True)
-        self.params = dict(self.model.named_parameters())
-        vec = lambda name, fill=0.0: torch.tensor([float(getattr(x, name) if getattr(x, name) is not None else fill)
-                                                   for x in cfgs], device=device)
-        # SI (appendix §6): W accumulated for fcE and the head, as in the reference
-        self.si = SynapticIntelligence(self.params, [n for n in self.params if c.si_params == "all"
-                                                     or n.startswith(BIR.SI_FCE_HEAD)], vec("si_c"), c.si_eps)
-        self.rest_names = [n for n in self.params if n not in set(self.si.names)]
-        self.lambda_rr = vec("lambda_rr") * vec("rr")
-        self.lambda_ra = vec("lambda_ra") * vec("ra")
-        self.rep_f = vec("rep_f", 1.0)
-        self.use_f = torch.tensor([x.rep_f is not None for x in cfgs], device=device)
-        self.any_rr = any(x.rr or x.ra for x in cfgs)
-        self.paper_means = torch.zeros(self.K, self.data.n_classes, self.model.D, device=device)
-        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if c.bf16 else nullcontext())
-        # the model's training pass, optionally compiled (Config.compile; same graph, fused elementwise ops)
-        self.low: dict[str, torch.Tensor] = {}
-        self.forward = self.enable_bf16_copies() if c.bf16 and c.compile else self.model
-        self.forward = compile_static(self.forward) if c.compile else self.forward
-        # ... and Adam + SI bookkeeping as one fused kernel per parameter (see adam_si_update)
-        self.update = adam_si_update if c.compile else None
-        self.update_kernel = compile_static(adam_si_pass, fullgraph=True) if c.compile else None
-        # ... and, on a CPU, the loss terms: there their ~60 small eager ops and ~40 backward ops each cost
-        # their dispatch on the step's critical path (~3 ms of a ~130 ms step at batch 256 on the 2-core
-        # CPU, benchmarks/speed.py); on a GPU they queue behind the matmuls, and a compile per task
-        # (their slices change with the task) would only cost time
-        self.losses = compile_static(self._losses) if c.compile and device.type == "cpu" else self._losses
-        self.sample = self.classify_prev = None    # bound to the previous model in end_task
-
-    # the per-task random streams derive from (seed, task): a resumed run draws exactly what an
-    # uninterrupted one would
-    def generators(self, t: int) -> list[torch.Generator]:
-        return [torch.Generator(self.device).manual_seed(x.seed * 1_000_003 + t) for x in self.cfgs]
-
-    def randn(self, gens, *shape):
-        return torch.stack([torch.randn(shape, generator=g, device=self.device) for g in gens])
-
-    def randint(self, gens, high, *shape):
-        return torch.stack([torch.randint(high, shape, generator=g, device=self.device) for g in gens])
-
-    def enable_bf16_copies(self):
-        """Give every linear layer's weight and bias a bf16 copy (`self.low`) and return the training pass
-        that reads the copies instead of the fp32 parameters (Config.bf16 with Config.compile).
-
-        Why: under autocast every step casts the 12.9 M fp32 weights of a run to bf16 for its matmuls,
-        and casts their bf16 gradients back to fp32 for Adam: two extra passes over the parameters (on
-        the 2-core CPU at batch 256 the compiled step's own kernels and zero_grad took 14 ms with them,
-        3 ms without, profiled; on a GPU, 12 bytes per parameter, 4.6 GB of a 30-run step's 33 GB,
-        benchmarks/roofline.py --bf16). Here the fused update (adam_si_update) writes the copy from the
-        new fp32 value it has just computed, in the same pass, and reads the bf16 gradient directly.
-        The numbers are autocast's, bit for bit: the copy is the round-to-nearest-even cast autocast
-        would make, and the gradient autocast hands Adam is this bf16 gradient widened
-        (tests/test_train.py). The fp32 parameters stay the master copy: Adam, SI, checkpoints, the
-        previous model and evaluation read only them. Needs the fused update, so it comes with compile."""
-        names = {f"{mod_name}.{p_name}" for mod_name, mod in self.model.named_modules()
-                 if isinstance(mod, StackedLinear) for p_name, _ in mod.named_parameters(recurse=False)}
-        self.low = {n: p.detach().to(torch.bfloat16).requires_grad_() for n, p in self.params.items() if n in names}
-        model, low = self.model, self.low
-
-        def train_pass(x, g, eps, y):
-            return torch.func.functional_call(model, low, (x, g, eps, y), strict=False)
-        return train_pass
-
-    def _refresh_bf16_copies(self):
-        """Rewrite the bf16 copies from the fp32 parameters (after a checkpoint is loaded), in place: a
-        compiled training pass stays bound to the same tensors."""
-        with torch.no_grad():
-            for n, low in self.low.items():
-                low.copy_(self.params[n])
-
-    def begin_task(self, t: int):
-        """Appendix §6 step 1: SI's path integral starts at zero; the paper variant's class means gain the
-        new task's classes (the mean feature of their real training images)."""
-        self.si.begin_task()
-        if self.cfg.rr_variant == "paper":
-            lo = (t - 1) * self.data.cpt
-            self.paper_means[:, lo:lo + self.data.cpt] = self.data.class_means(t)
-
-    def step(self, t: int, x, y, gens, log: torch.Tensor | None, rr_log: dict | None,
-             grad_log: torch.Tensor | None = None):
-        """One iteration (appendix §6 step 3): current batch, replay, total loss, backward, Adam, SI path
-        integral. x (K,B,D), y (K,B). Writes the loss terms into `log` (K, len(TERMS)) if given, and the
-        norms of the terms' gradients into `grad_log` (K, len(GRAD_TERMS), len(GRAD_GROUPS)) if given."""
-        c, m, d = self.cfg, self.model, self.data
-        K, C, n_old = self.K, d.n_classes, d.cpt * (t - 1)
-        zeros = torch.zeros(K, device=self.device)
-        B, replay = x.shape[1], self.prev is not None and c.replay == "generative"
-        x_ = w = t_logits = None
-        # current data: gated by its true label; its eps is drawn first, before any replay draw
-        x_in, g, eps = x, None, self.randn(gens, B, m.Z)
-        if replay:
-            Br = c.batch_replay
-            with torch.no_grad(), self.autocast:
-                # replay: uniform over old classes from the frozen previous model (appendix §6 step 3.2);
-                # the generation class is discarded, the teacher's logits define targets and gates
-                x_ = self.sample(self.randint(gens, n_old, Br), self.randn(gens, Br, m.Z)).float()
-                t_logits = self.classify_prev(x_)[..., :n_old].float()           # (K,Br,C_old)
-                w = F.softmax(t_logits / c.temp, dim=-1)                         # soft gate, T = 2
-            # one pass over the current and the replayed samples together: every weight is read once
-            # and its gradient is one product, not two that autograd then adds (the same
-            # numbers up to rounding, benchmarks/roofline.py)
-            x_in = torch.cat([x, x_], 1)
-            g = F.pad(w, (0, C - n_old))                      # soft gates of the replayed samples
-            eps = torch.cat([eps, self.randn(gens, Br, m.Z)], 1)
-        with self.autocast:
-            out = self.forward(x_in, g, eps, y)             # current samples gated by their labels y
-        terms = self.losses(t, out, x, y, x_, w, t_logits)
-        total = terms["total"]
-        if terms["stats"] is not None and rr_log is not None:
-            self._log_rr(rr_log, terms["stats"])
-        if grad_log is not None:
-            grad_log.copy_(self.term_grad_norms(t, terms))
-        # every parameter gets a gradient in every step, so dropping .grad (instead of zero-filling it and
-        # adding the new one to it) changes no bit and saves two passes over all parameters
-        # (benchmarks/roofline.py: ~6 GB a step for 30 stacked runs)
-        self.opt.zero_grad(set_to_none=True)
-        for low in self.low.values():
-            low.grad = None
-        total.sum().backward()       # runs are independent: d(sum)/d(run k's params) = d(loss_k)/d(...)
-        si = self.si.penalty(self.params) if t > 1 and log is not None else zeros   # its value only when logged
-        total = total.detach() + self.si.c * si
-        if self.update is not None:
-            self._fused_update(si_grad=t > 1)
-        else:
-            self._eager_update(si_grad=t > 1)
-        if log is not None:
-            # a run without RR/RA logs zeros, as it would alone, even when its stack computes them
-            logged = dict(terms, total=total, si=si, rr=torch.where(self.lambda_rr > 0, terms["rr"], zeros),
-                          ra=torch.where(self.lambda_ra > 0, terms["ra"], zeros))
-            log.copy_(torch.stack([logged[name] for name in TERMS], 1).detach())
-
-    def _losses(self, t: int, out, x, y, x_=None, w=None, t_logits=None) -> dict:
-        """The loss terms of one step by name (losses.bir_loss) from the training pass's outputs over the
-        current samples and, after them, the replayed ones: x_, w, t_logits are the replayed features, soft
-        gates and teacher logits (None without replay). Under Config.compile on a CPU this runs compiled."""
-        B, c = x.shape[1], self.cfg
-        replay = None if x_ is None else (x_, t_logits, w, tuple(o[:, B:] for o in out))
-        return L.bir_loss(t, x, y, tuple(o[:, :B] for o in out), self.model.z_class_means,
-                          self.model.z_class_logvars, n_active=self.data.cpt * t, temp=c.temp,
-                          kl_divisor=c.kl_divisor, replay=replay, rr_ra=self._rr_ra if self.any_rr else None,
-                          lambda_rr=self.lambda_rr, lambda_ra=self.lambda_ra)
-
-    def _rr_ra(self, x_r, x_recon_r, logits_r, teacher_logits):
-        """RR and RA of the stack's variant (birr.rr), with the (label, competitor) pairs for the log."""
-        if self.cfg.rr_variant == "code":
-            rr, ra, st = RR.rr_ra_code(x_r, x_recon_r, teacher_logits, self.rep_f, self.use_f)
-            st["pairs"] = (st["label"], st["competitor"], st["pair_mask"])
-        else:
-            rr, ra, st = RR.rr_ra_paper(x_recon_r, logits_r, self.paper_means[:, :logits_r.shape[-1]], self.rep_f,
-                                        self.use_f, validate=False)                # Config checked f
-            st["pairs"] = (st["label"], st["competitors"])                    # (K,B), (K,B,C_act)
-        return rr, ra, st
-
-    def term_grad_norms(self, t: int, terms) -> torch.Tensor:
-        """(K, len(GRAD_TERMS), len(GRAD_GROUPS)): for each run, the L2 norm of each loss term's gradient,
-        weighted as in the total loss (appendix §5: 1/t on the current terms, 1 - 1/t on the replayed ones,
-        lambda (1 - 1/t) on RR and RA, c on L_SI), over the decoder's and over fcE's weights and biases.
-        One extra backward pass per term through the step's graph (kept for the step's own backward,
-        which follows unchanged); SI's gradient is its closed form 2 c omega (p - p*) (add_si_grad)."""
-        T, rnt = terms, 1.0 / t
-        weighted = dict(reconstruction=rnt * T["recon"] + (1 - rnt) * T["recon_r"],
-                        kl=rnt * T["kl"] + (1 - rnt) * T["kl_r"], classification=rnt * T["ce"],
-                        distillation=(1 - rnt) * T["distill_r"], si=None,
-                        rr=(1 - rnt) * L.weighted(self.lambda_rr, T["rr"]),
-                        ra=(1 - rnt) * L.weighted(self.lambda_ra, T["ra"]))
-        names = [[n for n in self.params if n.startswith(prefixes)] for prefixes in GRAD_GROUPS.values()]
-        flat = [n for group in names for n in group]
-        out = torch.zeros(self.K, len(GRAD_TERMS), len(GRAD_GROUPS), device=self.device)
-        for i, term in enumerate(GRAD_TERMS):
-            if term == "si":
-                if t == 1:
-                    continue      # omega is zero until the first task ends
-                with torch.no_grad():
-                    grads = [self.si.scale[n] * (self.params[n] - self.si.anchor[n]) if n in self.si.scale else None
-                             for n in flat]
-            elif weighted[term].requires_grad:
-                grads = torch.autograd.grad(weighted[term].sum(), [self.params[n] for n in flat],
-                                            retain_graph=True, allow_unused=True)
-            else:
-                continue          # a constant zero (no replay in task 1, or no RR/RA in this stack)
-            by_name = dict(zip(flat, grads))
-            for j, group in enumerate(names):
-                sq = [by_name[n].float().flatten(1).pow(2).sum(1) for n in group if by_name[n] is not None]
-                if sq:
-                    out[:, i, j] = torch.stack(sq).sum(0).sqrt()
-        return out
-
-    def _eager_update(self, si_grad: bool):
-        """+ c L_SI's gradient in closed form, Adam, then SI's path integral (appendix §6 step 3.3-3.4)."""
-        if self.low:
-            raise RuntimeError("bf16 weight copies are written by the fused update only (Config.compile)")
-        if si_grad:
-            self.si.add_grad(self.params)
-        self.si.remember(self.params)
-        stacked.adam_step(self.opt, list(self.params.values()), self.K)
-        self.si.accumulate(self.params)
-
-    def _fused_update(self, si_grad: bool):
-        """The same update as _eager_update, through the compiled adam_si_update."""
-        group = self.opt.param_groups[0]
-        beta1, beta2 = group["betas"]
-
-        def lists(names):
-            ps, lows = [self.params[n] for n in names], [self.low.get(n) for n in names]
-            states = [stacked.adam_state(self.opt, p) for p in ps]
-            grads = [p.grad if low is None else low.grad for p, low in zip(ps, lows)]
-            return ps, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], lows
-
-        si_names = self.si.names
-        si = (*lists(si_names), [self.si.scale[n] for n in si_names] if si_grad else [None] * len(si_names),
-              [self.si.anchor[n] for n in si_names], [self.si.W[n] for n in si_names])
-        rest = lists(self.rest_names)
-        steps = [self.opt.state[p]["step"] for p in self.params.values()]
-        with torch.no_grad():
-            self.update(si, rest, steps, lr=group["lr"], beta1=beta1, beta2=beta2,
-                        eps=group["eps"], si_grad=si_grad, kernel=self.update_kernel)
-
-    def new_rr_log(self, t: int) -> dict | None:
-        """Task t's RR/RA counters (appendix §8 logging), all on the device: the pair counts (K, C, C) of
-        (label, competitor) and the per-run counts of competitive, kept and gated samples."""
-        if not self.any_rr or t == 1:
-            return None
-        K, C, dev = self.K, self.data.n_classes, self.device
-        return dict(n_replayed=0, n_competitive=torch.zeros(K, dtype=torch.long, device=dev),
-                    n_kept=torch.zeros(K, dtype=torch.long, device=dev),
-                    n_applied=torch.zeros(K, dtype=torch.long, device=dev),
-                    n_rr_applied=torch.zeros(K, dtype=torch.long, device=dev),
-                    n_ra_applied=torch.zeros(K, dtype=torch.long, device=dev),
-                    pairs=torch.zeros(K, C, C, dtype=torch.long, device=dev))
-
-    def _log_rr(self, rr_log, st):
-        """Add one step's counts. Dense scatter-adds weighted by the masks, never a boolean index or
-        nonzero(): their output size depends on the data, so on a GPU each would stall the step."""
-        rr_log["n_replayed"] += self.cfg.batch_replay
-        rr_log["n_competitive"] += st["n_competitive"]
-        rr_log["n_kept"] += st["n_kept"]
-        rr_log["n_applied"] += st["applied"].long()
-        rr_log["n_rr_applied"] += st["rr_applied"].long()       # iterations whose RR term is not zero
-        rr_log["n_ra_applied"] += st["ra_applied"].long()       # ... whose RA term is not zero
-        K, C = self.K, self.data.n_classes
-        pairs = st["pairs"]
-        if self.cfg.rr_variant == "code":
-            label, comp, mask = pairs                                        # (K,B) each
-            flat, weight = label * C + comp, mask.long()
-        else:
-            label, comp = pairs                                              # (K,B), (K,B,C_act)
-            flat = (label[..., None] * C + torch.arange(comp.shape[-1], device=self.device)).flatten(1)
-            weight = comp.flatten(1).long()
-        rr_log["pairs"].view(K, C * C).scatter_add_(1, flat, weight)
-
-    def end_task(self):
-        """Appendix §6 steps 4-5: SI's importances and anchor, then the previous model <- a copy."""
-        self.si.end_task(self.params)
-        self._set_prev()
-
-    def _set_prev(self):
-        """The frozen previous model that generates replay: made once, then overwritten in place, so a
-        compiled sampler stays bound to the same module."""
-        if self.prev is None:
-            self.prev = copy.deepcopy(self.model).eval()
-            for p in self.prev.parameters():
-                p.requires_grad_(False)
-            if self.cfg.bf16:
-                # its weights are fixed for a whole task: cast its linear layers to bf16 once here, the
-                # very rounding autocast would otherwise repeat in every step (same bits)
-                for mod in self.prev.modules():
-                    if isinstance(mod, StackedLinear):
-                        mod.to(torch.bfloat16)
-            self.sample, self.classify_prev = self.prev.sample, self.prev.classify
-            if self.cfg.compile:
-                self.sample, self.classify_prev = compile_static(self.sample), compile_static(self.classify_prev)
-        else:
-            with torch.no_grad():
-                for a, b in zip(self.prev.state_dict().values(), self.model.state_dict().values()):
-                    a.copy_(b)      # (into a bf16 layer: the same round-to-nearest as autocast's cast)
-
-    # --- checkpoint ----------------------------------------------------------------------------
-    def state(self) -> dict:
-        return dict(model=self.model.state_dict(), opt=self.opt.state_dict(), **self.si.state(),
-                    paper_means=self.paper_means)
-
-    def run_state(self, k: int) -> dict:
-        """Run k's part of state(), a copy (birr.stacked.run_part)."""
-        return stacked.run_part(self.state(), k, self.K)
-
-    def load_state(self, s: dict):
-        self.model.load_state_dict(s["model"])
-        self.opt.load_state_dict(s["opt"])
-        self.si.load_state(s, self.device)
-        self.paper_means = s["paper_means"].to(self.device)
-        self._refresh_bf16_copies()
-        self._set_prev()
-
-
 def _checkpoint_path(results_dir, cfg: Config) -> Path:
     """Where a run's state after its last finished task is kept (Resume below)."""
     return Path(results_dir) / "ckpt" / f"run-{cfg.stamp}.pt"
@@ -856,7 +355,7 @@ def _setup_stack(cfgs, device, cks, paths, progress):
     (all runs or none, at one task: _train_stack); the runs' records so far; the seconds it took."""
     cfg, K = cfgs[0], len(cfgs)
     t_setup = time.time()
-    stack = Stack(cfgs, device, progress=progress)
+    stack = Learner(cfgs, device, progress=progress)
     d = stack.data
     if d.n_tasks != cfg.n_tasks:
         raise ValueError(f"dataset {cfg.dataset!r} gave {d.n_tasks} tasks, config asks for {cfg.n_tasks}")
@@ -893,9 +392,9 @@ def _train_stack(cfgs: list[Config], results_dir: Path, progress: bool, checkpoi
 
     Resume. Each run's state after its last finished task is a file of its own, named by its stamp
     (_checkpoint_path): its slice of the parameters, Adam's moments and step counts, SI's anchor and
-    omega, the paper variant's class means, and its records so far (Stack.run_state). Nothing else
+    omega, the paper variant's class means, and its records so far (Learner.run_state). Nothing else
     carries over between tasks: SI's path integral restarts at zero with each task, the previous model
-    is the trained one, and every random stream derives from (seed, task) (Stack.generators). So a run
+    is the trained one, and every random stream derives from (seed, task) (Learner.generators). So a run
     resumes in any slot of any stack, beside any runs, as it ended. A stack's runs must share their
     task, and a run cannot be rewound to an earlier one (only its latest state is kept): runs whose
     files stand at different tasks (a stack re-run with other runs beside them, or one killed between
@@ -981,7 +480,7 @@ def _train_split(cfgs, tasks, results_dir, progress, checkpoint) -> list[dict]:
     return out
 
 
-def _train_tasks(stack: Stack, cfgs: list[Config], per_run: list[dict], start_task: int,
+def _train_tasks(stack: Learner, cfgs: list[Config], per_run: list[dict], start_task: int,
                  ckpt_paths: list[Path] | None, progress: bool) -> None:
     """Tasks start_task.. of a stack (appendix §6), each run's record appended to per_run, run k's state saved
     to ckpt_paths[k] (None: not saved) after each task. See _train_stack."""

@@ -62,9 +62,10 @@ def test_reference_pattern_stack_gives_the_same_si_gradient_as_birr():
     """The benchmark's baseline only changes how SI and Adam are computed, not what: same gradient."""
     import birr
     from birr import train as T
+    from birr.learner import Learner
     cfg = birr.preset("bir+si", budget="smoke", device="cpu")
     stacks = []
-    for cls in (T.Stack, speed.ReferencePatternStack):
+    for cls in (Learner, speed.ReferencePatternStack):
         data = T.TaskData(cfg, [0], torch.device("cpu"))
         st = cls([cfg], torch.device("cpu"), data=data)
         with torch.no_grad():

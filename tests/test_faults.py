@@ -23,6 +23,7 @@ from birr import data as bdata
 from birr import encoder as benc
 from birr import store
 from birr import train as T
+from birr.learner import Learner
 from birr import viz
 from birr.__main__ import interrupted_line, main
 
@@ -336,8 +337,8 @@ def test_a_damaged_checkpoint_is_one_error_line_and_stores_nothing(results, monk
 def _clean_and_spy(monkeypatch, cfg, tmp_path):
     clean = birr.run(cfg, results_dir=tmp_path / "clean", progress=False)
     loads = []
-    real = T.Stack.load_state
-    monkeypatch.setattr(T.Stack, "load_state", lambda self, s: loads.append(1) or real(self, s))
+    real = Learner.load_state
+    monkeypatch.setattr(Learner, "load_state", lambda self, s: loads.append(1) or real(self, s))
     return clean, loads
 
 
@@ -416,7 +417,7 @@ def test_the_finite_check_reads_nothing_in_the_step_and_sees_weights_go_bad(monk
     step reads nothing back. Weights that go bad after the last logged iteration are caught too."""
     from test_train import HostReads
     cfg = tiny(iters=10, log_every=1)
-    stack = T.Stack([cfg], torch.device("cpu"))
+    stack = Learner([cfg], torch.device("cpu"))
     steps, real_step = [], stack.step
 
     def counted(*a, **k):
@@ -429,7 +430,7 @@ def test_the_finite_check_reads_nothing_in_the_step_and_sees_weights_go_bad(monk
     T._train_tasks(stack, [cfg], per_run, 1, None, False)
     assert len(steps) == 2 * cfg.iters and all(s == [] for s in steps)
     assert "diverged" not in per_run[0]
-    stack = T.Stack([cfg], torch.device("cpu"))
+    stack = Learner([cfg], torch.device("cpu"))
     real_end = stack.end_task
 
     def end_task_then_a_nan():        # after every logged loss of task 1: only the weights can tell

@@ -17,6 +17,7 @@ import torch
 import birr
 from birr import metrics as M
 from birr import train as T
+from birr.learner import Learner
 from birr.config import Config, book_configs, fig3_configs, preset, table1_configs, table1_page_configs
 from test_train import results, tiny  # noqa: F401 - the tiny synthetic runs and their results fixture
 
@@ -24,25 +25,25 @@ from test_train import results, tiny  # noqa: F401 - the tiny synthetic runs and
 def _spy_steps(monkeypatch):
     """Record (task, x, y) of every training step."""
     seen = []
-    real = T.Stack.step
+    real = Learner.step
 
     def spy(self, t, x, y, gens, log, rr_log, grad_log=None):
         seen.append((t, x.detach().clone(), y.clone()))
         return real(self, t, x, y, gens, log, rr_log, grad_log)
-    monkeypatch.setattr(T.Stack, "step", spy)
+    monkeypatch.setattr(Learner, "step", spy)
     return seen
 
 
 def _snapshots(monkeypatch):
     """A copy of the stack (its model, data, SI state) right after each end_task."""
     snaps = []
-    real = T.Stack.end_task
+    real = Learner.end_task
 
     def spy(self):
         real(self)
         snaps.append(types.SimpleNamespace(model=copy.deepcopy(self.model), data=self.data,
                                            paper_means=self.paper_means.clone()))
-    monkeypatch.setattr(T.Stack, "end_task", spy)
+    monkeypatch.setattr(Learner, "end_task", spy)
     return snaps
 
 
@@ -100,13 +101,13 @@ def test_si_path_integral_restarts_at_zero_every_task(results, monkeypatch):
     2 sees an all-zero W (and task 1's W went into omega at its end). Catches the reset done only once
     (W carried over from task 1 into task 2)."""
     first = {}
-    real = T.Stack.step
+    real = Learner.step
 
     def spy(self, t, *a):
         if t not in first:
             first[t] = {n: w.abs().sum().item() for n, w in self.si.W.items()}
         return real(self, t, *a)
-    monkeypatch.setattr(T.Stack, "step", spy)
+    monkeypatch.setattr(Learner, "step", spy)
     birr.run(tiny(iters=5), results_dir=results, progress=False)
     assert set(first) == {1, 2} and set(first[2]) >= {"fcE1.weight", "head.weight"}
     assert all(v == 0 for v in first[1].values()) and all(v == 0 for v in first[2].values())

@@ -12,6 +12,7 @@ import birr
 from birr import store
 from birr import stacked
 from birr import train as T
+from birr.learner import Learner
 
 SEEDS = (0, 1, 2)
 ITERS = 20
@@ -66,8 +67,8 @@ def kill_after(monkeypatch, cfgs, results, task: int) -> KeyboardInterrupt:
 @pytest.fixture
 def steps(monkeypatch):
     """(task, runs in the stack) of every training step taken."""
-    seen, real = [], T.Stack.step
-    monkeypatch.setattr(T.Stack, "step", lambda self, t, *a, **k: seen.append((t, self.K)) or real(self, t, *a, **k))
+    seen, real = [], Learner.step
+    monkeypatch.setattr(Learner, "step", lambda self, t, *a, **k: seen.append((t, self.K)) or real(self, t, *a, **k))
     return seen
 
 
@@ -203,10 +204,10 @@ def test_an_old_whole_stack_checkpoint_is_removed_with_one_line(clean, tmp_path,
 
 
 def test_a_run_state_joins_into_any_slot_bit_for_bit(clean):
-    """Stack.run_state and stacked.join_states are inverse: a stack's state taken apart by run and put together
+    """Learner.run_state and stacked.join_states are inverse: a stack's state taken apart by run and put together
     in another order is the same tensors, permuted; Adam's shared step counts stay scalars."""
     cfgs = [tiny(s, iters=3) for s in SEEDS]
-    stack = T.Stack(cfgs, torch.device("cpu"))
+    stack = Learner(cfgs, torch.device("cpu"))
     per_run = [dict(acc_matrix=[], acc_matrix_seen=[], per_class_acc_after_task=[], curves=[], loss_traces=[],
                     rr_stats=[], task_wall_s=[]) for _ in cfgs]
     T._train_tasks(stack, cfgs, per_run, 1, None, False)
@@ -219,7 +220,7 @@ def test_a_run_state_joins_into_any_slot_bit_for_bit(clean):
     for i, st in whole["opt"]["state"].items():
         assert torch.equal(joined["opt"]["state"][i]["step"], st["step"]) and st["step"].dim() == 0
         assert torch.equal(joined["opt"]["state"][i]["exp_avg_sq"], st["exp_avg_sq"][[2, 0, 1]])
-    other = T.Stack([tiny(0, iters=4)], torch.device("cpu"))     # another step count: not one stack
+    other = Learner([tiny(0, iters=4)], torch.device("cpu"))     # another step count: not one stack
     T._train_tasks(other, [tiny(0, iters=4)], [{k: [] for k in per_run[0]}], 1, None, False)
     with pytest.raises(ValueError, match="differs between the runs"):
         stacked.join_states([stack.run_state(0), other.run_state(0)])

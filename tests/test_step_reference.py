@@ -15,13 +15,14 @@ import torch.nn.functional as F
 
 import birr
 from birr import train as T
+from birr.learner import Learner
 
 
 def _stack_before_step(t: int, task1_steps: int, **kw):
-    """A one-run smoke Stack trained a little on tasks 1..t-1 (so the teacher has opinions and SI has
+    """A one-run smoke learner trained a little on tasks 1..t-1 (so the teacher has opinions and SI has
     an omega), then three steps into task t; returns it with task t's first batch."""
     cfg = birr.preset(kw.pop("method", "bir+si"), budget="smoke", device="cpu", iters=20, log_every=5, **kw)
-    stack = T.Stack([cfg], torch.device("cpu"))
+    stack = Learner([cfg], torch.device("cpu"))
     d = stack.data
     for task in range(1, t):
         idx = d.task_indices(task)[:, :cfg.batch]

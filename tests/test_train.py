@@ -8,9 +8,11 @@ import torch.nn.functional as F
 
 import birr
 from birr import metrics as M
+from birr import fast
 from birr import rr as RR
 from birr import stacked
 from birr import train as T
+from birr.learner import AdamSI, Learner
 from birr.data import class_order
 
 
@@ -165,10 +167,10 @@ def test_runs_that_differ_in_compile_or_device_are_not_stacked(results, monkeypa
     outside the stack key too, and a compile=True run stacked behind a compile=False one was trained
     eagerly while its stored config said compile=True (found by a mutation audit)."""
     groups, compiled = [], []
-    real_train, real_compile = T._train_stack, T.compile_static
+    real_train, real_compile = T._train_stack, fast.compile_static
     monkeypatch.setattr(T, "_train_stack", lambda group, *a, **k: groups.append([c.compile for c in group])
                         or real_train(group, *a, **k))
-    monkeypatch.setattr(T, "compile_static", lambda fn, **kw: compiled.append(1) or real_compile(fn, **kw))
+    monkeypatch.setattr(fast, "compile_static", lambda fn, **kw: compiled.append(1) or real_compile(fn, **kw))
     out = birr.run_many([tiny(iters=3, seed=0), tiny(iters=3, seed=1, compile=True)], results_dir=results,
                         progress=False)
     assert groups == [[False], [True]] and compiled                      # two stacks; the second compiled
@@ -336,7 +338,7 @@ def test_paper_variant_runs_and_logs(results):
 
 def test_si_importance_only_for_fcE_and_head():
     cfg = tiny()
-    stack = T.Stack([cfg], torch.device("cpu"))
+    stack = Learner([cfg], torch.device("cpu"))
     d = stack.data
     idx = d.task_indices(1)[:, :cfg.batch]
     gens = stack.generators(1)
@@ -353,7 +355,7 @@ def test_si_importance_only_for_fcE_and_head():
 
 
 def _stack_after_task_1(cfgs, steps=3):
-    stack = T.Stack(cfgs, torch.device("cpu"))
+    stack = Learner(cfgs, torch.device("cpu"))
     d = stack.data
     idx = d.task_indices(1)[:, :cfgs[0].batch]
     gens = stack.generators(1)
@@ -527,7 +529,7 @@ def test_training_step_reads_nothing_back_from_the_device(method, extra):
     """Issue 7 item 1: no host syncs in the step, also on the iterations that log (loss terms, RR/RA
     pair counts). The detector itself is checked on a step that does read back."""
     cfgs = [tiny(method, seed=s, **extra) for s in (0, 1)]
-    stack = T.Stack(cfgs, torch.device("cpu"))
+    stack = Learner(cfgs, torch.device("cpu"))
     d = stack.data
     stack.begin_task(1)
     idx = d.task_indices(1)[:, :cfgs[0].batch]
@@ -554,7 +556,7 @@ def test_pair_counts_are_the_same_as_counting_sample_by_sample():
     """The scatter-add pair log (no boolean indexing) counts what a per-sample loop would."""
     cfgs = [tiny("rr+ra", seed=0, rep_f=1e6), tiny("rr+ra", seed=1, rep_f=1e6, rr_variant="paper")]
     for cfg in cfgs:
-        stack = T.Stack([cfg], torch.device("cpu"))
+        stack = Learner([cfg], torch.device("cpu"))
         K, C, B = 1, stack.data.n_classes, 8
         g = torch.Generator().manual_seed(0)
         label = torch.randint(0, C, (K, B), generator=g)
@@ -562,15 +564,15 @@ def test_pair_counts_are_the_same_as_counting_sample_by_sample():
         none = torch.zeros(K, dtype=torch.bool)                # no iteration applied RR or RA
         if cfg.rr_variant == "code":
             comp, mask = torch.randint(0, C, (K, B), generator=g), torch.rand(K, B, generator=g) < 0.5
-            stack._log_rr(rr_log, dict(n_competitive=0, n_kept=0, applied=none, rr_applied=none, ra_applied=none,
-                                       pairs=(label, comp, mask)))
+            RR.log_pairs(rr_log, dict(n_competitive=0, n_kept=0, applied=none, rr_applied=none, ra_applied=none,
+                                      label=label, competitor=comp, pair_mask=mask), "code", B)
             want = torch.zeros(K, C, C, dtype=torch.long)
             for b in range(B):
                 want[0, label[0, b], comp[0, b]] += int(mask[0, b])
         else:
             comp = torch.rand(K, B, C - 1, generator=g) < 0.3                # C_act = C - 1 classes seen
-            stack._log_rr(rr_log, dict(n_competitive=0, n_kept=0, applied=none, rr_applied=none, ra_applied=none,
-                                       pairs=(label, comp)))
+            RR.log_pairs(rr_log, dict(n_competitive=0, n_kept=0, applied=none, rr_applied=none, ra_applied=none,
+                                      label=label, competitors=comp), "paper", B)
             want = torch.zeros(K, C, C, dtype=torch.long)
             for b in range(B):
                 for c in range(C - 1):
@@ -587,7 +589,7 @@ def test_fused_update_first_step_by_hand():
     q, gq, mq, vq = torch.tensor([3.0]), torch.tensor([-4.0]), torch.zeros(1), torch.zeros(1)   # a non-SI parameter
     steps = [torch.tensor(0.0), torch.tensor(0.0)]
     q_low = torch.tensor([3.0], dtype=torch.bfloat16)     # q has a bf16 copy: its gradient is the copy's
-    T.adam_si_update(([p], [g], [m], [v], [None], [scale], [anchor], [W]), ([q], [gq.bfloat16()], [mq], [vq], [q_low]),
+    fast.adam_si_update(([p], [g], [m], [v], [None], [scale], [anchor], [W]), ([q], [gq.bfloat16()], [mq], [vq], [q_low]),
                      steps, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, si_grad=True)
     assert p.item() == pytest.approx(1.0 - 0.1, abs=1e-6)
     assert W.item() == pytest.approx(2.5 * 0.1, rel=1e-5)   # (fp32: 1 - 0.9 and the bias corrections round)
@@ -603,8 +605,8 @@ def test_fused_update_equals_eager_path():
     of task 2, and keeps its state in torch.optim.Adam's own tensors (checkpoints stay interchangeable)."""
     eager = _stack_after_task_1([tiny(seed=0), tiny(seed=1, si_c=3e5)])
     fused = _stack_after_task_1([tiny(seed=0), tiny(seed=1, si_c=3e5)])
-    fused.update = T.adam_si_update                        # compile=True runs it with adam_si_pass compiled
-    assert fused.si.names and set(fused.si.names) | set(fused.rest_names) == set(fused.params)
+    fused.update = fast.FusedAdamSI(fused.opt, fused.params, fused.si, fused.low)   # compile=True: adam_si_pass compiled
+    assert fused.si.names and set(fused.si.names) | set(fused.update.rest_names) == set(fused.params)
     for s in (eager, fused):
         s.begin_task(2)
     d, cfg = eager.data, eager.cfg
@@ -660,15 +662,15 @@ def test_rr_code_variant_with_one_class_per_task_is_a_clear_error(results):
 
 
 def test_bf16_weight_copies_give_autocasts_numbers_bit_for_bit():
-    """bf16 + compile keeps bf16 copies of the linear layers that the fused update writes (Stack.enable_bf16_copies): no step casts weights or gradients. Run here uncompiled, side by side with
+    """bf16 + compile keeps bf16 copies of the linear layers that the fused update writes (fast.bf16_copies): no step casts weights or gradients. Run here uncompiled, side by side with
     plain autocast (same fused update), over task 1 and task 2 (replay, SI): every parameter, Adam moment
     and SI path integral is equal bit for bit, each copy is exactly its parameter cast to bf16, and a
     loaded checkpoint rewrites the copies."""
     cfgs = [tiny(bf16=True, seed=0), tiny(bf16=True, seed=1, si_c=3e5)]
-    plain, copies = T.Stack(cfgs, torch.device("cpu")), T.Stack(cfgs, torch.device("cpu"))
-    for s in (plain, copies):
-        s.update = T.adam_si_update                         # compile=True runs it with adam_si_pass compiled
-    copies.forward = copies.enable_bf16_copies()
+    plain, copies = Learner(cfgs, torch.device("cpu")), Learner(cfgs, torch.device("cpu"))
+    copies.low, copies.forward = fast.bf16_copies(copies.model)
+    for s in (plain, copies):                               # compile=True runs it with adam_si_pass compiled
+        s.update = fast.FusedAdamSI(s.opt, s.params, s.si, s.low)
     assert set(copies.low) >= {"fcE1.weight", "fcE1.bias", "head.weight", "fcD2.bias"}
     assert "z_class_means" not in copies.low and copies.low["fcE2.weight"].dtype == torch.bfloat16
     d, cfg = plain.data, plain.cfg
@@ -699,11 +701,11 @@ def test_bf16_weight_copies_give_autocasts_numbers_bit_for_bit():
     copies.load_state(state)
     assert torch.equal(copies.low["fcE1.weight"], copies.params["fcE1.weight"].detach().to(torch.bfloat16))
     with pytest.raises(RuntimeError, match="fused update"):
-        copies._eager_update(si_grad=True)
+        AdamSI(copies.opt, copies.params, copies.si, copies.K).step(si_grad=True)
 
 
 def test_compile_static_keeps_one_static_graph_per_shape_past_dynamos_limit():
-    """compile_static (every compiled pass of a Stack): each task's slice shape gets its own static
+    """compile_static (every compiled pass of a learner): each task's slice shape gets its own static
     graph, for all ten tasks of CIFAR-100 and more, where plain torch.compile stops at dynamo's limit of 8
     graphs and (here, told to fail instead of falling back to eager) raises."""
     import torch._dynamo.config as dc
@@ -712,7 +714,7 @@ def test_compile_static_keeps_one_static_graph_per_shape_past_dynamos_limit():
         return x[..., : 3 * t].logsumexp(-1).mean()
 
     x = torch.randn(4, 40)
-    static = T.compile_static(head_loss)
+    static = fast.compile_static(head_loss)
     with dc.patch(fail_on_recompile_limit_hit=True):
         got = [static(t, x) for t in range(1, 13)]
     assert all(torch.allclose(g, head_loss(t, x)) for t, g in zip(range(1, 13), got))
@@ -731,12 +733,12 @@ def test_recompile_limit_name_follows_the_torch_release():
     have only cache_size_limit, 2.7 and later recompile_limit (with the old name as an alias), so the
     package's torch>=2.4 range compiles on all of them."""
     from types import SimpleNamespace
-    assert T.recompile_limit_name(SimpleNamespace(cache_size_limit=8)) == "cache_size_limit"
-    assert T.recompile_limit_name(SimpleNamespace(recompile_limit=8, cache_size_limit=8)) == "recompile_limit"
-    here = T.recompile_limit_name(torch._dynamo.config)
+    assert fast.recompile_limit_name(SimpleNamespace(cache_size_limit=8)) == "cache_size_limit"
+    assert fast.recompile_limit_name(SimpleNamespace(recompile_limit=8, cache_size_limit=8)) == "recompile_limit"
+    here = fast.recompile_limit_name(torch._dynamo.config)
     assert here == ("recompile_limit" if torch.__version__ >= "2.7" else "cache_size_limit"), torch.__version__
     with pytest.raises(RuntimeError, match="neither recompile_limit nor cache_size_limit"):
-        T.recompile_limit_name(SimpleNamespace())
+        fast.recompile_limit_name(SimpleNamespace())
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
@@ -745,9 +747,9 @@ def test_every_compiled_pass_of_a_stack_is_static(monkeypatch, bf16):
     kernel, the loss terms (on a CPU) and the previous model's sampler and classifier are all compiled
     through compile_static: static shapes, room past dynamo's 8 graphs per function."""
     made = []
-    monkeypatch.setattr(T, "compile_static", lambda fn, **kw: made.append(getattr(fn, "__name__", type(fn).__name__)) or fn)
+    monkeypatch.setattr(fast, "compile_static", lambda fn, **kw: made.append(getattr(fn, "__name__", type(fn).__name__)) or fn)
     _stack_after_task_1([tiny(compile=True, bf16=bf16)])
-    assert made == ["train_pass" if bf16 else "BIR", "adam_si_pass", "_losses", "sample", "classify"]
+    assert made == ["train_pass" if bf16 else "BIR", "adam_si_pass", "loss_terms", "sample", "classify"]
 
 
 def test_compiled_stack_compiles_nothing_after_task_2_but_the_cpu_loss_terms(monkeypatch, results):
@@ -766,21 +768,21 @@ def test_compiled_stack_compiles_nothing_after_task_2_but_the_cpu_loss_terms(mon
             return gm.forward
         return backend
 
-    real = T.compile_static
-    monkeypatch.setattr(T, "compile_static", lambda fn, **kw: real(
+    real = fast.compile_static
+    monkeypatch.setattr(fast, "compile_static", lambda fn, **kw: real(
         fn, **dict(kw, backend=counting(getattr(fn, "__name__", type(fn).__name__)))))
-    end_task = T.Stack.end_task
+    end_task = Learner.end_task
 
     def counted_end_task(self):
         end_task(self)
         task[0] += 1
-    monkeypatch.setattr(T.Stack, "end_task", counted_end_task)
+    monkeypatch.setattr(Learner, "end_task", counted_end_task)
     torch._dynamo.reset()
     birr.run(tiny(compile=True, n_tasks=4, iters=6), results_dir=results, progress=False)
     per_task = {t: sorted(n for u, n in graphs if u == t) for t in range(1, 5)}
-    assert per_task[1] == ["BIR", "_losses", "adam_si_pass"]
-    assert per_task[2] == ["BIR", "_losses", "adam_si_pass", "classify", "sample"]
-    assert per_task[3] == per_task[4] == ["_losses"]
+    assert per_task[1] == ["BIR", "adam_si_pass", "loss_terms"]
+    assert per_task[2] == ["BIR", "adam_si_pass", "classify", "loss_terms", "sample"]
+    assert per_task[3] == per_task[4] == ["loss_terms"]
 
 
 def test_run_with_an_imported_reference_encoder(results, tmp_path, monkeypatch, capsys):
