@@ -29,7 +29,8 @@ cache is different: one without a hash is rebuilt (encoder.features), as is one 
 The order of a write keeps a file and its sidecar consistent even if the process dies between two
 steps: the old sidecar is removed first, then the file renamed, then the new sidecar renamed. A file
 can lack its sidecar for a moment (it is then read unchecked, and it is whole: it was fsync'ed), but
-never sits beside another file's hash.
+never sits beside another file's hash. `signals_deferred` lets a group of writes (a stack's checkpoints)
+finish before Ctrl-C or SIGTERM lands.
 """
 from __future__ import annotations
 
@@ -37,8 +38,11 @@ import hashlib
 import json
 import os
 import re
+import signal
 import tempfile
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 SUFFIX = ".sha256"
@@ -227,3 +231,31 @@ def check_json_digest(obj: dict, path, remedy: str = "") -> dict:
         raise CorruptFile(path, f"{path} does not match the sha256 recorded in it ({str(want)[:12]}..., content: "
                                 f"{got[:12]}...): it changed after birr wrote it" + (f"; {remedy}" if remedy else ""))
     return {k: v for k, v in obj.items() if k != "sha256"}
+
+
+@contextmanager
+def signals_deferred():
+    """Ctrl-C and SIGTERM wait until the block is done: a checkpoint is written and recorded as written
+    before the interrupt lands, so the line that reports it says what is on disk. The signal is then
+    handled as it would have been (its handler called, or, for the default action, raised again)."""
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in sigs}
+    got = []
+    for s in sigs:
+        if old[s] is not None and old[s] != signal.SIG_IGN:   # None: a handler set outside Python, left alone
+            signal.signal(s, lambda n, frame: got.append(n))
+    try:
+        yield
+    finally:
+        for s in sigs:
+            if old[s] is not None and old[s] != signal.SIG_IGN:
+                signal.signal(s, old[s])
+        if got:
+            handler = old[got[0]]
+            if callable(handler):
+                handler(got[0], None)
+            else:
+                os.kill(os.getpid(), got[0])

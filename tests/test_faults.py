@@ -21,10 +21,10 @@ import torch
 import birr
 from birr import data as bdata
 from birr import encoder as benc
+from birr import lens as viz
 from birr import store
 from birr import train as T
 from birr.learner import Learner
-from birr import viz
 from birr.__main__ import interrupted_line, main
 
 
@@ -274,7 +274,7 @@ def test_every_committed_result_has_the_stamp_of_its_name():
     assert runs
     for p in runs:
         r = json.loads(p.read_text())
-        assert T.stamp_of(r["config"]) == r["stamp"] == p.stem, p
+        assert birr.results.stamp_of(r["config"]) == r["stamp"] == p.stem, p
 
 
 # --- saved models ----------------------------------------------------------------------------------
@@ -490,7 +490,7 @@ def test_a_signal_during_a_checkpoint_waits_until_it_is_written():
     outer = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
-            with T._signals_deferred():
+            with store.signals_deferred():
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(0.05)                  # a handler would have run by now
                 done.append("written")

@@ -7,13 +7,14 @@ import torch
 import torch.nn.functional as F
 
 import birr
-from birr import metrics as M
 from birr import fast
+from birr import metrics as M
 from birr import rr as RR
 from birr import stacked
+from birr import store
 from birr import train as T
-from birr.learner import AdamSI, Learner
 from birr.data import class_order
+from birr.learner import AdamSI, Learner
 
 
 def tiny(method="bir+si", **kw):
@@ -41,7 +42,7 @@ def test_results_file_has_everything(results):
     assert set(r["metrics"]) >= {"first20", "first50", "overall", "forgetting", "bwt"}
     assert r["metrics"]["overall"] == pytest.approx(sum(r["per_class_acc"]) / 4)
     # BWT from the seen-classes matrix (appendix §7's record after each task), whose last row is the final one
-    assert on_disk["format"] == T.RESULTS_FORMAT == 2 and r["acc_matrix"][-1] == r["acc_matrix_seen"][-1]
+    assert on_disk["format"] == birr.results.RESULTS_FORMAT == 2 and r["acc_matrix"][-1] == r["acc_matrix_seen"][-1]
     assert r["metrics"]["bwt"] == pytest.approx(r["acc_matrix_seen"][1][0] - r["acc_matrix_seen"][0][0])
     assert len(r["loss_traces"][0]["total"]) == 4 and r["loss_traces"][1]["recon_r"][0] > 0
     assert r["loss_traces"][0]["recon_r"][0] == 0          # no replay in task 1
@@ -247,7 +248,7 @@ def test_stacked_runs_are_bitwise_runs_trained_alone(results, tmp_path, bf16):
     compared to rounding; they feed no gradient."""
     runs = train_alone_and_stacked(stack_cfgs(bf16), results, tmp_path)
     for alone, s, a, b in runs:
-        assert stack_mismatches(alone, s, a, b) == [], T.cpu_isa()
+        assert stack_mismatches(alone, s, a, b) == [], birr.results.cpu_isa()
     # the comparison can fail: a run trained as another config (BI-R + SI against RR + RA, same seed)
     (bir, _, a_bir, _), (rr, _, a_rr, _) = runs[0], runs[2]
     other = stack_mismatches(bir, rr, a_bir, a_rr)
@@ -580,25 +581,6 @@ def test_pair_counts_are_the_same_as_counting_sample_by_sample():
         assert torch.equal(rr_log["pairs"], want) and want.sum() > 0
 
 
-def test_fused_update_first_step_by_hand():
-    """adam_si_update, uncompiled, on one SI parameter: Adam's first step moves p by lr * g / (|g| + eps)
-    (m_hat = g, v_hat = g^2), the SI gradient 2 c omega (p - p*) is added to g first, and W gains
-    -g (p_new - p). Here g = 2 + 0.5 * (1 - 0) = 2.5 (scale 0.5, p = 1, p* = 0), lr = 0.1."""
-    p, g, m, v = torch.tensor([1.0]), torch.tensor([2.0]), torch.zeros(1), torch.zeros(1)
-    scale, anchor, W = torch.tensor([0.5]), torch.tensor([0.0]), torch.zeros(1)
-    q, gq, mq, vq = torch.tensor([3.0]), torch.tensor([-4.0]), torch.zeros(1), torch.zeros(1)   # a non-SI parameter
-    steps = [torch.tensor(0.0), torch.tensor(0.0)]
-    q_low = torch.tensor([3.0], dtype=torch.bfloat16)     # q has a bf16 copy: its gradient is the copy's
-    fast.adam_si_update(([p], [g], [m], [v], [None], [scale], [anchor], [W]), ([q], [gq.bfloat16()], [mq], [vq], [q_low]),
-                     steps, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, si_grad=True)
-    assert p.item() == pytest.approx(1.0 - 0.1, abs=1e-6)
-    assert W.item() == pytest.approx(2.5 * 0.1, rel=1e-5)   # (fp32: 1 - 0.9 and the bias corrections round)
-    assert m.item() == pytest.approx(0.25) and v.item() == pytest.approx(0.001 * 2.5 ** 2)
-    assert q.item() == pytest.approx(3.0 + 0.1, abs=1e-6) and [s.item() for s in steps] == [1.0, 1.0]
-    assert q_low.dtype == torch.bfloat16 and q_low.item() == q.bfloat16().item() == 3.09375   # 3.1 rounded to bf16
-    assert g.item() == 2.0                                  # the gradient tensor itself is left as it was
-
-
 def test_fused_update_equals_eager_path():
     """Config.compile's parameter update (adam_si_update, here run uncompiled) does what the eager path does
     (fused torch.optim.Adam + closed-form SI gradient + path integral) up to rounding, over several steps
@@ -704,43 +686,6 @@ def test_bf16_weight_copies_give_autocasts_numbers_bit_for_bit():
         AdamSI(copies.opt, copies.params, copies.si, copies.K).step(si_grad=True)
 
 
-def test_compile_static_keeps_one_static_graph_per_shape_past_dynamos_limit():
-    """compile_static (every compiled pass of a learner): each task's slice shape gets its own static
-    graph, for all ten tasks of CIFAR-100 and more, where plain torch.compile stops at dynamo's limit of 8
-    graphs and (here, told to fail instead of falling back to eager) raises."""
-    import torch._dynamo.config as dc
-
-    def head_loss(t: int, x):
-        return x[..., : 3 * t].logsumexp(-1).mean()
-
-    x = torch.randn(4, 40)
-    static = fast.compile_static(head_loss)
-    with dc.patch(fail_on_recompile_limit_hit=True):
-        got = [static(t, x) for t in range(1, 13)]
-    assert all(torch.allclose(g, head_loss(t, x)) for t, g in zip(range(1, 13), got))
-
-    def same_loss(t: int, x):       # a code object of its own: dynamo caches graphs per code object
-        return x[..., : 3 * t].logsumexp(-1).mean()
-
-    plain = torch.compile(same_loss, dynamic=False)
-    with dc.patch(fail_on_recompile_limit_hit=True), pytest.raises(Exception, match="(?i)limit"):
-        for t in range(1, 13):
-            plain(t, x)
-
-
-def test_recompile_limit_name_follows_the_torch_release():
-    """compile_static raises dynamo's graph limit under the name this torch has: torch 2.4-2.6
-    have only cache_size_limit, 2.7 and later recompile_limit (with the old name as an alias), so the
-    package's torch>=2.4 range compiles on all of them."""
-    from types import SimpleNamespace
-    assert fast.recompile_limit_name(SimpleNamespace(cache_size_limit=8)) == "cache_size_limit"
-    assert fast.recompile_limit_name(SimpleNamespace(recompile_limit=8, cache_size_limit=8)) == "recompile_limit"
-    here = fast.recompile_limit_name(torch._dynamo.config)
-    assert here == ("recompile_limit" if torch.__version__ >= "2.7" else "cache_size_limit"), torch.__version__
-    with pytest.raises(RuntimeError, match="neither recompile_limit nor cache_size_limit"):
-        fast.recompile_limit_name(SimpleNamespace())
-
-
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
 def test_every_compiled_pass_of_a_stack_is_static(monkeypatch, bf16):
     """Under Config.compile the training pass (through the bf16 weight copies with bf16), the update
@@ -827,7 +772,7 @@ def test_atomic_writes_leave_nothing_when_they_fail(tmp_path, monkeypatch):
 
     def no_rename(src, dst):
         raise OSError("disk gone")
-    monkeypatch.setattr(T.os, "replace", no_rename)                    # the write succeeds, the rename fails
+    monkeypatch.setattr(store.os, "replace", no_rename)                    # the write succeeds, the rename fails
     with pytest.raises(OSError, match="disk gone"):
         T.atomic_write_json(tmp_path / "r.json", {"x": 1})
     assert list(tmp_path.iterdir()) == []
