@@ -49,7 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import birr  # noqa: E402
 from birr import train as T  # noqa: E402
 from birr.learner import AdamSI, Learner, TaskData  # noqa: E402
+from birr.rr import one_hot  # noqa: E402
 from birr.si import SynapticIntelligence, si_penalty  # noqa: E402
+from birr.stacked import bmm  # noqa: E402
 
 REFERENCE_S_PER_ITER = {("bir+si", 256): 0.315, ("bir+si", 512): 0.51, ("rr+ra", 256): 0.37, ("rr+ra", 512): 0.63}
 TABLE1_RUN_ITERS = 30 * 10 * 5000
@@ -156,6 +158,15 @@ def time_setting(method: str, batch: int, K: int, bf16: bool, device, warmup: in
     return r
 
 
+def one_hot_class_gate(M, g, y, dtype):
+    """The reference's decoder gate (appendix §4.2) for every sample: its class vector times M, a known
+    class's (y) as a one-hot product where birr's BIR.class_gate gathers M's row (the same bits)."""
+    if y is not None:
+        hot = one_hot(y, M.shape[1], dtype)
+        g = hot if g is None else torch.cat([hot, g.to(dtype)], 1)
+    return bmm(g.to(dtype), M.to(dtype))
+
+
 class AutogradSI(SynapticIntelligence):
     """The reference's SI gradient: the penalty built into the autograd graph over every trainable
     parameter (omega is 0 outside fcE and the head, but the reference still computes it)."""
@@ -178,7 +189,7 @@ class ReferencePatternStack(Learner):
         self.opt = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr, betas=(0.9, 0.999), foreach=False)
         self.si = AutogradSI(self.params, self.si.names, self.si.c, self.si.eps)
         self.update = AdamSI(self.opt, self.params, self.si, self.K)
-        self.model.gather_gates = False      # one-hot gate products, as the reference (appendix §4.2)
+        self.model.class_gate = one_hot_class_gate      # one-hot gate products, as the reference (appendix §4.2)
 
 
 def reference_pattern(batch: int, device):

@@ -17,7 +17,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from birr.rr import one_hot
 from birr.stacked import StackedLinear, bmm
 
 
@@ -53,9 +52,6 @@ class BIR(nn.Module):
         # class-conditional GMM prior (appendix §4.3): all C modes exist from the start, N(0, 1) init
         self.z_class_means = nn.Parameter(torch.stack([torch.randn(C, Z, generator=g) for g in gens]))
         self.z_class_logvars = nn.Parameter(torch.stack([torch.randn(C, Z, generator=g) for g in gens]))
-        # gates of known classes as rows of M (class_gate); False: as one-hot products, the reference's way
-        # (benchmarks/speed.py's reference pattern keeps the reference's arithmetic)
-        self.gather_gates = True
 
     # --- forward pieces -----------------------------------------------------------------------
     def encode(self, x):
@@ -71,9 +67,6 @@ class BIR(nn.Module):
         """z (K,B,Z) -> reconstruction (K,B,D). Each sample's class vector is a row of g (K,B_g,C: soft
         teacher probabilities for replay, or one-hot), or, for the first B_y samples, its class index in
         y (K,B_y); B_y + B_g = B. Gated layer: ReLU((g @ M) * (W h + b)) (appendix §4.2)."""
-        if y is not None and not self.gather_gates:           # the reference's one-hot products
-            hot = one_hot(y, self.C, z.dtype)
-            g, y = (hot if g is None else torch.cat([hot, g], 1)), None
         a = self.fromZ(z)
         h = F.relu(self.class_gate(self.gate_fromZ, g, y, a.dtype) * a)      # (K,B,H)
         a = self.fcD1(h)

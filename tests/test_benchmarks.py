@@ -58,6 +58,25 @@ def test_validate_flags_checks_bf16_and_compile_together_apart_from_the_results(
     assert [(r["config"]["bf16"], r["config"]["compile"]) for r in both] == [(True, True)] * 2
 
 
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
+def test_reference_pattern_gates_are_birrs_bit_for_bit(bf16):
+    """The reference pattern's decoder gates known classes by one-hot products (speed.one_hot_class_gate),
+    birr by M's rows: a batch of labelled then soft-gated samples decodes to the same bits, also in the
+    frozen copy a previous model is, fp32 and under bf16."""
+    import copy
+    from birr.model import BIR
+    m = BIR([3], n_classes=6, fc_units=32, z_dim=4)
+    g = torch.Generator().manual_seed(0)
+    y, soft = torch.randint(0, 6, (1, 5), generator=g), torch.softmax(torch.randn(1, 3, 6, generator=g), -1)
+    z = torch.randn(1, 8, 4, generator=g)
+    ref = copy.deepcopy(m)
+    ref.class_gate = speed.one_hot_class_gate
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
+    with torch.no_grad(), ctx:
+        assert torch.equal(m.decode(z, soft, y), ref.decode(z, soft, y))
+        assert torch.equal(m.decode(z[:, :5], y=y), copy.deepcopy(ref).decode(z[:, :5], y=y))
+
+
 def test_reference_pattern_stack_gives_the_same_si_gradient_as_birr():
     """The benchmark's baseline only changes how SI and Adam are computed, not what: same gradient."""
     import birr
