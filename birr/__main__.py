@@ -29,8 +29,9 @@ import signal
 import sys
 import typing
 
-from birr.config import BUDGETS, METHODS, Config, _sweep, book_configs, preset, table1_configs
+from birr.config import BUDGETS, METHODS, Config, preset
 from birr.data import DATASETS
+from birr.experiments import _sweep, book_configs, table1_configs
 
 
 def parse_set(items: list[str]) -> dict:

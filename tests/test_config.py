@@ -2,7 +2,8 @@
 import pytest
 
 import birr.config
-from birr.config import Config, preset, table1_configs
+from birr.config import Config, preset
+from birr.experiments import table1_configs
 
 
 def test_default_is_the_reference_baseline_command():
@@ -98,7 +99,7 @@ def test_numbers_that_pass_no_comparison_are_refused():
 
 
 def test_fig3_configs_names_a_bad_budget():
-    from birr.config import fig3_configs
+    from birr.experiments import fig3_configs
     with pytest.raises(ValueError, match=r"budget='x' is not allowed; choose one of \('smoke', 'class', 'short', 'full'\)"):
         fig3_configs(budget="x")
 
@@ -110,8 +111,8 @@ def test_fig3_configs_names_a_bad_budget():
     (lambda: table1_configs(seeds=(1, 1)), ValueError, r"seeds=\(1, 1\) repeats a value"),
     (lambda: table1_configs(factors=20), TypeError, r"factors=20 is not allowed; expected a list such as \(5, 10, 20\)"),
     (lambda: table1_configs(factors=("20",)), TypeError, r"factors=\('20',\) is not allowed; expected a non-empty list of numbers"),
-    (lambda: birr.config.fig3_configs(iters_grid=100), TypeError, r"iters_grid=100 is not allowed"),
-    (lambda: birr.config.book_configs(seeds=range(0)), TypeError, r"seeds=range\(0, 0\) is not allowed"),
+    (lambda: birr.experiments.fig3_configs(iters_grid=100), TypeError, r"iters_grid=100 is not allowed"),
+    (lambda: birr.experiments.book_configs(seeds=range(0)), TypeError, r"seeds=range\(0, 0\) is not allowed"),
 ])
 def test_sweeps_name_a_bad_list_in_one_line(call, error, needle):
     """table1_configs(seeds=3) ended in Python's "'int' object is not iterable"."""

@@ -18,7 +18,8 @@ import birr
 from birr import metrics as M
 from birr import train as T
 from birr.learner import Learner
-from birr.config import Config, book_configs, fig3_configs, preset, table1_configs, table1_page_configs
+from birr.config import Config, preset
+from birr.experiments import book_configs, fig3_configs, table1_configs, table1_page_configs
 from test_train import results, tiny  # noqa: F401 - the tiny synthetic runs and their results fixture
 
 

@@ -243,7 +243,7 @@ def coverage_targets(seeds=(0, 1, 2, 3, 4)) -> list[tuple[str, list]]:
     """What the paper reports, as the configs that would reproduce it at each fidelity the book knows:
     Table 1 and Fig. 3 at the short CPU budget on the CIFAR-10 proxy, at the full budget on the proxy
     (a GPU's job) and on CIFAR-100 (the paper's own setting), and the paper's setting at its width."""
-    from birr import config as C
+    from birr import experiments as C
     out = []
     for dataset, budget in (("cifar10-jpg", "short"), ("cifar10-jpg", "full"), ("cifar100", "full")):
         out.append(("Table 1", C.table1_page_configs(budget=budget, dataset=dataset, seeds=seeds)))
