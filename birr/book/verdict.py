@@ -1,7 +1,7 @@
 """Does RR + RA help? Everything the book's "Does it work?" chapter computes, as one namespace (`from
 birr.book import verdict as V`): the sweep frames, gradient shares and tests (verdict_stats), the
 figures (verdict_figures) and the sentences its Findings boxes print (verdict_prose)."""
-from birr.book import METRIC_NAMES, METRICS  # noqa: F401
+from birr.book import METRIC_NAMES, METRICS, is_rr  # noqa: F401
 from birr.book.verdict_stats import (  # noqa: F401
     ci_text,
     PAPER_GAINS_F20, PAPER_GAINS_MAX, setting, applied_shares, sweep_frame, acting_lambda,
