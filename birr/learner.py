@@ -100,8 +100,8 @@ class AdamSI:
 
 
 class Learner:
-    """K runs that train together: the model, the previous model, the update, the per-run settings
-    (seeds, SI strength, RR / RA weights and f may differ inside a stack, birr.train.PER_RUN)."""
+    """The training of appendix §6 for K runs together: the model, the previous model, the update, the
+    per-run settings (seeds, SI strength, RR / RA weights and f may differ inside a stack, train.PER_RUN)."""
 
     def __init__(self, cfgs: list[Config], device: torch.device, data: TaskData | None = None, progress=False):
         self.cfgs, self.cfg, self.device, self.K = cfgs, cfgs[0], device, len(cfgs)
