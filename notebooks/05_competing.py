@@ -66,9 +66,11 @@ page = R.Page(dataset, budget, seeds, device)   # the parameters, checked
 dataset, budget, seeds, device = page.params
 
 # %%
-p_example = torch.tensor([0.04, 0.10, 0.26, 0.60])   # classes 0..3; the paper's example has p_max = 0.6
+# classes 0..3; the paper's example has p_max = 0.6
+p_example = torch.tensor([0.04, 0.10, 0.26, 0.60])
 label, threshold, competitors = competing_classes(p_example, 3.0)
-print(f"label {int(label)}, threshold {float(threshold):.3f}, competitors {competitors.nonzero().flatten().tolist()}")
+print(f"label {int(label)}, threshold {float(threshold):.3f}, "
+      f"competitors {competitors.nonzero().flatten().tolist()}")
 
 # %% tags=["remove-input"]
 glue("fig2_label", int(label), display=False)

@@ -82,8 +82,9 @@ def save(fig, name):
 
 # %%
 # one baseline run per seed, then every (variant, lambda) cell at the same seeds
-sweep = birr.sweep_configs(lambdas=birr.LAMBDA_DECADES, variants=("code", "paper"), **kw)
-sweep_runs = birr.run_many(sweep, progress=False)  # trains what is missing, loads the rest
+sweep = birr.sweep_configs(lambdas=birr.LAMBDA_DECADES, variants=("code", "paper"),
+                           **kw)
+sweep_runs = birr.run_many(sweep, progress=False)  # trains what is missing, loads others
 frame = V.sweep_frame(sweep_runs)           # paired differences, CIs, applied shares
 lam_star = V.acting_lambda(frame, "code")   # the first lambda that moves accuracy
 
@@ -144,8 +145,9 @@ sweep_table(frame)
 grad_seeds = seeds[:3]
 grad_runs = {}
 for lam in (PAPER_LAMBDA, lam_act):
-    cfgs = [birr.preset("rr+ra", budget=budget, dataset=dataset, seed=s, device=device,
-                        lambda_rr=lam, lambda_ra=lam, grad_every=10) for s in grad_seeds]
+    cfgs = [birr.preset("rr+ra", budget=budget, dataset=dataset, seed=s,
+                        device=device, lambda_rr=lam, lambda_ra=lam, grad_every=10)
+            for s in grad_seeds]
     grad_runs[f"λ = {V.format_lambda(lam)}"] = birr.run_many(cfgs, progress=False)
 
 # %% tags=["remove-input"]
@@ -215,8 +217,8 @@ f_table
 
 # %%
 fresh = list(range(max(seeds) + 1, max(seeds) + 1 + 2 * len(seeds)))  # unused above
-fresh_cfgs = birr.sweep_configs(budget=budget, dataset=dataset, seeds=fresh, lambdas=(lam_act,),
-                                device=device)
+fresh_cfgs = birr.sweep_configs(budget=budget, dataset=dataset, seeds=fresh,
+                                lambdas=(lam_act,), device=device)
 fresh_runs = birr.run_many(fresh_cfgs, progress=False)
 fresh_frame = V.sweep_frame(fresh_runs)
 
@@ -400,8 +402,8 @@ rho_table
 cfg0 = birr.preset("bir+si", budget=budget, dataset=dataset)
 encoders = {
     "supervised (birr's recipe)": birr.encoder.for_config(cfg0, progress=False)[0],
-    "label-free (rotation)": birr.encoder.for_config(cfg0.replace(encoder_recipe="rotation"),
-                                                     progress=False)[0],
+    "label-free (rotation)": birr.encoder.for_config(
+        cfg0.replace(encoder_recipe="rotation"), progress=False)[0],
     "the reference's checkpoint":
         birr.encoder.for_config(cfg0.replace(encoder="ref-47e8a89a81"))[0],
 }
@@ -482,10 +484,12 @@ split_runs = birr.run_many(split_cfgs, progress=False)
 WIDE = {"smoke": dict(fc_units=2000),
         "class": dict(fc_units=2000, bf16=True),
         "short": dict(fc_units=2000, bf16=True),
-        "full": {}}[budget]                     # the full budget is the paper's width already
+        "full": {}}[budget]          # the full budget is the paper's width already
 headline = dict(lambdas=(PAPER_LAMBDA, lam_act), **kw)
-# fc 2000 takes 0.15-0.25 s per iteration per run on a 2-core CPU: the headline pair, 3 seeds
-wide_cfgs = birr.sweep_configs(lambdas=(PAPER_LAMBDA, lam_act), **WIDE, **dict(kw, seeds=seeds[:3]))
+# fc 2000 takes 0.15-0.25 s per iteration per run on a 2-core CPU:
+# the headline pair, 3 seeds
+wide_cfgs = birr.sweep_configs(lambdas=(PAPER_LAMBDA, lam_act), **WIDE,
+                               **dict(kw, seeds=seeds[:3]))
 wide_runs = birr.run_many(wide_cfgs, progress=False)
 enc_runs = {
     "label-free encoder": birr.run_many(

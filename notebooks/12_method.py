@@ -229,8 +229,8 @@ print("distillation, T=1:", L.distillation_loss(student, teacher, T=1.0))
 # entries did not move, so a path integral gives them an importance of $W / \varepsilon$:
 
 # %%
-W = [torch.tensor([[[0.4, 0.1], [0.02, 0.0]]]),          # path integrals of a weight (K, 2, 2)
-     torch.tensor([[0.05, 0.0]])]                          # and a bias (K, 2)
+W = [torch.tensor([[[0.4, 0.1], [0.02, 0.0]]]),   # path integrals: a weight (K, 2, 2)
+     torch.tensor([[0.05, 0.0]])]                   # and a bias (K, 2)
 delta = [torch.tensor([[[0.2, 0.0], [0.2, 0.0]]]),       # distance moved in the task
          torch.tensor([[0.0, 0.0]])]
 omega = [SI.si_importance(w, d, eps=0.1) for w, d in zip(W, delta)]
@@ -283,8 +283,10 @@ print(f"c = {birr.preset('bir+si').si_c:g}")
 
 # %%
 f3, with_f = torch.tensor([3.0]), torch.tensor([True])
-out = (student, mu, logvar, z, x_recon)                       # the model's pass: logits, mu, logvar, z, x'
-replay = (x, teacher, torch.softmax(teacher / 2.0, -1), out)  # x_r, teacher logits, soft gates, pass
+# the model's pass: logits, mu, logvar, z, x'
+out = (student, mu, logvar, z, x_recon)
+# the replayed batch: x_r, teacher logits, soft gates, the model's pass on it
+replay = (x, teacher, torch.softmax(teacher / 2.0, -1), out)
 
 
 def code_rr_ra(x_r, x_recon_r, logits_r, teacher_logits):
@@ -294,11 +296,13 @@ def code_rr_ra(x_r, x_recon_r, logits_r, teacher_logits):
 lam = torch.tensor([1e-6])
 rows = {}
 for t in (2, 10):
-    terms = L.bir_loss(t, x, y, out, modes_mu, modes_logvar, n_active=3, temp=2.0, kl_divisor=3072.0,
-                       replay=replay, rr_ra=code_rr_ra, lambda_rr=lam, lambda_ra=lam)
+    terms = L.bir_loss(t, x, y, out, modes_mu, modes_logvar, n_active=3, temp=2.0,
+                       kl_divisor=3072.0, replay=replay, rr_ra=code_rr_ra,
+                       lambda_rr=lam, lambda_ra=lam)
     rows[f"t = {t}"] = {name: float(v) for name, v in terms.items() if name != "stats"}
     current = terms["recon"] + terms["kl"] + terms["ce"]
-    replayed = terms["recon_r"] + terms["kl_r"] + terms["distill_r"] + lam * terms["rr"] + lam * terms["ra"]
+    replayed = (terms["recon_r"] + terms["kl_r"] + terms["distill_r"]
+                + lam * terms["rr"] + lam * terms["ra"])
     assert torch.allclose(terms["total"], current / t + (1 - 1 / t) * replayed)
 pd.DataFrame(rows).round(6)
 

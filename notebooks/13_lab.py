@@ -213,8 +213,9 @@ tic = time.perf_counter()
 # of task 1 will each method still get right?
 
 # %%
-base_cfg = birr.preset("bir+si", budget=budget, dataset=dataset, seed=seed, device=device)
-ft_cfg = birr.preset("finetune", budget=budget, dataset=dataset, seed=seed, device=device)
+setup = dict(budget=budget, dataset=dataset, seed=seed, device=device)
+base_cfg = birr.preset("bir+si", **setup)
+ft_cfg = birr.preset("finetune", **setup)
 base, ft = birr.run_many([base_cfg, ft_cfg], progress=False)
 
 # %% tags=["remove-input"]
@@ -338,7 +339,8 @@ glue("ex2_what", f"With replay = \"{replay}\" and SI on, task 1 ends at {task1(n
 # Train each task for a third of the budget's iterations. Less training, less forgetting?
 
 # %%
-iters = base_cfg.iters // 3   # edit: any number, e.g. 30 or 1000 (the budget's own is base_cfg.iters)
+# edit: any number, e.g. 30 or 1000 (the budget's own is base_cfg.iters)
+iters = base_cfg.iters // 3
 
 # %%
 short_run, = birr.run_many([base_cfg.replace(iters=iters)], progress=False)
@@ -381,9 +383,10 @@ lam = 1e-2        # edit: the paper's is 1e-6; try 1e-4, 1e-2, 1
 
 # %%
 paper_lam, your_lam = birr.run_many(
-    [birr.preset("rr+ra", budget=budget, dataset=dataset, seed=seed, device=device, lambda_rr=l, lambda_ra=l)
-     for l in (1e-6, lam)], progress=False)
-ex4 = {"BI-R + SI": base, "RR + RA, λ = 1e-6": paper_lam, f"RR + RA, λ = {lam:g}": your_lam}
+    [birr.preset("rr+ra", **setup, lambda_rr=v, lambda_ra=v) for v in (1e-6, lam)],
+    progress=False)
+ex4 = {"BI-R + SI": base, "RR + RA, λ = 1e-6": paper_lam,
+       f"RR + RA, λ = {lam:g}": your_lam}
 plot_task1(ex4); table(ex4)
 
 # %% tags=["remove-input"]
@@ -424,8 +427,8 @@ f = 1.5           # edit: the paper's is 20; f must be >= 1; try 1.5, 5, 100
 
 # %%
 f20, your_f = birr.run_many(
-    [birr.preset("rr+ra", budget=budget, dataset=dataset, seed=seed, device=device, lambda_rr=1e-2,
-                 lambda_ra=1e-2, rep_f=float(v)) for v in (20, f)], progress=False)
+    [birr.preset("rr+ra", **setup, lambda_rr=1e-2, lambda_ra=1e-2, rep_f=float(v))
+     for v in (20, f)], progress=False)
 ex5 = {"BI-R + SI": base, "RR + RA, f = 20": f20, f"RR + RA, f = {f:g}": your_f}
 plot_task1(ex5); table(ex5, with_competitors=True)
 
