@@ -84,7 +84,7 @@ def save(fig, name):
 # one baseline run per seed, then every (variant, lambda) cell at the same seeds
 sweep = birr.sweep_configs(lambdas=birr.LAMBDA_DECADES, variants=("code", "paper"),
                            **kw)
-sweep_runs = birr.run_many(sweep, progress=False)  # trains what is missing, loads others
+sweep_runs = birr.run_many(sweep, progress=False)  # trains only what is missing
 frame = V.sweep_frame(sweep_runs)           # paired differences, CIs, applied shares
 lam_star = V.acting_lambda(frame, "code")   # the first lambda that moves accuracy
 
