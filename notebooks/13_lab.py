@@ -14,7 +14,7 @@
 # %% [markdown]
 # # Lab: forgetting and replay in a minute
 #
-# A hands-on session for a 90-minute class: the students watch a network forget, watch brain-inspired
+# A hands-on lab for a 90-minute class: the students watch a network forget, watch brain-inspired
 # replay stop it, and then take the method apart one switch at a time. Every run is small enough for a
 # laptop CPU; this page was computed on {glue:text}`data_label:s`.
 #

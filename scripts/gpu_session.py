@@ -1,8 +1,8 @@
-"""What to run on a lent GPU (a lent device), and how to bring the results home.
+"""What to run on a lent GPU, and how to bring the results home.
 
-A session that is lent a GPU gets 15 minutes of device time in all, 10 minutes per command, a
+A lent GPU comes with 15 minutes of device time in all, 10 minutes per command, a
 machine that takes a minute or more to start and goes back after 30 s idle, and only the files
-under $OUT back (at most 8 files, 16 MiB each). So the whole session is one command, whose parts
+under $OUT back (at most 8 files, 16 MiB each). So the whole loan is one command, whose parts
 each finish on their own time and leave their files under $OUT:
 
     # on the GPU (one command of the device tool, from the repository root; python3 there holds torch):
@@ -20,7 +20,7 @@ Table 1's stack first, skipping every run whose results are already committed, a
 before `--minutes` run out; the stack in progress keeps its last finished task in results/ckpt/ there,
 so `full` again at once on the still-warm machine resumes it (a cold machine starts it again). Every finished run's JSON, and the encoder artefact, go into one
 tar.gz under $OUT. The final models (52 MB each at full width) are too big to come back; the
-chapters that need them (decoder lens, exaggeration) stay at the short budget until a session can
+chapters that need them (decoder lens, exaggeration) stay at the short budget until a lent GPU can
 keep them.
 
 `--budget smoke --dataset synthetic` runs the same path on a CPU in seconds (tests/test_gpu_session.py).
@@ -117,7 +117,7 @@ def full(out: Path, minutes: float, budget: str, dataset: str, seeds: list[int],
     started = time.time()
     # per-task checkpoints cost seconds per task at the full size (an 18-run stack's state is ~5 GB),
     # but a second call on the still-warm machine resumes the stack instead of starting it again
-    # (the first session ran without them and lost an 18-run stack 20% into its last task)
+    # (the first GPU run went without them and lost an 18-run stack 20% into its last task)
     cmd = [sys.executable, "-m", "birr", "book", "--budget", budget, "--dataset", dataset,
            "--seeds", *map(str, seeds), "--results-dir", str(results), "--set", f"device={device}"]
     cmd += [] if checkpoint else ["--no-checkpoint"]
@@ -138,8 +138,8 @@ def full(out: Path, minutes: float, budget: str, dataset: str, seeds: list[int],
 def session(out: Path, seconds: float, device: str, budget: str = "full", dataset: str = "cifar10-jpg",
             seeds: list[int] = (0, 1, 2), quick: bool = False, results: Path = REPO / "results",
             compile_min_s: float = 100.0) -> dict:
-    """The whole lent-GPU session as one command that ends within `seconds`: first the compile benchmark
-    (Table 1's 30-run stack, bf16 then fp32; at most half the session, and only if at least
+    """The whole GPU loan as one command that ends within `seconds`: first the compile benchmark
+    (Table 1's 30-run stack, bf16 then fp32; at most half the time, and only if at least
     `compile_min_s` remain): its bf16 figure is the one that says whether Table 1 fits in 15 minutes,
     and the compiled code has never run on a GPU, so it goes first. Then the core benchmark (at most a
     third of what is left), then whether stacked runs equal runs alone there (`stacking`, seconds),

@@ -8,6 +8,7 @@ stored in a temporary folder, and the numbers it glues into the page are checked
 minutes on 2 cores (8 runs of 5 tasks).
 """
 import ast
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -24,19 +25,11 @@ LAB = REPO / "notebooks" / "13_lab.py"
 
 
 def glued(nb: dict) -> dict:
-    """Every value the notebook glued, by name, read back from its text/plain repr."""
-    found = {}
-    for cell in nb["cells"]:
-        for out in cell.get("outputs", []):
-            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
-            text = next((v for k, v in out.get("data", {}).items() if k.endswith("text/plain")), None)
-            if name and text is not None:
-                text = "".join(text) if isinstance(text, list) else text
-                try:
-                    found[name] = ast.literal_eval(text)
-                except (ValueError, SyntaxError):
-                    found[name] = text
-    return found
+    """Every value the notebook glued, by name: the status page's reader (scripts/exec_stats.py)."""
+    spec = importlib.util.spec_from_file_location("exec_stats", REPO / "scripts" / "exec_stats.py")
+    exec_stats = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exec_stats)
+    return exec_stats.glued_values(nb)
 
 
 def test_class_budget_needs_no_pretraining_and_leaves_the_other_budgets_alone(monkeypatch):
