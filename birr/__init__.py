@@ -4,7 +4,7 @@
     cfg = birr.preset("bir+si", budget="smoke")      # a complete, printed-as-run Config
     res = birr.run(cfg)                              # train, or load by cfg.stamp from results/
 
-Modules, in reading order: config (experiments: the paper's lists of runs) -> data -> encoder -> model
+Modules, in reading order: config (experiments: the paper's lists of runs) -> data -> encoder (features, reference_encoder) -> model
 -> losses (rr, si) -> learner (stacked, fast) -> train (results) -> metrics. The
 book's chapters read their tables, figures and sentences from the birr.book package
 (`from birr import book as R`), and look at replay through birr.lens (an image decoder: features

@@ -151,7 +151,7 @@ def _main_thread() -> bool:
 def _run(args) -> int:
     try:
         if args.cmd == "import-encoder":
-            from birr.encoder import import_reference
+            from birr.reference_encoder import import_reference
             out = import_reference(args.path)
             name = out.name.removeprefix("encoder-").removesuffix(".pt")
             print(f"{name} written to {out}; train with it: --set encoder={name}")

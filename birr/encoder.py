@@ -1,34 +1,22 @@
 """
 The frozen convolutional encoder of appendix §3 ("C3-5x16-bn"): its architecture, its pre-training on
-CIFAR-10, the committed artefacts that hold it, and the precomputed features the continual runs use.
+CIFAR-10 (supervised, as the reference does, or label-free), and the committed artefacts that hold it.
 
 Read top to bottom: the conv stack -> crop+flip augmentation -> pre-training -> artefacts
-(save / load / get by recipe stamp) -> the reference's shipped checkpoint (import) -> the feature cache.
+(save / load / get by recipe stamp, or an imported checkpoint by name) -> the encoder a Config names.
+What the frozen encoder gives the runs, its features cached once per image set, is birr.features;
+converting the reference's own shipped checkpoint is birr.reference_encoder.
 
-Why precompute: in continual learning the conv stack is frozen and kept in eval mode on every step
-(appendix §3, "Frozen in continual learning"), and the baseline has no augmentation (appendix §2). So the
-1024 features of every image are a fixed function of the image, and can be computed once per
-(encoder, benchmark) and cached. That moves ~5.2 M of the ~18 M multiply-accumulates per sample
-(appendix §4.4) out of the training loop.
-
-Budgets (BUDGETS below), measured on this repo's 2-core CPU (torch 2.14.1, default 2 threads):
-- smoke: synthetic, 1 epoch: 400 images = one step of 256, ~3 s; test accuracy 25% (chance: 4 classes).
-- short: cifar10-jpg, 5 epochs of all 50,000 images (195 steps of 256 per epoch). One step takes
-  0.33 s on an idle machine (0.21 s conv stack, 0.15 s MLP head, forward + backward), so ~65 s per
-  epoch and ~6 min in all. The committed artefact (encoder-b9e09c289f.pt) was trained while other
-  jobs shared the two cores: 127-380 s per epoch, 1,359 s in all. Train loss 1.69 -> 1.16 over the
-  five epochs; test accuracy 62.6% (appendix §3 gives no accuracy for the 100-epoch encoder).
-- full: 100 epochs (appendix §3 recipe): ~1.8 h on the idle 2-core CPU (100 x 65 s), so meant for a GPU.
-Features of all 60,000 cifar10-jpg images: ~30 s idle (0.48 s per 1,000), 95 s measured under load;
-served from the cache file (246 MB) in 1.5 s.
+Budgets (BUDGETS below): `smoke` trains on synthetic images in seconds and learns nothing useful;
+`short` is 5 epochs on the repository's CIFAR-10 JPEG copy (test accuracy 62.6 % for the committed
+artefact; appendix §3 gives none for the 100-epoch encoder); `full` is the appendix's 100 epochs, meant
+for a GPU. What each took on the 2-core CPU is in benchmarks/README.md.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
-import re
 import time
 from pathlib import Path
 
@@ -39,15 +27,15 @@ from tqdm import tqdm
 
 from birr import store
 from birr.config import IMPORTED_ENCODER, Config
-from birr.data import CIFAR10_STATS, Benchmark, cache_dir, load
+from birr.data import Benchmark, load
 
 FORMAT = 1                                               # artefact layout version; bump when the saved dict changes
 ARTEFACTS = Path(__file__).resolve().parents[1] / "artefacts"  # committed, next to birr/
 
-# Pre-training budgets (appendix §3: 100 epochs). `short` was chosen from the timing in the module docstring.
+# Pre-training budgets (appendix §3: 100 epochs); what each costs is in the module docstring.
 BUDGETS = {
     "smoke": dict(dataset="synthetic", epochs=1),       # tests and smoke runs: seconds, learns nothing useful
-    "short": dict(dataset="cifar10-jpg", epochs=5),     # see the module docstring for its time and accuracy
+    "short": dict(dataset="cifar10-jpg", epochs=5),     # 5 epochs of the JPEG copy: minutes on a CPU
     "full": dict(dataset="cifar10", epochs=100),        # appendix §3; use dataset="cifar10-jpg" when offline
 }
 
@@ -74,7 +62,7 @@ def init_(module: nn.Module, gen: torch.Generator) -> None:
 
 class ConvEncoder(nn.Module):
     """
-    Spec §3: five 3x3 convs with padding 1 and bias. L1 keeps the 32x32 size; the last four are the
+    Appendix §3: five 3x3 convs with padding 1 and bias. L1 keeps the 32x32 size; the last four are the
     "reducing" layers (stride 2, channels doubling after the first). L1-L4 are conv -> BN -> ReLU.
     L5 is the bare conv (`no_fnl=True` in the reference: no BN, no ReLU), so the 1024 features are
     real-valued and unbounded: these are what internal replay reconstructs.
@@ -206,7 +194,7 @@ def _accuracy(model: nn.Module, bench: Benchmark, device, batch: int = 1000, obj
 def _save_atomic(obj, path: Path) -> None:
     """torch.save through birr.store's one atomic, durable writer (temp file in the same folder, fsync,
     rename, fsync of the folder: a reader never sees half a file), with a sidecar `<file>.sha256` that
-    read_artefact and features() check before using the file again."""
+    read_artefact and birr.features check before using the file again."""
     store.torch_save(path, obj)
 
 
@@ -330,123 +318,8 @@ def get_encoder(dataset: str, epochs: int, seed: int = 0, batch: int = 256, lr: 
     return load_encoder(path, device)
 
 
-def for_config(cfg: Config, device: str = "cpu", progress: bool = True) -> tuple[ConvEncoder, dict]:
-    """The frozen encoder a run's Config names: an imported one (`cfg.encoder`, e.g. the reference's
-    shipped checkpoint, import_reference below) or else the one pre-trained by recipe
-    (`cfg.encoder_data`, `cfg.encoder_epochs`; get_encoder)."""
-    if cfg.encoder is not None:
-        return load_imported(cfg.encoder, device)
-    return get_encoder(cfg.encoder_data, cfg.encoder_epochs, objective=cfg.encoder_recipe, device=device,
-                       progress=progress)
-
-
-def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                 *, epochs: int = 30, batch: int = 256, lr: float = 1e-3, seed: int = 0) -> float:
-    """Test accuracy of a linear softmax classifier trained on frozen features: the standard measure of
-    how much class information a representation holds, whatever objective made it. Features are
-    standardised with the training split's mean and SD; Adam, cross-entropy, `epochs` shuffled passes,
-    everything random from one seed."""
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
-    tx, vx = (train_x - mean) / std, (test_x - mean) / std
-    n_classes = int(max(train_y.max(), test_y.max())) + 1
-    gen = torch.Generator().manual_seed(seed)
-    probe = nn.Linear(tx.shape[1], n_classes)
-    init_(probe, gen)
-    opt = torch.optim.Adam(probe.parameters(), lr=lr)
-    for _ in range(epochs):
-        order = torch.randperm(len(tx), generator=gen)
-        for k in range(0, len(tx), batch):
-            idx = order[k:k + batch]
-            loss = F.cross_entropy(probe(tx[idx]), train_y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    with torch.no_grad():
-        return float((probe(vx).argmax(1) == test_y).float().mean())
-
-# -----------------------------------------------------------------------------
-# the reference's shipped checkpoint (appendix §3, "The shipped checkpoint")
-#
-# The reference loads store/models/C3-5x16-bn unless told otherwise; that file is not in this repo
-# (nor can it be downloaded here), and its 39,000 BN batches show it was not made by the documented
-# recipe (appendix §3), so pretrain() cannot reproduce it. A user who has it imports it once:
-#     python -m birr import-encoder path/to/store/models/C3-5x16-bn   ->  artefacts/encoder-ref-<sha>.pt
-# and runs with `--set encoder=ref-<sha>` (Config.encoder), for features from the very weights the
-# paper's numbers came from.
-
-def _birr_key(ref_key: str) -> str | None:
-    """The reference's `convLayer{i}.conv.*` / `convLayer{i}.bn.*` (appendix §3) -> this stack's
-    `layers.{n}.*`: layer i's conv is module 3(i-1), its BN module 3(i-1)+1 (ReLU has no state); L5 is
-    the bare conv, module 12. None for a key the reference stack cannot have."""
-    m = re.fullmatch(r"convLayer([1-5])\.(conv|bn)\.(\w+)", ref_key)
-    if m is None or (m[1] == "5" and m[2] == "bn"):
-        return None
-    return f"layers.{3 * (int(m[1]) - 1) + (m[2] == 'bn')}.{m[3]}"
-
-
-def _reference_key(key: str) -> str:
-    """The inverse of _birr_key: `layers.{n}.{leaf}` -> the reference's name for it."""
-    _, n, leaf = key.split(".")
-    return f"convLayer{int(n) // 3 + 1}.{'bn' if int(n) % 3 == 1 else 'conv'}.{leaf}"
-
-
-def import_reference(path: str | Path, out_dir: str | Path | None = None) -> Path:
-    """
-    Convert the reference's conv-stack checkpoint (appendix §3: `torch.save({'state': state_dict})` with
-    keys `convLayer{1..5}.conv.{weight,bias}` and `convLayer{1..4}.bn.{weight,bias,running_mean,
-    running_var,num_batches_tracked}`; a bare state dict is accepted too) into a birr artefact,
-    `encoder-ref-<sha1 of the file, 10 hex>.pt` in out_dir (default: artefacts/). Every key and shape
-    is checked, so a checkpoint of another architecture is refused in one line instead of loading half.
-    Returns the artefact's path; its name after "encoder-" is what Config.encoder takes.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (the reference ships it as store/models/C3-5x16-bn)")
-    raw = path.read_bytes()
-    sha1 = hashlib.sha1(raw).hexdigest()
-    try:
-        obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many kinds here (pickle, zip, unsafe global); one line names it
-        first = (str(e).strip().splitlines() or [""])[0][:120]
-        raise ValueError(f"{path}: not a torch checkpoint of tensors ({type(e).__name__}: {first})") from None
-    state = obj.get("state", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict of tensors (or {{'state': state dict}}), got {type(obj).__name__}")
-    encoder = ConvEncoder()
-    expected = encoder.state_dict()
-    mapped, unknown = {}, []
-    for key, value in state.items():
-        ours = _birr_key(key)
-        if ours is None or ours not in expected:
-            unknown.append(key)
-        elif value.shape != expected[ours].shape:
-            raise ValueError(f"{path}: {key} has shape {tuple(value.shape)}, the C3-5x16-bn stack needs {tuple(expected[ours].shape)}")
-        else:
-            mapped[ours] = value
-    if unknown:
-        raise ValueError(f"{path}: keys the C3-5x16-bn stack does not have: {', '.join(sorted(unknown)[:4])}"
-                         f"{' ...' if len(unknown) > 4 else ''} (appendix §3)")
-    missing = [k for k in expected if k not in mapped]
-    if missing:
-        raise ValueError(f"{path}: missing {', '.join(_reference_key(k) for k in missing[:4])}"
-                         f"{' ...' if len(missing) > 4 else ''} (appendix §3 lists the keys)")
-    encoder.load_state_dict(mapped)
-    name = f"ref-{sha1[:10]}"
-    out = Path(out_dir if out_dir is not None else ARTEFACTS) / f"encoder-{name}.pt"
-    mean, std = CIFAR10_STATS
-    _save_atomic(dict(
-        format=FORMAT, stamp=name, dataset="cifar10", mean=list(mean), std=list(std),  # appendix §3: CIFAR-10 statistics
-        # dataset / epochs as in a pretrain() recipe (birr.lens names the encoder by them); the
-        # epochs that made the shipped file are unknown (appendix §3: not the documented 100 at batch 256)
-        recipe=dict(source="reference checkpoint", file=path.name, file_sha1=sha1, dataset="cifar10", epochs=None),
-        test_acc=None, train_seconds=None, history=[], torch=str(torch.__version__), device="cpu",
-        state_dict={k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()},
-    ), out)
-    return out
-
-
 def load_imported(name: str, device: str = "cpu", out_dir: str | Path | None = None) -> tuple[ConvEncoder, dict]:
-    """The encoder import_reference() wrote under `name` ("ref-<10 hex>"), frozen, with its metadata."""
+    """The encoder birr.reference_encoder.import_reference wrote under `name` ("ref-<10 hex>"), frozen, with its metadata."""
     if not IMPORTED_ENCODER.fullmatch(str(name)):
         raise ValueError(f"encoder={name!r} is not an imported encoder's name; expected 'ref-' and 10 hex digits")
     path = Path(out_dir if out_dir is not None else ARTEFACTS) / f"encoder-{name}.pt"
@@ -455,95 +328,11 @@ def load_imported(name: str, device: str = "cpu", out_dir: str | Path | None = N
     return load_encoder(path, device)
 
 
-def encoder_hash(encoder: nn.Module) -> str:
-    """Short hash of the state dict (names, dtypes, shapes and bytes): names what features came from."""
-    h = hashlib.sha1()
-    for name, t in sorted(encoder.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:10]
-
-# -----------------------------------------------------------------------------
-# the feature cache (appendix §3, "consequence")
-
-def _images_hash(bench: Benchmark) -> str:
-    """Hash of the train and test image bytes and the normalisation statistics. The images, not the
-    seed: the class order only permutes labels (appendix §2), so every seed of a CIFAR benchmark shares one
-    cache file, while a subsampled benchmark, or synthetic data drawn from another seed, gets its own."""
-    h = hashlib.blake2b(digest_size=8)
-    h.update(json.dumps([list(bench.mean), list(bench.std)]).encode())
-    for split in (bench.train, bench.test):
-        h.update(str(tuple(split.images.shape)).encode())
-        h.update(split.images.contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-@torch.no_grad()
-def _forward_all(encoder: ConvEncoder, bench: Benchmark, images: torch.Tensor, device, batch: int,
-                 desc: str, progress: bool) -> torch.Tensor:
-    out = torch.empty(len(images), ConvEncoder.out_dim, dtype=torch.float32)
-    for k in tqdm(range(0, len(images), batch), desc=desc, disable=not progress, leave=False):
-        x = bench.normalise(images[k:k + batch].to(device))
-        out[k:k + batch] = encoder(x).float().cpu()  # (b, 1024)
-    return out
-
-
-def features(encoder: ConvEncoder, bench: Benchmark, device: str = "cpu", batch: int = 1000,
-             progress: bool = False, info: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """
-    The 1024 conv features of every train and test image of `bench`: float32 (N_train, 1024) and
-    (N_test, 1024), in the order of bench.train / bench.test. Images are normalised with the
-    *continual* dataset's own statistics (bench.normalise), as the reference does even though the
-    encoder was pre-trained under CIFAR-10's (appendix §3: the mismatch is copied for fidelity). Eval mode,
-    no gradients. Cached in cache_dir() as one file per (encoder, dataset, images); later calls read it.
-    progress: a bar over the batches when they are computed (30-95 s for 60,000 images on 2 cores).
-
-    The cache file has a sidecar `<file>.sha256` (birr.store). A file that does not match it, has none
-    (written before hashes existed, or its sidecar lost), cannot be read, or holds tensors of the wrong
-    shape or non-finite values is not used: the features are computed again and the file rewritten,
-    with a notice on stderr. info: a dict to fill with the encoder's weight hash (encoder_hash) and the
-    cache file's name and sha256, which a run's results record.
-    """
-    ehash = encoder_hash(encoder)
-    path = cache_dir() / f"features-{bench.name}-{ehash}-{_images_hash(bench)}.pt"
-    cached = _read_features(path, bench) if path.is_file() else None
-    if cached is not None:
-        if info is not None:
-            info.update(encoder_hash=ehash, file=path.name, sha256=store.recorded_sha256(path))
-        return cached
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        train = _forward_all(encoder, bench, bench.train.images, device, batch, f"features {bench.name} train", progress)
-        test = _forward_all(encoder, bench, bench.test.images, device, batch, f"features {bench.name} test", progress)
-    finally:
-        encoder.train(was_training)
-    sha = store.torch_save(path, dict(train=train, test=test))
-    if info is not None:
-        info.update(encoder_hash=ehash, file=path.name, sha256=sha)
-    return train, test
-
-
-def _read_features(path: Path, bench: Benchmark) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The cached features at `path`, or None (with a notice on stderr) if they must be computed again
-    (features() says when). The old file is deleted then, so that a failure to rewrite it is not
-    followed by a read of the bad one."""
-    import sys
-    try:
-        if store.recorded_sha256(path) is None:
-            raise store.CorruptFile(path, "", "it has no sha256 beside it")
-        cached = store.torch_load(path, what="features cache", map_location="cpu", weights_only=True)
-        train, test = cached["train"], cached["test"]
-        for name, t, n in (("train", train, len(bench.train)), ("test", test, len(bench.test))):
-            if not isinstance(t, torch.Tensor) or tuple(t.shape) != (n, ConvEncoder.out_dim) or t.dtype != torch.float32:
-                raise store.CorruptFile(path, "", f"its {name} features are not float32 ({n}, {ConvEncoder.out_dim})")
-            if not torch.isfinite(t).all():
-                raise store.CorruptFile(path, "", f"its {name} features are not all finite")
-        return train, test
-    except (store.CorruptFile, KeyError, TypeError) as e:
-        reason = e.reason if isinstance(e, store.CorruptFile) else f"{type(e).__name__}: {e}"
-        print(f"[birr] features cache {path} is not used ({reason}); computing the features again",
-              file=sys.stderr, flush=True)
-        store.remove(path)
-        return None
+def for_config(cfg: Config, device: str = "cpu", progress: bool = True) -> tuple[ConvEncoder, dict]:
+    """The frozen encoder a run's Config names: an imported one (`cfg.encoder`, e.g. the reference's
+    shipped checkpoint, birr.reference_encoder) or else the one pre-trained by recipe
+    (`cfg.encoder_data`, `cfg.encoder_epochs`; get_encoder)."""
+    if cfg.encoder is not None:
+        return load_imported(cfg.encoder, device)
+    return get_encoder(cfg.encoder_data, cfg.encoder_epochs, objective=cfg.encoder_recipe, device=device,
+                       progress=progress)

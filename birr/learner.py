@@ -45,6 +45,7 @@ class TaskData:
 
     def __init__(self, cfg: Config, seeds: list[int], device: torch.device, progress: bool = False):
         from birr import encoder as benc
+        from birr import features as bfeat
         kw = dict(n_tasks=cfg.n_tasks)
         if cfg.n_train_per_class is not None:
             kw["n_train_per_class"] = cfg.n_train_per_class
@@ -55,7 +56,7 @@ class TaskData:
                 raise ValueError(f"dataset {cfg.dataset!r} gives different images for seeds {seeds}: cannot stack")
         enc, self.encoder_meta = benc.for_config(cfg, device=str(device), progress=progress)
         self.inputs: dict = {}   # which encoder weights and which feature cache file (hashes), for the results
-        train, test = benc.features(enc, b0, device=str(device), progress=progress, info=self.inputs)
+        train, test = bfeat.features(enc, b0, device=str(device), progress=progress, info=self.inputs)
         self.train_x, self.test_x = train.to(device), test.to(device)                  # (N,D), (N_test,D)
         self.train_y = torch.stack([b.train.labels for b in self.benches]).to(device)  # (K,N)
         self.test_y = torch.stack([b.test.labels for b in self.benches]).to(device)    # (K,N_test)

@@ -2,7 +2,7 @@ r"""
 Seeing the method: a feature -> image "lens", and measures of exaggeration in feature space.
 
 BI-R replays 1,024-d conv features, not pixels (appendix §11: "no image decoder under hidden replay"), so
-nothing in the reference can *show* what RR / RA do to a replayed memory. Spec §11's suggestion is
+nothing in the reference can *show* what RR / RA do to a replayed memory. Appendix §11's suggestion is
 followed here: a separate decoder is trained to invert the frozen encoder on real training images, and
 replayed feature vectors are pushed through it. It is a viewing lens only: nothing in birr/train.py
 imports this module, so it can never influence a run (tests/test_lens.py checks that by reading the
@@ -10,16 +10,12 @@ source).
 
 Read top to bottom: pixels (un-normalise, PSNR) -> the decoder (appendix §8.6 / §11 architecture) ->
 training it -> artefacts (save / load / get by recipe stamp, as birr.encoder does) -> decoding ->
-replay and the exaggeration measure -> figure helpers.
+replay and the exaggeration measure. The figures drawn through the lens are birr.book.lens_figures.
 
-Budgets (DECODER_BUDGETS below), measured on this repo's 2-core CPU, one thread (OMP_NUM_THREADS=1),
-while other jobs shared the machine (torch 2.14.1):
-- smoke: synthetic, 1 epoch of 400 images (6 steps of 64), a few seconds; it learns nothing (grey pictures).
-- short: cifar10-jpg with the 5-epoch encoder, one pass over all 50,000 training images in steps of 64:
-  ~0.26 s a step, 208 s of training (245 s with loading and the test PSNR). Test PSNR 18.96 dB, against
-  12.13 dB for the mean training image (artefacts/decoder-1585fe70ea.pt, 2.8 MB). Batch 64 at lr 1e-3
-  beat batch 128 at lr 2e-3 for the same number of images (18.8 vs 18.3 dB after 19,200 images).
-- full: 30 passes, ~1.7 h on one thread: for a GPU.
+Budgets (DECODER_BUDGETS below): `smoke` trains on synthetic images in seconds and learns nothing (grey
+pictures); `short` is one pass over the 50,000 CIFAR-10 JPEG training images with the 5-epoch encoder
+(test PSNR 18.96 dB against 12.13 dB for the mean training image, artefacts/decoder-1585fe70ea.pt);
+`full` is 30 passes, meant for a GPU. What each took on the 2-core CPU is in benchmarks/README.md.
 """
 from __future__ import annotations
 
@@ -37,6 +33,7 @@ from tqdm import tqdm
 
 from birr import data as bdata
 from birr import encoder as benc
+from birr import features as bfeat
 
 FORMAT = 1                       # decoder artefact layout version; bump when the saved dict changes
 ARTEFACTS = benc.ARTEFACTS       # committed, next to the encoder artefacts
@@ -46,9 +43,9 @@ ARTEFACTS = benc.ARTEFACTS       # committed, next to the encoder artefacts
 # decoder's forward and backward (~9 M multiply-accumulates per image forward).
 DECODER_BUDGETS = {
     "smoke": dict(epochs=1, n_train_per_class=None),   # synthetic: 400 images, 6 steps, seconds; learns nothing
-    "short": dict(epochs=1, n_train_per_class=None),   # cifar10-jpg: one pass over 50,000 images, ~3.5 min, 19.0 dB
+    "short": dict(epochs=1, n_train_per_class=None),   # cifar10-jpg: one pass over 50,000 images, 19.0 dB
     "class": dict(epochs=1, n_train_per_class=None),   # the short budget's encoder and data: the same lens, reused
-    "full": dict(epochs=30, n_train_per_class=None),   # 30 passes: ~1.7 h on one CPU thread, meant for a GPU
+    "full": dict(epochs=30, n_train_per_class=None),   # 30 passes, meant for a GPU
 }
 
 # -----------------------------------------------------------------------------
@@ -153,7 +150,7 @@ def train_decoder(encoder_dataset: str, encoder_epochs: int, epochs: int, *, dat
     encoder_epochs)` on the training images of `dataset` (default: encoder_dataset), with MSE between
     the decoded and the real image in the normalised pixel space (the loss of the BI-R code's image decoder,
     appendix §11), Adam(lr, 0.9/0.999), batch `batch` with drop_last. The features are those of
-    `birr.encoder.features` (normalised with `dataset`'s own statistics, as the continual runs compute
+    `birr.features.features` (normalised with `dataset`'s own statistics, as the continual runs compute
     them), so the lens inverts exactly the map whose outputs BI-R replays. `n_train_per_class` keeps
     the first k images of each class. Everything random comes from one generator seeded with `seed`.
 
@@ -163,10 +160,10 @@ def train_decoder(encoder_dataset: str, encoder_epochs: int, epochs: int, *, dat
     """
     dataset = dataset or encoder_dataset
     encoder, emeta = benc.get_encoder(encoder_dataset, encoder_epochs, device=device, progress=progress)
-    ehash = benc.encoder_hash(encoder)
+    ehash = bfeat.encoder_hash(encoder)
     recipe = _recipe(dataset, emeta, ehash, epochs, seed, batch, lr, n_train_per_class)
     bench = bdata.load(dataset, seed=0)   # the seed only permutes labels: images and features are shared
-    train_x, test_x = benc.features(encoder, bench, device=device)      # (N, 1024), (N_test, 1024), cached
+    train_x, test_x = bfeat.features(encoder, bench, device=device)      # (N, 1024), (N_test, 1024), cached
     keep = _first_per_class(bench.train.labels, n_train_per_class)
     feats, images = train_x[keep], bench.train.images[keep]             # (N', 1024), (N', 3, 32, 32) uint8
     if len(feats) < batch:
@@ -237,7 +234,7 @@ def get_decoder(encoder_dataset: str, encoder_epochs: int, epochs: int, *, datas
     retrained encoder gets a new lens."""
     dataset = dataset or encoder_dataset
     encoder, emeta = benc.get_encoder(encoder_dataset, encoder_epochs, device=device, progress=progress)
-    recipe = _recipe(dataset, emeta, benc.encoder_hash(encoder), epochs, seed, batch, lr, n_train_per_class)
+    recipe = _recipe(dataset, emeta, bfeat.encoder_hash(encoder), epochs, seed, batch, lr, n_train_per_class)
     path = Path(out_dir) / f"decoder-{benc.recipe_stamp(recipe)}.pt"
     if force or not path.is_file():
         path = train_decoder(encoder_dataset, encoder_epochs, epochs, dataset=dataset, n_train_per_class=n_train_per_class,
@@ -370,98 +367,3 @@ def pair_scopes(result: dict) -> dict[str, pd.DataFrame]:
     scopes["all tasks"] = w.groupby(["a", "b"], as_index=False)["count"].sum()
     scopes[CONTROL] = pd.DataFrame(list(itertools.combinations(range(n_old), 2)), columns=["a", "b"]).assign(count=1)
     return scopes
-
-# -----------------------------------------------------------------------------
-# figure helpers (each returns or fills matplotlib axes; chapters glue the figures)
-
-
-def _plt():
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def image_rows(rows: list[tuple[str, torch.Tensor]], *, size: float = 0.9, col_titles=None, gap: int = 3):
-    """A grid drawn as one montage (one imshow, fast): one row per (label, images (n, 3, 32, 32) in
-    [0, 1] or uint8); rows may have different n (white cells). Row labels on the left, column titles on top."""
-    plt = _plt()
-    n = max(len(imgs) for _, imgs in rows)
-    H = W = 32
-    canvas = torch.ones(3, len(rows) * (H + gap) - gap, n * (W + gap) - gap)      # white background
-    for r, (_, imgs) in enumerate(rows):
-        for j, img in enumerate(imgs[:n]):
-            img = img.float() / 255 if img.dtype == torch.uint8 else img
-            canvas[:, r * (H + gap):r * (H + gap) + H, j * (W + gap):j * (W + gap) + W] = img.clamp(0, 1)
-    fig, ax = plt.subplots(figsize=(size * n + 1.3, size * len(rows) + (0.35 if col_titles else 0.1)))
-    ax.imshow(canvas.permute(1, 2, 0).numpy(), interpolation="nearest")
-    ax.set_yticks([r * (H + gap) + H / 2 for r in range(len(rows))], [label for label, _ in rows], fontsize=8)
-    if col_titles:
-        ax.set_xticks([j * (W + gap) + W / 2 for j in range(len(col_titles))], list(col_titles), fontsize=7)
-        ax.xaxis.tick_top()
-    else:
-        ax.set_xticks([])
-    ax.tick_params(length=0)
-    ax.spines[:].set_visible(False)
-    fig.tight_layout(pad=0.2)
-    return fig
-
-
-def pair_figure(decoder, mean, std, pair, names, base_model, rr_model, real_images: dict, real_features: dict, *,
-                n: int = 6, seed: int = 0, amplification: float = 5.0):
-    """Exaggerated reconstructions for one competing pair (a, b). Per class: n real test images and the
-    decoded mean of the class's real features; then the decoded replay of the baseline and of RR+RA
-    (same eps, so column j is the same latent draw in both) with the decoded mean of 512 replayed
-    vectors in the last column; then the amplified difference RR+RA - baseline.
-    real_images: {class: uint8 (m, 3, 32, 32)}; real_features: {class: (m, 1024)}.
-    Returns (figure, {class: PSNR in dB between the two methods' decoded class means})."""
-    rows, stats = [], {}
-    for c in pair:
-        fb, _ = replay_features(base_model, [c], n, seed)                                  # (n, D)
-        fr, _ = replay_features(rr_model, [c], n, seed)
-        mb = replay_features(base_model, [c], 512, seed + 1)[0].mean(0, keepdim=True)      # (1, D) class mean
-        mr = replay_features(rr_model, [c], 512, seed + 1)[0].mean(0, keepdim=True)
-        ib = decode_images(decoder, torch.cat([fb, mb]), mean, std)                        # (n + 1, 3, 32, 32)
-        ir = decode_images(decoder, torch.cat([fr, mr]), mean, std)
-        real_mean = decode_images(decoder, real_features[c].mean(0, keepdim=True), mean, std)
-        real = torch.cat([real_images[c][:n].float() / 255, real_mean])
-        rows += [(f"{names[c]}\nreal", real), (f"{names[c]}\nbaseline", ib), (f"{names[c]}\nRR+RA", ir),
-                 (f"{names[c]}\ndiff x{amplification:g}", difference_map(ir, ib, amplification))]
-        stats[c] = psnr(ir[-1], ib[-1])
-    titles = [f"sample {j + 1}" for j in range(n)] + ["class mean"]
-    return image_rows(rows, col_titles=titles), stats
-
-
-def tsne_pair(feats: dict, names, pair, *, seed: int = 0, max_iter: int = 1000, ax_pair=None):
-    """t-SNE (scikit-learn, PCA init, random_state=seed, as the reference's visualize_latent_space) of
-    one competing pair: feats = {"real": (x, y), "baseline": (x, y), "RR+RA": (x, y)} with x (N, D),
-    y (N,) class labels. One joint embedding, drawn in two panels (baseline, RR+RA) over the real
-    features (faint crosses), so both panels share the axes. max_iter: t-SNE iterations (>= 250)."""
-    from sklearn.manifold import TSNE
-    plt = _plt()
-    keys = list(feats)
-    xs = torch.cat([feats[k][0] for k in keys]).numpy()
-    n_pts = len(xs)
-    emb = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30.0, (n_pts - 1) / 3),
-               max_iter=max_iter).fit_transform(xs)
-    parts, start = {}, 0
-    for k in keys:
-        m = len(feats[k][0])
-        parts[k] = (emb[start:start + m], feats[k][1].numpy())
-        start += m
-    if ax_pair is None:
-        fig, ax_pair = plt.subplots(1, 2, figsize=(7.5, 3.4), sharex=True, sharey=True)
-    else:
-        fig = ax_pair[0].figure
-    colors = {pair[0]: "tab:blue", pair[1]: "tab:orange"}
-    for ax, method in zip(ax_pair, [k for k in keys if k != "real"]):
-        e, y = parts["real"]
-        for c in pair:
-            ax.scatter(*e[y == c].T, s=7, marker="x", color=colors[c], alpha=0.4, linewidths=0.7,
-                       label=f"{names[c]} (real)")
-        e, y = parts[method]
-        for c in pair:
-            ax.scatter(*e[y == c].T, s=8, color=colors[c], alpha=0.8, label=f"{names[c]} (replay)")
-        ax.set_title(f"{method}: {names[pair[0]]} vs {names[pair[1]]}", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    ax_pair[0].legend(fontsize=7, loc="best")
-    return fig

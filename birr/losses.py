@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from birr.rr import competing_classes  # noqa: F401 (the book's figures of the rule import it from here)
 from birr.stacked import bmm
 
 

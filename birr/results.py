@@ -287,7 +287,7 @@ def result(c: Config, k: int, r: dict, data, K: int, setup_s: float, prov: dict)
         per_class_acc_after_task=r["per_class_acc_after_task"], curves=r["curves"],
         loss_traces=r["loss_traces"], rr_stats=r["rr_stats"], **({"grad_norms": r["grad_norms"]} if "grad_norms" in r else {}),
         task_wall_s=r["task_wall_s"], wall_time_s=sum(r["task_wall_s"]) + setup_s / K, stacked_with=K,
-        # which encoder weights (birr.encoder.encoder_hash) and which feature cache file (its sha256)
+        # which encoder weights (birr.features.encoder_hash) and which feature cache file (its sha256)
         encoder=dict(jsonable(data.encoder_meta), weights_hash=data.inputs.get("encoder_hash")),
         features=dict(file=data.inputs.get("file"), sha256=data.inputs.get("sha256")),
         provenance=prov,

@@ -24,7 +24,7 @@ Files written before hashes existed carry none: the committed results/runs/*.jso
 artefact saved outside git by older code. They are checked only where a hash is present (`verify`
 returns False for them; results are still checked to hold the run their name says). The committed
 artefacts/*.pt and results/models/*.pt got their sidecars once, hashed from the committed bytes. A
-cache is different: one without a hash is rebuilt (encoder.features), as is one whose hash does not match.
+cache is different: one without a hash is rebuilt (birr.features), as is one whose hash does not match.
 
 The order of a write keeps a file and its sidecar consistent even if the process dies between two
 steps: the old sidecar is removed first, then the file renamed, then the new sidecar renamed. A file

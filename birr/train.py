@@ -36,7 +36,7 @@ PER_RUN = ("seed", "rr", "ra", "lambda_rr", "lambda_ra", "rep_f", "si_c", "metho
 # this module is imported, i.e. of the code that is running). A checkpoint of other code is not resumed:
 # its state would continue under other arithmetic, and the result would be stored under a stamp that
 # says nothing of the change. Only these modules: an edit to the book's report code keeps checkpoints.
-TRAINING_SOURCES = ("config", "data", "encoder", "fast", "learner", "losses", "metrics", "model", "results", "rr",
+TRAINING_SOURCES = ("archives", "config", "data", "encoder", "fast", "features", "learner", "losses", "metrics", "model", "results", "rr",
                     "si", "stacked", "store", "train")
 
 

@@ -45,6 +45,7 @@ from myst_nb import glue
 
 import birr.data
 import birr.encoder
+import birr.features
 from birr import book as R
 
 page = R.Page(dataset, budget, seeds, device)   # the parameters, checked
@@ -144,7 +145,7 @@ history.assign(train_acc=100 * history["train_acc"]).rename(
 
 # %% tags=["remove-input"]
 bench = birr.data.load(dataset, seed=seeds[0])
-train_x, test_x = birr.encoder.features(encoder, bench, device=dev)   # (N_train, 1024), (N_test, 1024)
+train_x, test_x = birr.features.features(encoder, bench, device=dev)   # (N_train, 1024), (N_test, 1024)
 ncm = R.nearest_mean_accuracy(train_x, bench.train.labels, test_x, bench.test.labels)
 glue("feat_dim", train_x.shape[1], display=False)
 glue("feat_n_train", train_x.shape[0], display=False)

@@ -41,7 +41,7 @@
 # \mathcal{C}_{\text{compete}} = \{\, c \ne c^\ast : p_c > p_{c^\ast} / f \,\}.
 # $$
 #
-# `birr.losses.competing_classes(p, f)` computes exactly this. The figure itself is not in the text we
+# `birr.rr.competing_classes(p, f)` computes exactly this. The figure itself is not in the text we
 # have, only its caption, so the probabilities below are made up to match it: class 3 has
 # $p = 0.6$, class 2 lies above the threshold, classes 0 and 1 below.
 
@@ -60,7 +60,7 @@ from myst_nb import glue
 
 import birr
 from birr import book as R
-from birr.losses import competing_classes
+from birr.rr import competing_classes
 
 page = R.Page(dataset, budget, seeds, device)   # the parameters, checked
 dataset, budget, seeds, device = page.params

@@ -160,7 +160,7 @@ for m in R.METRICS:
 #   it. It selects the same *samples* as the paper's rule (a class above the threshold exists exactly
 #   when the runner-up is above it), but gives each one competitor.
 # - **birr does:** the code variant keeps the runner-up; the paper variant keeps every class above the
-#   threshold (`birr.losses.competing_classes`).
+#   threshold (`birr.rr.competing_classes`).
 # - **Measured here:** repulsion terms per competitive sample at $f = 20$:
 #   {glue:text}`code_pairs:.2f` (code variant) against {glue:text}`paper_pairs:.2f` (paper variant).
 #

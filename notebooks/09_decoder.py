@@ -44,6 +44,7 @@ from myst_nb import glue
 
 import birr.data
 import birr.encoder
+import birr.features
 from birr import book as R
 from birr import lens
 
@@ -115,7 +116,7 @@ pd.DataFrame({"value": {
 # %% tags=["remove-input"]
 bench = birr.data.load(dataset, seed=seeds[0])   # labels in the class order of the first seed (appendix §2)
 encoder, _ = birr.encoder.for_config(cfg, device=dev, progress=False)
-_, test_x = birr.encoder.features(encoder, bench, device=dev)            # (N_test, 1024), cached
+_, test_x = birr.features.features(encoder, bench, device=dev)            # (N_test, 1024), cached
 names = bench.class_names
 decoded_test = lens.decode_images(decoder, test_x, meta["mean"], meta["std"])   # (N_test, 3, 32, 32) in [0, 1]
 real_test = bench.test.images.float() / 255
@@ -125,7 +126,7 @@ rows = []
 for k in range(2):
     idx = [int(first[c][k]) for c in range(bench.n_classes)]
     rows += [("real", real_test[idx]), ("decoded", decoded_test[idx])]
-page.figure("lens_test", lens.image_rows(rows, col_titles=names), save="09_lens_test.png")
+page.figure("lens_test", R.image_rows(rows, col_titles=names), save="09_lens_test.png")
 
 per_class = pd.DataFrame([dict(class_name=names[c], test_images=len(first[c]),
                                psnr_dB=lens.psnr(decoded_test[first[c]], real_test[first[c]]))
@@ -166,7 +167,7 @@ model = models[cfg.stamp]
 assert res["class_names"] == names, "the run and the page must use the same class order"
 
 n_show = 8
-train_x, _ = birr.encoder.features(encoder, bench, device=dev)
+train_x, _ = birr.features.features(encoder, bench, device=dev)
 rows = []
 for c in range(model.C):
     feats, _ = lens.replay_features(model, [c], n_show, seed=0)                    # (n_show, 1024)
@@ -175,7 +176,7 @@ for c in range(model.C):
     imgs = lens.decode_images(decoder, torch.cat([feats, replay_mean, real_mean]), meta["mean"], meta["std"])
     task = c // res["classes_per_task"] + 1
     rows.append((f"{names[c]}\n(task {task})", imgs))
-fig = lens.image_rows(rows, col_titles=[f"replay {j + 1}" for j in range(n_show)] + ["replay mean", "real mean"])
+fig = R.image_rows(rows, col_titles=[f"replay {j + 1}" for j in range(n_show)] + ["replay mean", "real mean"])
 page.figure("baseline_replay", fig, save="09_baseline_replay.png")
 glue("n_show", n_show, display=False)
 glue("last_task", res["n_tasks"], display=False)

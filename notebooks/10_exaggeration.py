@@ -60,6 +60,7 @@ from myst_nb import glue
 
 import birr.data
 import birr.encoder
+import birr.features
 from birr import book as R
 from birr import lens
 
@@ -124,13 +125,13 @@ pair_table.round(1)
 bench0 = birr.data.load(dataset, seed=s0)
 assert bench0.class_names == names
 encoder, _ = birr.encoder.for_config(base_cfgs[0], device=dev, progress=False)
-train_x, test_x = birr.encoder.features(encoder, bench0, device=dev)         # (N, 1024), (N_test, 1024), cached
+train_x, test_x = birr.features.features(encoder, bench0, device=dev)         # (N, 1024), (N_test, 1024), cached
 real = {c: bench0.test.images[bench0.test.labels == c] for c in range(bench0.n_classes)}
 real_feats = {c: train_x[bench0.train.labels == c] for c in range(bench0.n_classes)}
 base_model, rr_model = models[base_cfgs[0].stamp], models[rr_cfgs[0].stamp]
 mean_psnr = {}
 for i, pair in enumerate(pairs, 1):
-    fig, st = lens.pair_figure(decoder, dmeta["mean"], dmeta["std"], pair, names, base_model, rr_model, real, real_feats,
+    fig, st = R.pair_figure(decoder, dmeta["mean"], dmeta["std"], pair, names, base_model, rr_model, real, real_feats,
                               n=6, seed=0)
     mean_psnr.update(st)
     page.figure(f"pair_fig{i}", fig, save=f"10_pair{i}.png")
@@ -184,7 +185,7 @@ for s, cb, cr in zip(seeds, base_cfgs, rr_cfgs):
     scopes = lens.pair_scopes(rr_res)                                         # per task, all tasks, control
     all_pairs = list(scopes[lens.CONTROL][["a", "b"]].itertuples(index=False, name=None))
     bench_s = birr.data.load(dataset, seed=s)                                # this seed's class order
-    real_x, _ = birr.encoder.features(encoder, bench_s, device=dev)          # cached
+    real_x, _ = birr.features.features(encoder, bench_s, device=dev)          # cached
     keep = bench_s.train.labels < n_old_s
     feats = {"real data": lens.by_class(real_x[keep], bench_s.train.labels[keep])}
     for method, cfg in (("baseline", cb), ("RR+RA", cr)):
@@ -317,7 +318,7 @@ for row, pair in zip(axes, pairs):
     feats["real"] = (test_x[real_idx], bench0.test.labels[real_idx])
     for method, model in (("baseline", base_model), ("RR+RA", rr_model)):
         feats[method] = lens.replay_features(model, pair, n_tsne, seed=2)
-    lens.tsne_pair(feats, names, pair, seed=0, max_iter=tsne_iters, ax_pair=row)
+    R.tsne_pair(feats, names, pair, seed=0, max_iter=tsne_iters, ax_pair=row)
 fig.tight_layout()
 page.figure("tsne", fig, save="10_tsne.png")
 

@@ -51,9 +51,10 @@ from myst_nb import glue
 import birr
 import birr.data
 import birr.encoder
+import birr.features
 from birr import book as R
 from birr.book import verdict as V
-from birr import lens as viz
+from birr import lens
 from birr.train import resolve_device
 
 dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
@@ -315,21 +316,21 @@ if missing:   # trained weights are not committed: re-derive them in a scratch f
     scratch = tempfile.mkdtemp(prefix="birr-models-")
     birr.run_many(missing, results_dir=scratch, force=True, progress=False)
     models.update({c.stamp: birr.load_model(c, results_dir=scratch, device=dev) for c in missing})
-decoder, dmeta = viz.decoder_for(ctrl["baseline"][0], device=dev, progress=False)
+decoder, dmeta = lens.decoder_for(ctrl["baseline"][0], device=dev, progress=False)
 s0 = seeds[0]
 act_res = ctrl_res[ctrl[f"λ = {V.format_lambda(lam_act)}"][0].stamp]
 names = act_res["class_names"]
-pair = viz.top_logged_pairs(act_res, 1, fallback_classes=act_res["n_tasks"] * act_res["classes_per_task"])[0]
+pair = lens.top_logged_pairs(act_res, 1, fallback_classes=act_res["n_tasks"] * act_res["classes_per_task"])[0]
 bench0 = birr.data.load(dataset, seed=s0)
 encoder, _ = birr.encoder.for_config(ctrl["baseline"][0], device=dev, progress=False)
-train_x, _ = birr.encoder.features(encoder, bench0, device=dev)
+train_x, _ = birr.features.features(encoder, bench0, device=dev)
 real = {c: bench0.test.images[bench0.test.labels == c] for c in range(bench0.n_classes)}
 real_feats = {c: train_x[bench0.train.labels == c] for c in range(bench0.n_classes)}
 base_model = models[ctrl["baseline"][0].stamp]
 for lam in (PAPER_LAMBDA, lam_act):
     key = V.format_lambda(lam)
     rr_model = models[ctrl[f"λ = {key}"][0].stamp]
-    fig, _ = viz.pair_figure(decoder, dmeta["mean"], dmeta["std"], pair, names, base_model, rr_model, real, real_feats,
+    fig, _ = R.pair_figure(decoder, dmeta["mean"], dmeta["std"], pair, names, base_model, rr_model, real, real_feats,
                              n=6, seed=0)
     save(fig, f"control_{'paper' if lam == PAPER_LAMBDA else 'act'}")
 glue("pair_name", f"{names[pair[0]]} – {names[pair[1]]}", display=False)
@@ -337,7 +338,7 @@ glue("pair_name", f"{names[pair[0]]} – {names[pair[1]]}", display=False)
 rho_rows = []
 for i, s in enumerate(seeds):
     bench_s = birr.data.load(dataset, seed=s)
-    real_x, _ = birr.encoder.features(encoder, bench_s, device=dev)
+    real_x, _ = birr.features.features(encoder, bench_s, device=dev)
     for lam in (PAPER_LAMBDA, lam_act):
         rr_cfg = ctrl[f"λ = {V.format_lambda(lam)}"][i]
         rr_r = ctrl_res[rr_cfg.stamp]
@@ -347,7 +348,7 @@ for i, s in enumerate(seeds):
             rho_rows.append(dict(seed=s, scope=f"λ = {V.format_lambda(lam)}", method=method,
                                  **V.model_separation(model, rr_r, n_per_class=500, seed=0)))
         rho_rows.append(dict(seed=s, scope=f"λ = {V.format_lambda(lam)}", method="real data",
-                             **V.separation(viz.by_class(real_x[keep], bench_s.train.labels[keep]), rr_r)))
+                             **V.separation(lens.by_class(real_x[keep], bench_s.train.labels[keep]), rr_r)))
 rho = pd.DataFrame(rho_rows)
 rho_table = R.paired_summary(rho, "ratio", by="scope")
 rho_act = R.paired_diffs(rho[rho.scope == f"λ = {V.format_lambda(lam_act)}"], "ratio")
@@ -410,8 +411,8 @@ encoders = {
 bench = birr.data.load(dataset, seed=0)
 probe = {}
 for name, enc in encoders.items():
-    tr, te = birr.encoder.features(enc, bench)          # frozen features, cached
-    acc = birr.encoder.linear_probe(tr, bench.train.labels, te, bench.test.labels)
+    tr, te = birr.features.features(enc, bench)          # frozen features, cached
+    acc = birr.features.linear_probe(tr, bench.train.labels, te, bench.test.labels)
     probe[name] = 100 * acc
 
 # %% tags=["remove-input"]

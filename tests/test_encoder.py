@@ -1,15 +1,14 @@
-"""Tests of birr/encoder.py (appendix §3): architecture, augmentation, pre-training artefacts, feature cache.
+"""Tests of birr/encoder.py (appendix §3): architecture, augmentation, pre-training artefacts.
 Everything runs on the synthetic dataset on CPU in a few seconds."""
 import hashlib
-import os
-import re
 
 import pytest
 import torch
 
-from birr.data import cache_dir, load
-from birr.encoder import (BUDGETS, ConvEncoder, crop_flip, encoder_hash, features, get_encoder, import_reference,
-                          init_, load_encoder, load_imported, pretrain, random_crop_flip, recipe_stamp)
+from birr.data import load
+from birr.encoder import (BUDGETS, ConvEncoder, crop_flip, get_encoder, init_, load_encoder, pretrain,
+                          random_crop_flip, recipe_stamp)
+from birr.features import encoder_hash, features
 
 SMALL = dict(dataset="synthetic", epochs=1, seed=0, batch=32, n_train_per_class=24, progress=False)  # 96 images -> 3 steps
 
@@ -144,119 +143,41 @@ def test_encoder_is_frozen(artefact):
     features(enc, bench)
     assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
 
-# --- feature cache ---------------------------------------------------------------------------
-
-def test_features_cache(artefact):
-    enc, _ = load_encoder(artefact)
-    bench = load("synthetic", n_tasks=2, seed=0, n_train_per_class=30, n_test_per_class=10)
-    calls = []
-    enc.register_forward_hook(lambda *_: calls.append(1))
-    train, test = features(enc, bench, batch=50)
-    assert train.shape == (120, 1024) and test.shape == (40, 1024) and train.dtype == torch.float32
-    assert calls, "first call should run the encoder"
-    with torch.no_grad():
-        assert torch.allclose(train, enc(bench.normalise(bench.train.images)), atol=1e-5)
-        assert torch.allclose(test, enc(bench.normalise(bench.test.images)), atol=1e-5)
-    calls.clear()
-    train2, test2 = features(enc, bench)
-    assert not calls, "second call should be served from the cache"
-    assert torch.equal(train, train2) and torch.equal(test, test2)
-    files = sorted(f.name for f in cache_dir().iterdir())
-    assert len(files) == 2 and files[1] == files[0] + ".sha256"    # the cache and its hash, no temporary file
-
-
-def test_features_key_ignores_label_order_but_not_images(artefact):
-    enc, _ = load_encoder(artefact)
-    a = load("synthetic", n_tasks=2, seed=0, n_train_per_class=10, n_test_per_class=5)
-    features(enc, a)
-    # same images, labels permuted differently (what another seed does to CIFAR): same file
-    b = type(a)(**{**a.__dict__, "seed": 7, "class_order": a.class_order[::-1]})
-    features(enc, b)
-    assert len(list(cache_dir().glob("*.pt"))) == 1
-    # a subsampled benchmark is another file
-    features(enc, load("synthetic", n_tasks=2, seed=0, n_train_per_class=8, n_test_per_class=5))
-    assert len(list(cache_dir().glob("*.pt"))) == 2
-
-
 def test_budgets():
     assert BUDGETS["smoke"] == dict(dataset="synthetic", epochs=1)
     assert BUDGETS["full"]["epochs"] == 100 and BUDGETS["full"]["dataset"] in ("cifar10", "cifar10-jpg")
     assert BUDGETS["short"]["dataset"] == "cifar10-jpg"
 
-# --- the reference's shipped checkpoint (appendix §3) ----------------------------------------------
+# --- an encoder that never saw a label ----------------------------------------------------------
 
-def _reference_state(seed: int = 3) -> tuple[ConvEncoder, dict]:
-    """A random C3-5x16-bn stack and its state dict under the reference's key names (appendix §3), with
-    non-trivial BN statistics and the shipped file's 39,000 tracked batches."""
-    enc = ConvEncoder()
-    gen = torch.Generator().manual_seed(seed)
-    init_(enc, gen)
-    for name, buf in enc.named_buffers():
-        if name.endswith("running_mean"):
-            buf.copy_(torch.randn(buf.shape, generator=gen))
-        elif name.endswith("running_var"):
-            buf.copy_(torch.rand(buf.shape, generator=gen) + 0.5)
-        else:
-            buf.fill_(39000)
-    ref = {}
-    for i in range(4):
-        for leaf, t in enc.layers[3 * i].state_dict().items():
-            ref[f"convLayer{i + 1}.conv.{leaf}"] = t.clone()
-        for leaf, t in enc.layers[3 * i + 1].state_dict().items():
-            ref[f"convLayer{i + 1}.bn.{leaf}"] = t.clone()
-    for leaf, t in enc.layers[12].state_dict().items():
-        ref[f"convLayer5.conv.{leaf}"] = t.clone()
-    return enc.eval(), ref
+def test_rotate_turns_each_image_by_its_own_quarter_turns():
+    from birr.encoder import rotate
+    img = torch.tensor([[1, 2], [3, 4]], dtype=torch.uint8)[None, None]          # (1,1,2,2)
+    x = img.repeat(3, 1, 1, 1)
+    out = rotate(x, torch.tensor([0, 1, 2]))
+    assert out[0, 0].tolist() == [[1, 2], [3, 4]]
+    assert out[1, 0].tolist() == [[2, 4], [1, 3]]      # a quarter turn counter-clockwise
+    assert out[2, 0].tolist() == [[4, 3], [2, 1]]
 
 
-def test_import_reference_checkpoint_gives_the_same_encoder(tmp_path):
-    enc, ref = _reference_state()
-    assert len(ref) == 5 * 2 + 4 * 5  # the keys appendix §3 lists
-    src = tmp_path / "C3-5x16-bn"
-    torch.save({"state": ref}, src)  # what the reference's utils.save_checkpoint writes
-    out = import_reference(src, tmp_path / "artefacts")
-    sha1 = hashlib.sha1(src.read_bytes()).hexdigest()
-    assert out.name == f"encoder-ref-{sha1[:10]}.pt"
-    loaded, meta = load_imported(f"ref-{sha1[:10]}", out_dir=tmp_path / "artefacts")
-    x = torch.randn(6, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(loaded(x), enc(x))   # same weights, same BN running statistics, eval mode
-    assert loaded.frozen and not loaded.training
-    assert int(loaded.layers[1].num_batches_tracked) == 39000
-    assert meta["recipe"] == dict(source="reference checkpoint", file="C3-5x16-bn", file_sha1=sha1, dataset="cifar10", epochs=None)
-    assert meta["mean"] == [0.4914, 0.4822, 0.4465]   # pre-trained under CIFAR-10 statistics (appendix §3)
-    # a bare state dict is read too, and gives the same weights
-    torch.save(ref, tmp_path / "bare")
-    bare, _ = load_encoder(import_reference(tmp_path / "bare", tmp_path / "artefacts"))
-    assert encoder_hash(bare) == encoder_hash(loaded)
+def test_rotation_recipe_never_reads_labels(birr_cache, tmp_path, monkeypatch):
+    from birr import encoder as benc
+    from birr import data as bdata
+    real_load = bdata.load
 
-
-@pytest.mark.parametrize("edit, message", [
-    (lambda r: r.pop("convLayer3.bn.running_var"), "missing convLayer3.bn.running_var"),
-    (lambda r: r.__setitem__("convLayer5.bn.weight", torch.ones(256)), "does not have: convLayer5.bn.weight"),
-    (lambda r: r.__setitem__("convLayer2.conv.weight", torch.zeros(32, 16, 5, 5)),
-     "convLayer2.conv.weight has shape (32, 16, 5, 5), the C3-5x16-bn stack needs (32, 16, 3, 3)"),
-])
-def test_import_reference_refuses_other_stacks(tmp_path, edit, message):
-    _, ref = _reference_state()
-    edit(ref)
-    torch.save({"state": ref}, tmp_path / "ckpt")
-    with pytest.raises(ValueError, match=re.escape(message)) as info:
-        import_reference(tmp_path / "ckpt", tmp_path / "artefacts")
-    assert "\n" not in str(info.value)
-    assert not (tmp_path / "artefacts").exists() or not list((tmp_path / "artefacts").iterdir())  # nothing written
-
-
-def test_import_reference_bad_files(tmp_path):
-    (tmp_path / "text").write_text("not a checkpoint")
-    with pytest.raises(ValueError, match="not a torch checkpoint of tensors"):
-        import_reference(tmp_path / "text", tmp_path)
-    torch.save([torch.zeros(1)], tmp_path / "list")
-    with pytest.raises(ValueError, match="expected a state dict of tensors"):
-        import_reference(tmp_path / "list", tmp_path)
-    with pytest.raises(FileNotFoundError, match="C3-5x16-bn"):
-        import_reference(tmp_path / "absent", tmp_path)
-    with pytest.raises(FileNotFoundError, match="python -m birr import-encoder"):
-        load_imported("ref-0123456789", out_dir=tmp_path)
-    with pytest.raises(ValueError, match="'ref-' and 10 hex digits"):
-        load_imported("C3-5x16-bn", out_dir=tmp_path)
+    def shuffled_labels(*a, **kw):      # labels replaced by noise: a label-free recipe cannot notice
+        b = real_load(*a, **kw)
+        g = torch.Generator().manual_seed(7)
+        b.train.labels.copy_(torch.randint(0, b.n_classes, b.train.labels.shape, generator=g))
+        return b
+    p1 = benc.pretrain("synthetic", epochs=1, objective="rotation", out_dir=tmp_path / "a", progress=False)
+    monkeypatch.setattr(benc, "load", shuffled_labels)
+    p2 = benc.pretrain("synthetic", epochs=1, objective="rotation", out_dir=tmp_path / "b", progress=False)
+    a, b = torch.load(p1, weights_only=True), torch.load(p2, weights_only=True)
+    assert a["recipe"]["objective"] == "rotation" and p1.name == p2.name
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    # the supervised recipe does read them, and keeps its artefact name (no "objective" key)
+    p3 = benc.pretrain("synthetic", epochs=1, out_dir=tmp_path / "c", progress=False)
+    assert "objective" not in torch.load(p3, weights_only=True)["recipe"] and p3.name != p1.name
+    with pytest.raises(ValueError, match="objective='labels' is not allowed"):
+        benc.pretrain("synthetic", epochs=1, objective="labels", out_dir=tmp_path, progress=False)

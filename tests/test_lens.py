@@ -62,16 +62,6 @@ def test_difference_map():
     d = lens.difference_map(a + 0.01, a, amplification=10)
     assert torch.allclose(d, torch.full_like(a, 0.6), atol=1e-5)
 
-def test_image_rows_montage():
-    rows = [("a", torch.zeros(3, 3, 32, 32)), ("b", torch.full((2, 3, 32, 32), 255, dtype=torch.uint8))]
-    fig = lens.image_rows(rows, col_titles=["x", "y", "z"], gap=2)
-    (ax,) = fig.axes
-    canvas = ax.images[0].get_array()
-    assert canvas.shape == (2 * 34 - 2, 3 * 34 - 2, 3)
-    assert canvas[:32, :32].max() == 0 and canvas[34:, :32].min() == 1   # row a black, row b white
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
-
-
 # --- the exaggeration measure -------------------------------------------------------------------
 
 

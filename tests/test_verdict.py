@@ -184,52 +184,6 @@ def test_format_lambda():
     assert [V.format_lambda(x) for x in (1e-6, 1e-2, 1.0, 0.0, 3e-4)] == ["1e-6", "1e-2", "1", "0", "0.0003"]
 
 
-# --- an encoder that never saw a label ----------------------------------------------------------
-
-def test_rotate_turns_each_image_by_its_own_quarter_turns():
-    from birr.encoder import rotate
-    img = torch.tensor([[1, 2], [3, 4]], dtype=torch.uint8)[None, None]          # (1,1,2,2)
-    x = img.repeat(3, 1, 1, 1)
-    out = rotate(x, torch.tensor([0, 1, 2]))
-    assert out[0, 0].tolist() == [[1, 2], [3, 4]]
-    assert out[1, 0].tolist() == [[2, 4], [1, 3]]      # a quarter turn counter-clockwise
-    assert out[2, 0].tolist() == [[4, 3], [2, 1]]
-
-
-def test_rotation_recipe_never_reads_labels(birr_cache, tmp_path, monkeypatch):
-    from birr import encoder as benc
-    from birr import data as bdata
-    real_load = bdata.load
-
-    def shuffled_labels(*a, **kw):      # labels replaced by noise: a label-free recipe cannot notice
-        b = real_load(*a, **kw)
-        g = torch.Generator().manual_seed(7)
-        b.train.labels.copy_(torch.randint(0, b.n_classes, b.train.labels.shape, generator=g))
-        return b
-    p1 = benc.pretrain("synthetic", epochs=1, objective="rotation", out_dir=tmp_path / "a", progress=False)
-    monkeypatch.setattr(benc, "load", shuffled_labels)
-    p2 = benc.pretrain("synthetic", epochs=1, objective="rotation", out_dir=tmp_path / "b", progress=False)
-    a, b = torch.load(p1, weights_only=True), torch.load(p2, weights_only=True)
-    assert a["recipe"]["objective"] == "rotation" and p1.name == p2.name
-    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
-    # the supervised recipe does read them, and keeps its artefact name (no "objective" key)
-    p3 = benc.pretrain("synthetic", epochs=1, out_dir=tmp_path / "c", progress=False)
-    assert "objective" not in torch.load(p3, weights_only=True)["recipe"] and p3.name != p1.name
-    with pytest.raises(ValueError, match="objective='labels' is not allowed"):
-        benc.pretrain("synthetic", epochs=1, objective="labels", out_dir=tmp_path, progress=False)
-
-
-def test_linear_probe_known_cases():
-    from birr.encoder import linear_probe
-    g = torch.Generator().manual_seed(0)
-    y = torch.randint(0, 3, (600,), generator=g)
-    x = torch.randn(600, 8, generator=g) * 0.1
-    x[torch.arange(600), y] += 3.0               # the class is written in one coordinate: separable
-    assert linear_probe(x[:400], y[:400], x[400:], y[400:], epochs=100, lr=1e-2) == 1.0
-    noise = torch.randn(600, 8, generator=g)     # features that hold nothing of the labels: near chance
-    assert linear_probe(noise[:400], y[:400], noise[400:], y[400:], epochs=100, lr=1e-2) < 0.5
-
-
 def test_separation_weights_pairs_by_how_often_they_competed():
     g = torch.Generator().manual_seed(0)
     # three classes, unit spread per coordinate in 2-d (RMS distance to the mean ~ sqrt(2)); means 0, (4,0), (0,8)

@@ -9,7 +9,8 @@ results (tests/test_book_*.py). By concern:
 - `stats`: paired statistics by seed, mean ± SEM, how a number is written;
 - `tables`: the DataFrames the pages show (Table 1, summaries, Fig. 3 frames, runs, coverage);
 - `competition`: what the RR / RA runs logged, and the competitor rule on a model's own replay;
-- `figures`: every plot (a matplotlib Figure each);
+- `figures`: every plot (a matplotlib Figure each); `lens_figures`: the pictures drawn through the
+  image-decoder lens (birr.lens);
 - `prose`: the sentences computed from the tables;
 - `page`: a chapter's set-up (`Page`: parameters, runs, models, the glue keys every page shares).
 
@@ -23,6 +24,7 @@ from birr.book.competition import (applied_by_task, busiest_classes, competition
                                    rr_magnitude_frame, top_pairs)
 from birr.book.figures import (image_grid, plot_acc_matrix, plot_competition_vs_f, plot_fig2, plot_fig3,  # noqa: F401
                                plot_pair_counts, plot_pair_counts_by_task, plot_per_task, plot_table1_forest)
+from birr.book.lens_figures import image_rows, pair_figure, tsne_pair  # noqa: F401
 from birr.book.page import Page  # noqa: F401
 from birr.book.paper import (CIFAR100_FINE_NAMES, DATASET_NAMES, DATASET_SHORT, METRIC_NAMES, METRICS,  # noqa: F401
                              PAPER_TABLE1, PAPER_TEXT_F20, PUBLISHED_BIR_SI_CIFAR100, cifar100_order_frame,

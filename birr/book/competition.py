@@ -166,7 +166,7 @@ def example_samples(p, f: float) -> list[int]:
     """Up to three row indices of p (N, C) that show the rule at f: the sample with the most
     competitors, one with exactly one competitor, and one with none (each only if it exists)."""
     import torch
-    from birr.losses import competing_classes
+    from birr.rr import competing_classes
     n_comp = competing_classes(torch.as_tensor(p), float(f))[2].sum(-1)          # (N,)
     picks = [int(n_comp.argmax())] if n_comp.max() > 0 else []
     for want in (1, 0):
@@ -180,10 +180,10 @@ def competitor_share_vs_f(p, factors) -> pd.DataFrame:
     """For probabilities p (N, C): share of samples with at least one competitor, and the mean number
     of competitors per sample (over all N, those with none included) and per competitive sample (over
     those with at least one; nan when there are none), at each f (paper rule,
-    `birr.losses.competing_classes`). The two means differ by the share: 1.0 per sample at a 33 %
+    `birr.rr.competing_classes`). The two means differ by the share: 1.0 per sample at a 33 %
     share is 3 per competitive sample."""
     import torch
-    from birr.losses import competing_classes
+    from birr.rr import competing_classes
     p = torch.as_tensor(p)
     rows = []
     for f in factors:

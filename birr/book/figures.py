@@ -112,11 +112,11 @@ def plot_per_task(groups: dict[str, list[dict]], *, seen_only: bool = True):
 
 def plot_fig2(p, f: float, class_names=None, *, ax=None, title: str | None = None, max_bars: int = 12):
     """The paper's Fig. 2 redrawn for one probability vector p (C,): bars coloured by role (label, competitor,
-    ignored) with the threshold p_max / f as a dashed line (rule: `birr.losses.competing_classes`).
+    ignored) with the threshold p_max / f as a dashed line (rule: `birr.rr.competing_classes`).
     With more than `max_bars` classes only the `max_bars` most probable are drawn, most probable first;
     the rule is always applied to the whole vector."""
     import torch
-    from birr.losses import competing_classes
+    from birr.rr import competing_classes
     plt = _plt()
     p = torch.as_tensor(p, dtype=torch.float64)
     label, threshold, comp = competing_classes(p, f)

@@ -1,0 +1,62 @@
+"""Tests of birr/features.py: the cached conv features of every image and the linear probe."""
+import pytest
+import torch
+
+from birr.data import cache_dir, load
+from birr.encoder import load_encoder, pretrain
+from birr.features import features, linear_probe
+
+SMALL = dict(dataset="synthetic", epochs=1, seed=0, batch=32, n_train_per_class=24, progress=False)  # 96 images -> 3 steps
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BIRR_CACHE", str(tmp_path / "cache"))  # feature files never touch ~/.cache
+
+
+@pytest.fixture(scope="module")
+def artefact(tmp_path_factory):
+    out = tmp_path_factory.mktemp("artefacts")
+    return pretrain(**SMALL, out_dir=out)
+
+
+def test_features_cache(artefact):
+    enc, _ = load_encoder(artefact)
+    bench = load("synthetic", n_tasks=2, seed=0, n_train_per_class=30, n_test_per_class=10)
+    calls = []
+    enc.register_forward_hook(lambda *_: calls.append(1))
+    train, test = features(enc, bench, batch=50)
+    assert train.shape == (120, 1024) and test.shape == (40, 1024) and train.dtype == torch.float32
+    assert calls, "first call should run the encoder"
+    with torch.no_grad():
+        assert torch.allclose(train, enc(bench.normalise(bench.train.images)), atol=1e-5)
+        assert torch.allclose(test, enc(bench.normalise(bench.test.images)), atol=1e-5)
+    calls.clear()
+    train2, test2 = features(enc, bench)
+    assert not calls, "second call should be served from the cache"
+    assert torch.equal(train, train2) and torch.equal(test, test2)
+    files = sorted(f.name for f in cache_dir().iterdir())
+    assert len(files) == 2 and files[1] == files[0] + ".sha256"    # the cache and its hash, no temporary file
+
+
+def test_features_key_ignores_label_order_but_not_images(artefact):
+    enc, _ = load_encoder(artefact)
+    a = load("synthetic", n_tasks=2, seed=0, n_train_per_class=10, n_test_per_class=5)
+    features(enc, a)
+    # same images, labels permuted differently (what another seed does to CIFAR): same file
+    b = type(a)(**{**a.__dict__, "seed": 7, "class_order": a.class_order[::-1]})
+    features(enc, b)
+    assert len(list(cache_dir().glob("*.pt"))) == 1
+    # a subsampled benchmark is another file
+    features(enc, load("synthetic", n_tasks=2, seed=0, n_train_per_class=8, n_test_per_class=5))
+    assert len(list(cache_dir().glob("*.pt"))) == 2
+
+
+def test_linear_probe_known_cases():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (600,), generator=g)
+    x = torch.randn(600, 8, generator=g) * 0.1
+    x[torch.arange(600), y] += 3.0               # the class is written in one coordinate: separable
+    assert linear_probe(x[:400], y[:400], x[400:], y[400:], epochs=100, lr=1e-2) == 1.0
+    noise = torch.randn(600, 8, generator=g)     # features that hold nothing of the labels: near chance
+    assert linear_probe(noise[:400], y[:400], noise[400:], y[400:], epochs=100, lr=1e-2) < 0.5
