@@ -41,11 +41,8 @@ device = "auto"
 # %% tags=["remove-input"]
 # %matplotlib inline
 import math
-from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
-from IPython.display import Markdown, display
 from myst_nb import glue
 
 import birr
@@ -55,23 +52,12 @@ import birr.features
 from birr import book as R
 from birr.book import verdict as V
 from birr import lens
-from birr.train import resolve_device
 
-dataset, budget, seeds, device = birr.params.check(dataset, budget, seeds, device)
-FIGURES = Path("../book/figures")          # cwd is notebooks/ (papermill --cwd notebooks)
-FIGURES.mkdir(parents=True, exist_ok=True)
-if dataset == "synthetic":
-    display(Markdown("> **SMOKE RUN ON SYNTHETIC DATA.** Every number on this page comes from a few seconds of "
-                     "training on random class-structured images. It checks that the page runs; it is not a "
-                     "result about CIFAR-10 or CIFAR-100."))
-kw = dict(budget=budget, dataset=dataset, seeds=seeds, device=device)
+page = R.Page(dataset, budget, seeds, device)    # the parameters, checked
+dataset, budget, seeds, device = page.params
+page.smoke_banner("a few seconds of training on random class-structured images", what="number")
+kw = page.kw
 PAPER_LAMBDA = 1e-6
-
-
-def save(fig, name):
-    fig.savefig(FIGURES / f"11_{name}.png", dpi=120, bbox_inches="tight")
-    glue(name, fig, display=False)
-    plt.close(fig)
 
 
 # %% [markdown]
@@ -103,7 +89,8 @@ lam_paper = V.acting_lambda(frame, "paper")
 glue("find_lambda_paper", V.lambda_sentence(frame, lam_paper, "paper"), display=False)
 find_lambda = V.lambda_sentence(frame, lam_star, "code")
 glue("find_lambda", find_lambda, display=False)
-save(V.plot_sweep(frame, "lam", title=f"RR + RA (f = 20) against the baseline, paired by seed: {label}"), "lambda_sweep")
+page.figure("lambda_sweep", V.plot_sweep(frame, "lam", title=f"RR + RA (f = 20) against the baseline, paired by seed: {label}"),
+            save="11_lambda_sweep.png")
 
 # %% [markdown]
 # ```{glue:figure} lambda_sweep
@@ -156,7 +143,7 @@ shares = {k: V.mean_grad_shares(v, "decoder") for k, v in grad_runs.items()}
 small, star = shares[f"λ = {V.format_lambda(PAPER_LAMBDA)}"], shares[f"λ = {V.format_lambda(lam_act)}"]
 find_grad = V.grad_sentence(small, star, PAPER_LAMBDA, lam_act)
 glue("find_grad", find_grad, display=False)
-save(V.plot_grad_shares(grad_runs), "grad_shares")
+page.figure("grad_shares", V.plot_grad_shares(grad_runs), save="11_grad_shares.png")
 share_table = pd.concat({k: v for k, v in shares.items()}, axis=1)
 share_table = share_table.loc[[t for t in V.GRAD_COLOURS if t in share_table.index]]
 share_fce = pd.concat({k: V.mean_grad_shares(v, "fcE") for k, v in grad_runs.items()}, axis=1)
@@ -193,7 +180,8 @@ f_cfgs = birr.sweep_configs(lambdas=(PAPER_LAMBDA, lam_act), factors=(1.5, 5, 20
 f_frame = V.sweep_frame(birr.run_many(f_cfgs, progress=False))
 
 # %% tags=["remove-input"]
-save(V.plot_sweep(f_frame, "f", hue="lam", title=f"RR + RA against the baseline by f: {label}"), "f_sweep")
+page.figure("f_sweep", V.plot_sweep(f_frame, "f", hue="lam", title=f"RR + RA against the baseline by f: {label}"),
+            save="11_f_sweep.png")
 glue("f_note", V.f_note(f_frame, PAPER_LAMBDA), display=False)
 f_table = sweep_table(f_frame)
 
@@ -303,7 +291,7 @@ glue("power_note", V.power_sentence({m: mde(sd_base[m], False) for m in R.METRIC
 # at $\lambda$ = {glue:text}`lam_act:s`, beside the baseline.
 
 # %% tags=["remove-input"]
-dev = str(resolve_device(device))
+dev = page.dev
 ctrl = {"baseline": [birr.preset("bir+si", budget=budget, dataset=dataset, seed=s, device=device) for s in seeds]}
 for lam in (PAPER_LAMBDA, lam_act):
     ctrl[f"λ = {V.format_lambda(lam)}"] = [birr.preset("rr+ra", budget=budget, dataset=dataset, seed=s, device=device,
@@ -332,7 +320,8 @@ for lam in (PAPER_LAMBDA, lam_act):
     rr_model = models[ctrl[f"λ = {key}"][0].stamp]
     fig, _ = R.pair_figure(decoder, dmeta["mean"], dmeta["std"], pair, names, base_model, rr_model, real, real_feats,
                              n=6, seed=0)
-    save(fig, f"control_{'paper' if lam == PAPER_LAMBDA else 'act'}")
+    name = f"control_{'paper' if lam == PAPER_LAMBDA else 'act'}"
+    page.figure(name, fig, save=f"11_{name}.png")
 glue("pair_name", f"{names[pair[0]]} – {names[pair[1]]}", display=False)
 
 rho_rows = []
@@ -477,9 +466,9 @@ split_runs = birr.run_many(split_cfgs, progress=False)
 # The short budget's model is 10 times narrower than the paper's (fc 200, not 2000). The headline pair,
 # the paper's $\lambda$ and the one that acts, is also run at the paper's width (fc 2000, batch 64,
 # {glue:text}`wide_iters:d` iterations per task, {glue:text}`wide_bf16:s`, {glue:text}`wide_seeds:d`
-# seeds: on the 2-core CPU a run at this width takes 0.15-0.25 s per iteration, so five seeds at 1000
-# iterations per task would take about five hours). Each row is paired by seed within its own setup; cells are the
-# difference RR + RA − baseline in points with its 95 % CI ("–": not run).
+# seeds), and, where the stored runs allow, for longer: {glue:text}`long_text:s` Each row is paired by
+# seed within its own setup; cells are the difference RR + RA − baseline in points with its 95 % CI
+# ("–": not run).
 
 # %%
 WIDE = {"smoke": dict(fc_units=2000),
@@ -492,6 +481,11 @@ headline = dict(lambdas=(PAPER_LAMBDA, lam_act), **kw)
 wide_cfgs = birr.sweep_configs(lambdas=(PAPER_LAMBDA, lam_act), **WIDE,
                                **dict(kw, seeds=seeds[:3]))
 wide_runs = birr.run_many(wide_cfgs, progress=False)
+# longer still (1000 iterations per task, 5 seeds, fp32): hours on a 2-core CPU, so the page shows the
+# runs stored so far and never trains them
+LONG = dict(fc_units=2000, bf16=False, iters=1000)
+long_runs = [] if budget != "short" else R.finished(birr.sweep_configs(lambdas=(PAPER_LAMBDA, lam_act), **LONG, **kw))
+long_runs = V.complete_pairs(long_runs)
 enc_runs = {
     "label-free encoder": birr.run_many(
         birr.sweep_configs(encoder_recipe="rotation", **headline), progress=False),
@@ -505,6 +499,9 @@ glue("wide_seeds", len({c.seed for c in wide_cfgs}), display=False)
 glue("wide_bf16", "bf16 autocast" if wide_runs[0]["config"]["bf16"] else "fp32", display=False)
 setups = {f"the proxy as above (fc {sweep_runs[0]['config']['fc_units']})": sweep_runs}
 setups[f"full width (fc {wide_runs[0]['config']['fc_units']})"] = wide_runs
+if long_runs:
+    setups[f"full width, {long_runs[0]['config']['iters']} iterations per task"] = long_runs
+glue("long_text", V.long_runs_sentence(long_runs), display=False)
 setups.update(enc_runs)
 setups[f"{split_runs[0]['n_tasks']} tasks x {split_runs[0]['classes_per_task']} classes"] = split_runs
 setup_table = V.setups_frame(setups, (PAPER_LAMBDA, lam_act))

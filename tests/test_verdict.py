@@ -252,3 +252,21 @@ def test_power_control_and_separation_readings():
     assert V.control_reading([0.0], [0.1]).startswith("With one seed")
     assert "2.0 times further apart" in V.separation_reading(2.0, 1.0)
     assert "2.0 times closer" in V.separation_reading(0.5, 1.0)
+
+
+def test_complete_pairs_keeps_settings_with_enough_paired_seeds():
+    def run(seed, lam=None, iters=1000):
+        cfg = dict(rr=lam is not None, ra=lam is not None, rr_variant="code", lambda_rr=lam or 1e-6,
+                   rep_f=20.0 if lam is not None else None, iters=iters, bf16=False)
+        return dict(stamp=f"{seed}-{lam}", seed=seed, method="rr+ra" if lam else "bir+si", config=cfg,
+                    metrics=dict(first20=0.5, first50=0.5, overall=0.5), rr_stats=[])
+    # seeds 0-2 of the baseline; lambda 1e-4 at seeds 0, 1 and 3 (3 has no baseline); 1e-6 at seed 0 only
+    runs = [run(s) for s in range(3)] + [run(s, 1e-4) for s in (0, 1, 3)] + [run(0, 1e-6)]
+    kept = V.complete_pairs(runs)
+    assert sorted((r["seed"], r["config"]["rr"]) for r in kept) == [(0, False), (0, True), (1, False), (1, True)]
+    assert {r["config"]["lambda_rr"] for r in kept if r["config"]["rr"]} == {1e-4}
+    assert V.complete_pairs(runs, min_seeds=3) == []
+    assert V.complete_pairs([run(0), run(0, 1e-4)]) == []               # one seed is no comparison
+    text = V.long_runs_sentence(kept)
+    assert "at 1000 iterations per task (fp32)" in text and "λ = 1e-4: 2 of 5 seeds" in text and "1e-6" not in text
+    assert V.long_runs_sentence([]).startswith("no complete pair at 1000 iterations per task is stored yet")

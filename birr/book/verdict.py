@@ -7,6 +7,7 @@ from birr.book.verdict_stats import (  # noqa: F401
     PAPER_GAINS_F20, PAPER_GAINS_MAX, setting, applied_shares, sweep_frame, acting_lambda,
     grad_share_frame, mean_grad_shares, separation, model_separation, holm, tost,
     detectable_difference, headline_tests, paired_differences, verdict_sentence, format_lambda,
+    complete_pairs,
 )
 from birr.book.verdict_figures import (  # noqa: F401
     VARIANT_STYLE, plot_sweep, GRAD_COLOURS, plot_grad_shares,
@@ -14,5 +15,5 @@ from birr.book.verdict_figures import (  # noqa: F401
 from birr.book.verdict_prose import (  # noqa: F401
     setups_frame, moved, lambda_sentence, confirm_sentence, grad_sentence,
     control_sentence, applied_sentence, f_note, format_share, power_sentence, control_reading,
-    separation_reading,
+    separation_reading, long_runs_sentence,
 )

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from birr.book import METRIC_NAMES, METRICS
-from birr.book.verdict_stats import PAPER_GAINS_F20, ci_text, format_lambda, sweep_frame
+from birr.book import METRIC_NAMES, METRICS, is_rr
+from birr.book.verdict_stats import PAPER_GAINS_F20, ci_text, format_lambda, setting, sweep_frame
 
 
 def setups_frame(setups: dict, lambdas, metrics=("first20", "overall"), variant: str = "code",
@@ -182,3 +182,19 @@ def separation_reading(rho_replay: float, rho_real: float) -> str:
                 "the real data of the same classes: there is little confusion left for repulsion to remove.")
     return (f"The generator's classes are {1 / k:.1f} times closer, relative to their spread, than the real data of "
             "the same classes: room that repulsion could use.")
+
+
+def long_runs_sentence(runs, iters: int = 1000, n_seeds: int = 5) -> str:
+    """What the page holds of the longer full-width runs (stored ones only, complete_pairs): how many
+    seeds per lambda, or that none is stored yet."""
+    if not runs:
+        return (f"no complete pair at {iters} iterations per task is stored yet; at this width a run takes "
+                "hours on a 2-core CPU, so the page waits for stored runs rather than training them.")
+    by_lam: dict = {}
+    for r in runs:
+        if is_rr(r):
+            by_lam.setdefault(setting(r)[1], set()).add(r["seed"])
+    c = runs[0]["config"]
+    held = "; ".join(f"λ = {format_lambda(lam)}: {len(s)} of {n_seeds} seeds" for lam, s in sorted(by_lam.items()))
+    return (f"at {c['iters']} iterations per task ({'bf16 autocast' if c.get('bf16') else 'fp32'}), the stored "
+            f"runs hold {held}, shown in their own row of the table below.")

@@ -245,6 +245,20 @@ def paired_differences(results, metrics=METRICS) -> dict:
     return out
 
 
+def complete_pairs(results, min_seeds: int = 2) -> list[dict]:
+    """The runs of a partly trained sweep that can be compared: each RR+RA setting with at least
+    `min_seeds` seeds whose baseline is there too (its runs of those seeds only), and the baselines they
+    pair with; [] when no setting has that many. What a page shows of a sweep still being trained."""
+    base = {r["seed"]: r for r in results if not is_rr(r)}
+    cells: dict = {}
+    for r in results:
+        if is_rr(r) and r["seed"] in base:
+            cells.setdefault(setting(r), []).append(r)
+    kept = [r for runs in cells.values() if len({r["seed"] for r in runs}) >= min_seeds for r in runs]
+    seeds = sorted({r["seed"] for r in kept})
+    return [base[s] for s in seeds] + kept
+
+
 def verdict_sentence(tests: pd.DataFrame, variant: str = "code", lam: float = 1e-6, f: float = 20.0) -> str:
     """What the paper's own setting gave, in one sentence with its uncertainty: the three differences
     with their CIs, whether any survives Holm, and whether the paper's gains are excluded."""
