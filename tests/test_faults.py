@@ -19,8 +19,10 @@ import pytest
 import torch
 
 import birr
+from birr import archives
 from birr import data as bdata
 from birr import encoder as benc
+from birr import features as bfeat
 from birr import lens as viz
 from birr import store
 from birr import train as T
@@ -84,7 +86,7 @@ def stored(results: Path) -> list[str]:
 # --- the shared writer ---------------------------------------------------------------------------
 
 def test_every_writer_is_the_shared_one_and_fsyncs_before_the_rename(tmp_path, monkeypatch):
-    """train.atomic_write_json, train.atomic_torch_save, encoder._save_atomic and data._save_npz_atomic are
+    """train.atomic_write_json, train.atomic_torch_save, encoder._save_atomic and archives._save_npz_atomic are
     one writer: the file is fsync'ed before it is renamed into place, then the folder is fsync'ed."""
     events, real_fsync, real_replace, real_write = [], os.fsync, os.replace, store.write_atomic
     monkeypatch.setattr(store.os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
@@ -98,7 +100,7 @@ def test_every_writer_is_the_shared_one_and_fsyncs_before_the_rename(tmp_path, m
     T.atomic_torch_save(tmp_path / "m.pt", {"w": torch.ones(2)})
     m = list(events)
     benc._save_atomic({"w": torch.ones(2)}, tmp_path / "a.pt")
-    bdata._save_npz_atomic(tmp_path / "c.npz", x=np.ones(2))
+    archives._save_npz_atomic(tmp_path / "c.npz", x=np.ones(2))
     assert through == ["r.json", "m.pt", "a.pt", "c.npz"]
     assert [e[0] for e in m] == ["fsync", "fsync", "replace", "replace", "fsync"], m
     assert m[0][1].startswith(str(tmp_path / ".m.pt.")) and m[2][1] == str(tmp_path / "m.pt")    # temp, then rename
@@ -152,10 +154,10 @@ def test_a_damaged_features_cache_is_rebuilt_not_used(birr_cache, damage, capsys
     enc, _ = benc.for_config(tiny(), progress=False)                 # the smoke encoder, committed
     bench = bdata.load("synthetic", n_tasks=2, seed=0, n_train_per_class=10, n_test_per_class=5)
     info = {}
-    train, test = benc.features(enc, bench, info=info)
+    train, test = bfeat.features(enc, bench, info=info)
     path = birr_cache / info["file"]
     assert info["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() == store.recorded_sha256(path)
-    assert info["encoder_hash"] == benc.encoder_hash(enc)
+    assert info["encoder_hash"] == bfeat.encoder_hash(enc)
     if damage == "flip":
         flip(path, 0.9)       # inside the tensors' bytes: torch.load alone would read it without complaint
         assert torch.load(path, weights_only=True)["test"].shape == test.shape
@@ -169,22 +171,22 @@ def test_a_damaged_features_cache_is_rebuilt_not_used(birr_cache, damage, capsys
         store.torch_save(path, dict(train=train.clone().fill_(float("nan")), test=test))
     capsys.readouterr()
     again = {}
-    train2, test2 = benc.features(enc, bench, info=again)
+    train2, test2 = bfeat.features(enc, bench, info=again)
     err = one_line(capsys.readouterr().err)
     assert err.startswith(f"[birr] features cache {path} is not used (") and err.endswith("computing the features again")
     assert torch.equal(train2, train) and torch.equal(test2, test)
     assert again == info and store.verify(path)                      # rewritten, with its hash
-    benc.features(enc, bench)
+    bfeat.features(enc, bench)
     assert capsys.readouterr().err == ""                              # and now served from it
 
 
 def test_results_record_the_encoder_weights_and_the_features_they_used(results, birr_cache):
     r = birr.run(tiny(), results_dir=results, progress=False)
     enc, meta = benc.for_config(tiny(), progress=False)
-    assert r["encoder"]["weights_hash"] == benc.encoder_hash(enc) and r["encoder"]["stamp"] == meta["stamp"]
+    assert r["encoder"]["weights_hash"] == bfeat.encoder_hash(enc) and r["encoder"]["stamp"] == meta["stamp"]
     cache = birr_cache / r["features"]["file"]
     assert r["features"]["sha256"] == hashlib.sha256(cache.read_bytes()).hexdigest()
-    assert r["features"]["file"].startswith(f"features-synthetic-{benc.encoder_hash(enc)}-")
+    assert r["features"]["file"].startswith(f"features-synthetic-{bfeat.encoder_hash(enc)}-")
 
 
 # --- artefacts -----------------------------------------------------------------------------------------

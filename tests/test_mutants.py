@@ -10,7 +10,8 @@ import torch
 
 from birr import data
 from birr import book as R
-from birr.encoder import ConvEncoder, features, init_
+from birr.encoder import ConvEncoder, init_
+from birr.features import features
 from birr.model import BIR
 from birr.rr import rr_ra_code, rr_ra_paper
 
