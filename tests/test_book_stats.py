@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from birr import book as R
 from book_fakes import fake
@@ -125,3 +126,12 @@ def test_paired_summary_pairs_by_seed_and_keeps_the_scope_order():
     d = R.paired_diffs(frame[frame.scope == "all tasks"], "ratio")
     assert d.index.tolist() == [0] and d["difference"].tolist() == [1.0]
     assert R.two_se(R.paired_diffs(frame[frame.method == "real data"], "ratio")["difference"])[2] == "noise"
+
+
+def test_nearest_mean_accuracy_uses_every_class():
+    """Three well separated classes, one test point next to each class mean: nearest-class-mean is right
+    on all three (accuracy 1), and a point of the last class counts. Catches dropping the last class mean."""
+    x = torch.tensor([[0.0, 0.0], [0.0, 0.2], [10.0, 0.0], [10.0, 0.2], [0.0, 10.0], [0.2, 10.0]])
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    test_x = torch.tensor([[0.5, 0.5], [9.0, 0.5], [0.5, 9.0]])
+    assert R.nearest_mean_accuracy(x, y, test_x, torch.tensor([0, 1, 2])) == 1.0

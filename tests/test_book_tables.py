@@ -4,6 +4,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -235,3 +236,25 @@ def test_replay_probabilities_and_share_vs_f():
     p = torch.tensor([[0.6, 0.25, 0.1, 0.05], [0.97, 0.01, 0.01, 0.01], [0.4, 0.3, 0.2, 0.1]])
     assert R.example_samples(p, 3.0) == [2, 0, 1]          # most (two), exactly one, none
     assert R.format_p(float("nan")) == "–" and R.format_p(0.0004) == "< 0.001" and R.format_p(0.0134) == "0.013"
+
+
+def test_best_f_zero_change_is_not_a_loss():
+    """best_f's docstring: "none gains" only when every change is negative. One f at exactly +0.00 and one
+    below: the +0.00 row is named as the best, not as "every f loses". Catches `< 0` -> `<= 0`."""
+    frame = pd.DataFrame({"variant": ["", "code", "code"], "f": [float("nan"), 5.0, 10.0],
+                          "overall_abs": [float("nan"), 0.0, -1.0]}, index=["baseline", "f = 5", "f = 10"])
+    assert R.best_f(frame, "overall") == "f = 5 (+0.00 points)"
+
+
+def _result(seed, f=None, acc=0.3):
+    rr = f is not None
+    return dict(method="rr+ra" if rr else "bir+si", seed=seed, stamp=f"{f}-{seed}",
+                config=dict(rr=rr, ra=rr, rep_f=f, rr_variant="code"),
+                metrics=dict(first20=acc, first50=acc, overall=acc))
+
+
+def test_table1_rows_are_ordered_by_increasing_f():
+    """table1_frame's docstring (and the paper's Table 1's layout, f = 5, 10, 20, ...): baseline first, then the
+    RR+RA rows by increasing f, whatever order the results come in. Catches sorting f descending."""
+    runs = [_result(0)] + [_result(0, f) for f in (20.0, 5.0, 10.0)]
+    assert list(R.table1_frame(runs).index) == ["baseline (BI-R + SI)", "f = 5", "f = 10", "f = 20"]

@@ -154,3 +154,42 @@ def test_a_config_cannot_change_after_validation():
     assert c.replace(iters=7).iters == 7 and c.iters == 40
     with pytest.raises(ValueError, match="config.iters=-5 must be > 0"):
         c.replace(iters=-5)
+
+
+# --- validation at its edges, presets -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["n_tasks", "iters", "batch", "batch_replay", "fc_units", "z_dim",
+                                  "encoder_epochs", "log_every"])
+def test_sizes_must_be_positive(name):
+    """validate(): sizes, iterations and log_every must be > 0 (log_every=0 would divide by zero in the loop;
+    iters=0 trains nothing). Catches `<= 0` -> `< 0` and log_every dropped from the list."""
+    with pytest.raises(ValueError, match=f"config.{name}=0 must be > 0"):
+        Config(**{name: 0})
+    assert getattr(Config(**{name: 1}), name) == 1
+
+
+def test_value_ranges_at_their_edges():
+    """dg_prop is P(gate entry = 0) and must be in [0, 1) (validate's message; dg_prop = 1 closes every gate,
+    appendix §4.2); f >= 1 (paper §3.2), so f = 1 is allowed; RA, like RR, acts on replayed samples only
+    (appendix §8.2), so ra=True without replay is refused; a bool is no float (lr=True). Catches `< 1.0` ->
+    `<= 1.0` for dg_prop, `< 1` -> `<= 1` for rep_f, the replay check looking at rr only, and bools passing
+    as floats."""
+    with pytest.raises(ValueError, match=r"config.dg_prop=1.0 must be in \[0, 1\)"):
+        Config(dg_prop=1.0)
+    assert Config(dg_prop=0.0).dg_prop == 0.0
+    assert Config(rep_f=1.0).rep_f == 1.0
+    with pytest.raises(ValueError, match="need replay='generative'"):
+        preset("finetune", ra=True)
+    with pytest.raises(TypeError, match="config.lr=True has type bool"):
+        Config(lr=True)
+
+
+def test_a_dataset_override_brings_its_own_task_split():
+    """preset()'s docstring: method, then budget sizes, then THE DATASET's task split, then overrides. The
+    smoke budget's dataset is synthetic (2 tasks); asking for cifar10 gives cifar10's 5 tasks and encoder
+    data, and the short budget with synthetic gives 2 tasks on synthetic. Catches taking the split of the
+    budget's dataset instead of the one asked for."""
+    c = preset("bir+si", budget="smoke", dataset="cifar10")
+    assert (c.dataset, c.n_tasks, c.encoder_data, c.iters) == ("cifar10", 5, "cifar10", 40)
+    s = preset("bir+si", budget="short", dataset="synthetic")
+    assert (s.dataset, s.n_tasks, s.encoder_data, s.iters) == ("synthetic", 2, "synthetic", 300)

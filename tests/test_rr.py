@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from birr import rr as RR
+from birr.learner import Learner
 from birr.rr import competing_classes, rr_ra_code, rr_ra_paper
 
 
@@ -203,3 +205,60 @@ def test_pairwise_error_is_each_samples_error_against_each_mean():
     x, means = torch.randn(2, 5, 7, generator=g), torch.randn(2, 3, 7, generator=g)
     want = torch.stack([reconstruction_error(means[:, c:c + 1].expand(-1, 5, -1), x) for c in range(3)], -1)
     torch.testing.assert_close(pairwise_reconstruction_error(x, means), want)
+
+
+# --- known answers from a mutation audit (appendix §8.3, §9.1) ----------------------------------------------
+
+def test_code_variant_f_test_is_strict_at_a_tie():
+    """appendix §8.3 items 2 and 6: a sample competes iff p[c1] < f * p[c2], strictly, so at f = 1 a sample whose
+    top two teacher logits tie exactly (p[c1] == p[c2]) does not compete, and a batch of such samples gets
+    neither RR nor RA. Catches `<` -> `<=` in rr_ra_code's f test."""
+    x = torch.tensor([[[0.0, 0.0], [2.0, 2.0]]])
+    logits = torch.tensor([[[1.0, 1.0, -5.0], [-5.0, 2.0, 2.0]]])     # exact ties: p1 == p2 bit for bit
+    rr, ra, st = rr_ra_code(x, x + 1.0, logits, torch.tensor([1.0]), torch.tensor([True]))
+    assert st["n_competitive"].tolist() == [0] and st["applied"].tolist() == [False]
+    assert rr.item() == 0.0 and ra.item() == 0.0
+
+
+def test_paper_variant_ra_does_not_depend_on_f():
+    """appendix §9.1 item 8 (the paper's §3.3): the paper's RA covers every replayed sample whatever the competitor
+    threshold, so with f = 1 (no competitor anywhere, RR = 0) RA is still
+    mean_i ½ · mean_f (x̂_label_i − x'_i)². Both samples are labelled class 0 (mean (0, 0)):
+    s0 (1, 1): ½ · (1 + 1) / 2 = 0.5; s1 (3, 0): ½ · (9 + 0) / 2 = 2.25; mean 1.375.
+    Catches gating the paper variant's RA by "some competitor in the batch", as the code variant does."""
+    logits = torch.tensor([[[0.5, 0.3, 0.2], [0.9, 0.05, 0.05]]]).log()
+    means = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]]])
+    xr = torch.tensor([[[1.0, 1.0], [3.0, 0.0]]])
+    rr, ra, st = rr_ra_paper(xr, logits, means, torch.tensor([1.0]), torch.tensor([True]))
+    assert st["n_kept"].item() == 0 and rr.item() == 0.0
+    assert ra.item() == pytest.approx(1.375)
+
+
+# --- the pair log -------------------------------------------------------------------------------------------
+
+def test_pair_counts_are_the_same_as_counting_sample_by_sample(tiny):
+    """The scatter-add pair log (no boolean indexing) counts what a per-sample loop would."""
+    cfgs = [tiny("rr+ra", seed=0, rep_f=1e6), tiny("rr+ra", seed=1, rep_f=1e6, rr_variant="paper")]
+    for cfg in cfgs:
+        stack = Learner([cfg], torch.device("cpu"))
+        K, C, B = 1, stack.data.n_classes, 8
+        g = torch.Generator().manual_seed(0)
+        label = torch.randint(0, C, (K, B), generator=g)
+        rr_log = stack.new_rr_log(2)
+        none = torch.zeros(K, dtype=torch.bool)                # no iteration applied RR or RA
+        if cfg.rr_variant == "code":
+            comp, mask = torch.randint(0, C, (K, B), generator=g), torch.rand(K, B, generator=g) < 0.5
+            RR.log_pairs(rr_log, dict(n_competitive=0, n_kept=0, applied=none, rr_applied=none, ra_applied=none,
+                                      label=label, competitor=comp, pair_mask=mask), "code", B)
+            want = torch.zeros(K, C, C, dtype=torch.long)
+            for b in range(B):
+                want[0, label[0, b], comp[0, b]] += int(mask[0, b])
+        else:
+            comp = torch.rand(K, B, C - 1, generator=g) < 0.3                # C_act = C - 1 classes seen
+            RR.log_pairs(rr_log, dict(n_competitive=0, n_kept=0, applied=none, rr_applied=none, ra_applied=none,
+                                      label=label, competitors=comp), "paper", B)
+            want = torch.zeros(K, C, C, dtype=torch.long)
+            for b in range(B):
+                for c in range(C - 1):
+                    want[0, label[0, b], c] += int(comp[0, b, c])
+        assert torch.equal(rr_log["pairs"], want) and want.sum() > 0

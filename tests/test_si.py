@@ -1,10 +1,12 @@
 """Synaptic intelligence (birr.si, appendix §6): the importance update, the penalty, its closed-form
-gradient, the path integral, on toy tensors and in a training stack."""
+gradient, the path integral, on toy tensors and in a training stack (which parameters it protects, W
+restarting at zero with every task)."""
 import pytest
 import torch
 
+import birr
+from birr.learner import Learner
 from birr.si import SynapticIntelligence, si_importance, si_penalty
-from test_train import _stack_after_task_1, tiny
 
 
 def test_si_importance_is_the_path_integral_over_the_squared_distance_moved():
@@ -56,9 +58,9 @@ def test_one_task_of_si_by_hand():
     assert torch.equal(other.omega["w"], si.omega["w"]) and torch.equal(other.scale["w"], si.scale["w"])
 
 
-def test_closed_form_si_gradient_equals_autograd():
+def test_closed_form_si_gradient_equals_autograd(tiny, stack_after_task_1):
     """appendix §6: d(c sum omega (p - p*)^2)/dp = 2 c omega (p - p*), per run (c differs inside a stack)."""
-    stack = _stack_after_task_1([tiny(seed=0), tiny("bir", seed=1), tiny(seed=2, si_c=3e5)])
+    stack = stack_after_task_1([tiny(seed=0), tiny("bir", seed=1), tiny(seed=2, si_c=3e5)])
     with torch.no_grad():                                  # move away from the anchor so the penalty is not 0
         for p in stack.params.values():
             p.add_(0.01 * torch.randn_like(p))
@@ -79,3 +81,40 @@ def test_closed_form_si_gradient_equals_autograd():
     assert torch.allclose(stack.si.penalty(stack.params), si_penalty([stack.params[n] for n in every],
                                                                      [stack.si.omega[n] for n in every],
                                                                      [stack.si.anchor[n] for n in every]))
+
+
+# --- SI in a learner ----------------------------------------------------------------------------------------
+
+def test_si_importance_only_for_fcE_and_head(tiny):
+    cfg = tiny()
+    stack = Learner([cfg], torch.device("cpu"))
+    d = stack.data
+    idx = d.task_indices(1)[:, :cfg.batch]
+    gens = stack.generators(1)
+    stack.begin_task(1)
+    for _ in range(3):
+        stack.step(1, d.train_x[idx], d.train_y.gather(1, idx), gens, None, None)
+    stack.end_task()
+    for name, w in stack.si.omega.items():
+        if name.startswith(("fcE1.", "fcE2.", "head.")):
+            assert w.abs().sum() > 0, name
+        else:
+            assert w.abs().sum() == 0, name                 # appendix §6: SI constrains fcE and head only
+    assert stack.prev is not None and not any(p.requires_grad for p in stack.prev.parameters())
+
+
+def test_si_path_integral_restarts_at_zero_every_task(results, monkeypatch, tiny):
+    """appendix §6 step 1: at the start of every task W[n] = 0 for every SI parameter, so the first step of task
+    2 sees an all-zero W (and task 1's W went into omega at its end). Catches the reset done only once
+    (W carried over from task 1 into task 2)."""
+    first = {}
+    real = Learner.step
+
+    def spy(self, t, *a):
+        if t not in first:
+            first[t] = {n: w.abs().sum().item() for n, w in self.si.W.items()}
+        return real(self, t, *a)
+    monkeypatch.setattr(Learner, "step", spy)
+    birr.run(tiny(iters=5), results_dir=results, progress=False)
+    assert set(first) == {1, 2} and set(first[2]) >= {"fcE1.weight", "head.weight"}
+    assert all(v == 0 for v in first[1].values()) and all(v == 0 for v in first[2].values())

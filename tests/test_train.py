@@ -1,80 +1,81 @@
-"""Training loop, results, resume and stacking (appendix §6-§7; issues 4, 5, 7), on tiny synthetic runs."""
-import copy
+"""birr.train (appendix §6-§7): the task loop (epochs, batches, logging, evaluation after each task),
+run / run_many (stacks, stored runs, force), per-run checkpoints and divergence, on tiny synthetic runs
+(conftest.py's `tiny` and `results`). Resuming whole stacks of runs: tests/test_resume.py."""
 import json
+import types
 
+import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import birr
 from birr import fast
-from birr import metrics as M
-from birr import rr as RR
-from birr import stacked
-from birr import store
 from birr import train as T
-from birr.data import class_order
-from birr.learner import AdamSI, Learner
+from birr.learner import Learner
 
 
-def tiny(method="bir+si", **kw):
-    base = dict(budget="smoke", device="cpu", iters=20, log_every=5)
-    base.update(kw)
-    return birr.preset(method, **base)
+# --- the task loop: epochs, batches, logging, evaluation (appendix §2, §6, §7) ------------------------------
+
+def _spy_steps(monkeypatch):
+    """Record (task, x, y) of every training step."""
+    seen = []
+    real = Learner.step
+
+    def spy(self, t, x, y, gens, log, rr_log, grad_log=None):
+        seen.append((t, x.detach().clone(), y.clone()))
+        return real(self, t, x, y, gens, log, rr_log, grad_log)
+    monkeypatch.setattr(Learner, "step", spy)
+    return seen
 
 
-@pytest.fixture
-def results(tmp_path):
-    return tmp_path / "results"
-
-
-def test_results_file_has_everything(results):
-    cfg = tiny()
-    r = birr.run(cfg, results_dir=results, progress=False)
-    on_disk = json.loads((results / "runs" / f"{cfg.stamp}.json").read_text())
-    assert on_disk["stamp"] == r["stamp"] == cfg.stamp
-    for key in ("config", "seed", "class_order", "class_names", "acc_matrix", "per_class_acc", "metrics",
-                "loss_traces", "task_wall_s", "provenance", "dataset", "budget", "encoder"):
-        assert key in on_disk, key
-    assert on_disk["synthetic"] is True and on_disk["dataset"] == "synthetic"
-    assert on_disk["class_order"] == class_order(4, 0)
-    assert len(r["acc_matrix"]) == 2 and r["acc_matrix"][0][1] is None
-    assert set(r["metrics"]) >= {"first20", "first50", "overall", "forgetting", "bwt"}
-    assert r["metrics"]["overall"] == pytest.approx(sum(r["per_class_acc"]) / 4)
-    # BWT from the seen-classes matrix (appendix §7's record after each task), whose last row is the final one
-    assert on_disk["format"] == birr.results.RESULTS_FORMAT == 2 and r["acc_matrix"][-1] == r["acc_matrix_seen"][-1]
-    assert r["metrics"]["bwt"] == pytest.approx(r["acc_matrix_seen"][1][0] - r["acc_matrix_seen"][0][0])
-    assert len(r["loss_traces"][0]["total"]) == 4 and r["loss_traces"][1]["recon_r"][0] > 0
-    assert r["loss_traces"][0]["recon_r"][0] == 0          # no replay in task 1
-    prov = r["provenance"]
-    assert {"git_sha", "torch", "device", "device_name", "python"} <= set(prov)
-    assert not list(results.rglob(".*tmp*"))               # atomic writes leave no temp files
-
-
-def test_a_format_1_result_loads_with_its_metrics_recomputed_from_the_seen_classes_matrix(results):
-    """Format 1 took forgetting and BWT from the all-class matrix, where before the last task untrained
-    head rows of unseen classes win some argmaxes: task 1 here was 0.6 right after learning it over all
-    classes, 0.9 over the seen ones, and ends at 0.5. Loading recomputes (BWT -0.1 -> -0.4), and leaves
-    the file as it was."""
-    cfg = tiny()
+@pytest.mark.parametrize("batch, per_epoch", [(40, 5), (32, 6)])
+def test_epochs_are_shuffled_full_batches_with_drop_last(results, monkeypatch, batch, per_epoch, tiny):
+    """appendix §2: batches of a task are shuffled with drop_last=True, and a fresh shuffled iterator starts when
+    the previous one is exhausted (and at the start of every task). A synthetic task has 200 training
+    images: at batch 40 an epoch is exactly 5 full batches that cover all 200 images once each (the last
+    full batch is used, not dropped); at batch 32 it is 6 batches, 192 distinct images, and the 8 left over
+    are dropped, the 7th batch opening a new permutation. Each epoch is in a new random order, not file
+    order. Catches `pos + B > n_t` -> `>=` (the last full batch dropped when B divides n_t), the batch slice
+    shifted by one (`order[:, pos + 1:pos + 1 + B]`, a short last batch), and batches taken unshuffled."""
+    seen = _spy_steps(monkeypatch)
+    cfg = tiny(batch=batch, iters=2 * per_epoch)
     birr.run(cfg, results_dir=results, progress=False)
-    path = T.results_path(results, cfg)
-    old = json.loads(path.read_text())
-    del old["sha256"]                       # format-1 files predate the embedded hash: read unchecked
-    old.update(format=1, acc_matrix=[[0.6, None], [0.5, 0.8]], acc_matrix_seen=[[0.9, None], [0.5, 0.8]],
-               per_class_acc=[0.4, 0.6, 0.8, 0.8])
-    old["metrics"] = M.summarise(old["acc_matrix"], old["per_class_acc"])
-    assert old["metrics"]["bwt"] == pytest.approx(-0.1)
-    path.write_text(json.dumps(old))
-    r = birr.load_result(results, cfg)
-    assert r["format"] == 2
-    assert r["metrics"]["bwt"] == pytest.approx(-0.4) and r["metrics"]["forgetting"] == pytest.approx(0.4)
-    assert r["metrics"]["overall"] == pytest.approx(0.65)
-    assert json.loads(path.read_text()) == old                       # read, not rewritten
-    assert birr.run(cfg, results_dir=results, progress=False)["metrics"] == r["metrics"]   # run() loads it so too
+    data = T.TaskData(cfg, [cfg.seed], torch.device("cpu"))
+    for t in (1, 2):
+        steps = [(x, y) for u, x, y in seen if u == t]
+        assert len(steps) == 2 * per_epoch
+        task_rows = set(torch.nonzero((data.train_y[0] >= 2 * (t - 1)) & (data.train_y[0] < 2 * t)).flatten().tolist())
+        assert len(task_rows) == 200
+        epochs = []
+        for e in range(2):
+            order = []
+            for x, y in steps[e * per_epoch:(e + 1) * per_epoch]:
+                assert x.shape[1] == batch and y.shape[1] == batch             # full batches only
+                eq = (x[0][:, None, :] == data.train_x[None]).all(-1)         # (B, N): which image is each row
+                assert eq.sum(1).tolist() == [1] * batch
+                rows = eq.float().argmax(1)
+                assert torch.equal(data.train_y[0, rows], y[0])               # the labels go with the images
+                order += rows.tolist()
+            assert len(set(order)) == len(order) == per_epoch * batch        # no image twice in an epoch
+            assert set(order) <= task_rows                                   # task t's images only
+            assert order != sorted(order)                                    # shuffled, not file order
+            epochs.append(order)
+        assert epochs[0] != epochs[1]                                        # reshuffled for epoch 2
+        if per_epoch * batch == 200:
+            assert set(epochs[0]) == task_rows                               # drop_last drops nothing here
 
 
-def test_a_task_shorter_than_log_every_logs_its_last_iteration_and_logging_never_changes_training(results):
+def test_a_task_of_exactly_one_batch_trains(results, tiny):
+    """appendix §2 (drop_last): a task with exactly `batch` training images has one full batch per epoch, so it
+    trains; only fewer images than a batch is an error. The synthetic task has 200 images: batch=200 runs,
+    batch=201 is refused with the message. Catches `if n_t < B` -> `if n_t <= B`."""
+    r = birr.run(tiny(batch=200, batch_replay=16, iters=2, log_every=1), results_dir=results, progress=False)
+    assert len(r["acc_matrix"]) == 2
+    with pytest.raises(ValueError, match="task 1 has 200 training images, fewer than batch=201"):
+        birr.run(tiny(batch=201, batch_replay=16, iters=2), results_dir=results, progress=False)
+
+
+def test_a_task_shorter_than_log_every_logs_its_last_iteration_and_logging_never_changes_training(results, tiny):
     """Config(iters=7, log_every=50) used to record no loss trace at all, silently."""
     sparse = birr.run(tiny(iters=7, log_every=50), results_dir=results, progress=False)
     dense = birr.run(tiny(iters=7, log_every=1), results_dir=results, progress=False)
@@ -85,7 +86,50 @@ def test_a_task_shorter_than_log_every_logs_its_last_iteration_and_logging_never
     assert sparse["acc_matrix"] == dense["acc_matrix"]      # the loss terms are read, never fed back
 
 
-def test_determinism_same_seed_same_numbers(results):
+def test_eval_every_records_curves_on_the_full_test_set(results, tiny):
+    r = birr.run(tiny(eval_every=5), results_dir=results, progress=False)
+    iters = [(c["task"], c["iter"]) for c in r["curves"]]
+    assert iters == [(1, 5), (1, 10), (1, 15), (1, 20), (2, 5), (2, 10), (2, 15), (2, 20)]
+    assert r["curves"][-1]["per_task"] == r["acc_matrix"][-1]          # the last point is the final eval
+    assert all(len(c["per_task"]) == 2 for c in r["curves"])           # every task, seen or not
+
+
+def test_accuracies_after_each_task_recomputed_from_the_models_logits(results, tiny, end_task_snapshots):
+    """appendix §7: acc_matrix[t][i] is the accuracy on task i after task t with the argmax over ALL classes,
+    acc_matrix_seen[t][i] the same with the argmax over the classes seen so far (2 t here), both None for
+    tasks not seen yet; per_class_acc is the final model's per-class accuracy, per_task_acc the last row.
+    Recomputed here from the logits of a copy of the model taken after each task. Catches n_seen off by one
+    (`t * cpt - 1`), `i < t` -> `i <= t` in acc_matrix_seen, and per_class_acc taken after task 1."""
+    snaps = end_task_snapshots
+    r = birr.run(tiny(iters=20), results_dir=results, progress=False)
+    assert len(snaps) == 2
+    for t, snap in enumerate(snaps, 1):
+        d = snap.data
+        with torch.no_grad():
+            logits = snap.model.classify(d.test_x[None])[0]                  # (N_test, C)
+        y = d.test_y[0]
+        pred_all, pred_seen = logits.argmax(-1), logits[:, :2 * t].argmax(-1)
+        for i in range(2):
+            mask = (y >= 2 * i) & (y < 2 * i + 2)
+            assert int(mask.sum()) == 40
+            if i < t:
+                assert r["acc_matrix"][t - 1][i] == pytest.approx((pred_all[mask] == y[mask]).float().mean().item(), abs=1e-6)
+                assert r["acc_matrix_seen"][t - 1][i] == pytest.approx((pred_seen[mask] == y[mask]).float().mean().item(), abs=1e-6)
+            else:
+                assert r["acc_matrix"][t - 1][i] is None and r["acc_matrix_seen"][t - 1][i] is None
+        if t == 2:
+            per_class = [(pred_all[y == c] == c).float().mean().item() for c in range(4)]
+            assert r["per_class_acc"] == pytest.approx(per_class, abs=1e-6)
+            assert r["per_task_acc"] == r["acc_matrix"][-1]
+            assert r["metrics"]["overall"] == pytest.approx(sum(per_class) / 4, abs=1e-6)
+    # the test can tell n_seen = 2 from n_seen = 1: after task 1 some class-1 image is right among classes 0-1
+    with torch.no_grad():
+        lg = snaps[0].model.classify(snaps[0].data.test_x[None])[0]
+    ones = snaps[0].data.test_y[0] == 1
+    assert (lg[ones, :2].argmax(-1) == 1).any()
+
+
+def test_determinism_same_seed_same_numbers(results, tiny):
     a = birr.run(tiny(), results_dir=results, progress=False)
     b = birr.run(tiny(), results_dir=results, progress=False, force=True)
     assert a["acc_matrix"] == b["acc_matrix"] and a["loss_traces"] == b["loss_traces"]
@@ -93,7 +137,20 @@ def test_determinism_same_seed_same_numbers(results):
     assert c["loss_traces"] != a["loss_traces"]
 
 
-def test_finished_stamp_is_loaded_not_retrained(results, monkeypatch):
+def test_rr_code_variant_with_one_class_per_task_is_a_clear_error(results, tiny):
+    """The fork's RR/RA pairs a replayed sample's top-2 old classes (appendix §8): with 1 class per task, task 2
+    has one old class. Said before training, in one line; the paper variant (competitors among all seen
+    classes) has no such limit."""
+    with pytest.raises(ValueError, match=r"needs >= 2 classes per task, got 1 \(n_tasks=4 on 4 classes\)"):
+        birr.run(tiny("rr+ra", n_tasks=4, iters=10), results_dir=results, progress=False)
+    assert not (results / "runs").exists() or not list((results / "runs").glob("*.json"))
+    r = birr.run(tiny("rr+ra", n_tasks=4, iters=10, rr_variant="paper", rep_f=3.0), results_dir=results, progress=False)
+    assert len(r["acc_matrix"]) == 4
+
+
+# --- run and run_many: stored runs, force, stacks -----------------------------------------------------------
+
+def test_finished_stamp_is_loaded_not_retrained(results, monkeypatch, tiny):
     cfg = tiny()
     first = birr.run(cfg, results_dir=results, progress=False)
     calls = []
@@ -102,68 +159,42 @@ def test_finished_stamp_is_loaded_not_retrained(results, monkeypatch):
     assert calls == [] and again == first
 
 
-@pytest.mark.parametrize("flags", [{}, dict(bf16=True, compile=True)], ids=["eager", "bf16+compile"])
-def test_killed_run_resumes_and_matches_uninterrupted(results, tmp_path, monkeypatch, flags):
-    """A run killed in task 2 resumes from task 1's checkpoint and ends bit for bit as an uninterrupted one;
-    with bf16 + compile too, where the bf16 weight copies must be rebuilt from the loaded parameters."""
-    cfg = tiny("rr+ra", rep_f=5.0, **flags)
-    clean = birr.run(cfg, results_dir=tmp_path / "clean", progress=False)
-    real_evaluate, n = T.evaluate, []
-
-    def dies_in_task_2(*a, **k):
-        n.append(1)
-        if len(n) == 2:
-            raise KeyboardInterrupt("killed")
-        return real_evaluate(*a, **k)
-
-    monkeypatch.setattr(T, "evaluate", dies_in_task_2)
-    with pytest.raises(KeyboardInterrupt):
-        birr.run(cfg, results_dir=results, progress=False)
-    assert list((results / "ckpt").glob("*.pt")) and not (results / "runs").exists()
-    monkeypatch.setattr(T, "evaluate", real_evaluate)
-    resumed = birr.run(cfg, results_dir=results, progress=False)
-    assert resumed["acc_matrix"] == clean["acc_matrix"]
-    assert resumed["loss_traces"] == clean["loss_traces"]
-    assert resumed["rr_stats"] == clean["rr_stats"]
-    assert not list((results / "ckpt").glob("*.pt"))        # removed once the results are written
+def test_force_retrains_a_finished_stamp(results, tiny):
+    """run_many(force=True) re-trains even if results exist (the CLI's --force help says the same). Catches
+    ignoring `force` (the stored result loaded and returned)."""
+    cfg = tiny(iters=3)
+    birr.run(cfg, results_dir=results, progress=False)
+    path = results / "runs" / f"{cfg.stamp}.json"
+    stored = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(stored, marker="old")))
+    again = birr.run(cfg, results_dir=results, progress=False, force=True)
+    assert "marker" not in again and "marker" not in json.loads(path.read_text())
 
 
-def test_sigkilled_cli_run_resumes_from_its_last_task(tmp_path):
-    """The brief's standard, with a real SIGKILL (no Python cleanup at all, unlike the KeyboardInterrupt
-    above): `python -m birr train` killed during task 2 leaves task 1's checkpoint and no results file;
-    the same command again resumes after task 1 and writes results equal to an uninterrupted run's."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    argv = [sys.executable, "-m", "birr", "train", "--method", "rr+ra", "--set", "rep_f=5", "--set", "iters=400",
-            "--set", "device=cpu"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    killed, clean = tmp_path / "killed", tmp_path / "clean"
-    proc = subprocess.Popen(argv + ["--results-dir", str(killed), "--quiet"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not list((killed / "ckpt").glob("*.pt")):          # task 1 done: its state is on disk
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.time() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert not (killed / "runs").exists(), "the run finished before it was killed: make task 2 longer"
-    again = subprocess.run(argv + ["--results-dir", str(killed)], env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "resuming 1 run(s) after task 1" in again.stdout, again.stdout + again.stderr
-    subprocess.run(argv + ["--results-dir", str(clean), "--quiet", "--no-checkpoint"], env=env, check=True,
-                   capture_output=True, timeout=300)
-    (a,), (b,) = (list((d / "runs").glob("*.json")) for d in (killed, clean))
-    ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
-    for key in ("acc_matrix", "per_class_acc", "loss_traces", "rr_stats", "metrics"):
-        assert ra[key] == rb[key], key
-    assert not list((killed / "ckpt").glob("*")) and not list(killed.rglob(".*tmp*"))
+def test_run_many_trains_each_missing_stamp_once_in_stacks_of_max_stack_and_keeps_the_order(results, monkeypatch,
+                                                                                            tiny):
+    """run_many's docstring: every config gets its result, in the order of `cfgs`; finished stamps are
+    loaded, missing ones trained, at most `max_stack` per stack; a config listed twice is one run. Here seed
+    2 is finished beforehand; [s0, s1, s2, s3, s0] with max_stack=2 trains s0+s1 as one stack and s3 alone,
+    and returns five results whose seeds are 0, 1, 2, 3, 0 with stacked_with 2, 2, 1, 1, 2. Catches
+    dropping the duplicate check (s0 trained twice, s3 stacked with it), returning results in training order,
+    and a stack slice one short (`group[i:i + max_stack - 1]`, a config never trained)."""
+    cfgs = [tiny(iters=3, seed=s) for s in range(4)]
+    birr.run(cfgs[2], results_dir=results, progress=False)
+    trained = []
+    real = T._train_stack
+
+    def spy(group, *a, **k):
+        trained.append([c.seed for c in group])
+        return real(group, *a, **k)
+    monkeypatch.setattr(T, "_train_stack", spy)
+    out = birr.run_many(cfgs + [cfgs[0]], results_dir=results, progress=False, max_stack=2)
+    assert trained == [[0, 1], [3]]
+    assert [r["seed"] for r in out] == [0, 1, 2, 3, 0]
+    assert [r["stacked_with"] for r in out] == [2, 2, 1, 1, 2]
 
 
-def test_runs_that_differ_in_compile_or_device_are_not_stacked(results, monkeypatch):
+def test_runs_that_differ_in_compile_or_device_are_not_stacked(results, monkeypatch, tiny):
     """A stack runs as its first config says; compile and device are outside the stamp, so they were
     outside the stack key too, and a compile=True run stacked behind a compile=False one was trained
     eagerly while its stored config said compile=True (found by a mutation audit)."""
@@ -180,7 +211,72 @@ def test_runs_that_differ_in_compile_or_device_are_not_stacked(results, monkeypa
     assert T._stack_key(tiny(seed=0, rep_f=5.0)) == T._stack_key(tiny(seed=3, rep_f=20.0))   # PER_RUN may differ
 
 
-def test_without_checkpoints_no_state_is_written_and_results_are_the_same(results, tmp_path, monkeypatch):
+def test_stacked_runs_split_the_stacks_wall_time(results, monkeypatch, tiny):
+    """Runs trained together share the stack's time: each of K runs is charged 1/K of every task and of the
+    setup, so the runs' wall times add up to the stack's. With a clock that advances 10 s per reading, the
+    setup and each of the 2 tasks take 10 s: each of the 2 runs gets task_wall_s [5, 5] and wall_time_s
+    5 + 5 + 10 / 2 = 15, together 30. Catches charging every run the whole task time or the whole setup."""
+    ticks = iter(range(0, 10_000, 10))
+    monkeypatch.setattr(T, "time", types.SimpleNamespace(time=lambda: float(next(ticks)), strftime=T.time.strftime))
+    out = birr.run_many([tiny(iters=3, seed=0), tiny(iters=3, seed=1)], results_dir=results, progress=False)
+    assert [r["stacked_with"] for r in out] == [2, 2]
+    assert [r["task_wall_s"] for r in out] == [[5.0, 5.0], [5.0, 5.0]]
+    assert [r["wall_time_s"] for r in out] == [15.0, 15.0]
+
+
+def test_stacked_runs_keep_their_own_class_order_and_final_model(results, tiny, end_task_snapshots):
+    """appendix §2: a run's class order is the inverse of np.random.RandomState(seed).permutation(C), so the
+    seed-1 run of a stack records seed 1's order, not seed 0's. Its saved model (load_model) is its own slice
+    of the stack: the loaded K=1 model's weights are the k-th run's, and its per-class accuracy, recomputed
+    here from its logits on the run's own test labels, is the stored per_class_acc. Catches every run of a
+    stack recording run 0's class order, saving run 0's weights for every run, and load_model building the
+    model with in_dim from the wrong axis of fcD2.weight."""
+    snaps = end_task_snapshots
+    cfgs = [tiny(iters=5, seed=0), tiny(iters=5, seed=1)]
+    out = birr.run_many(cfgs, results_dir=results, progress=False)
+    for k, (cfg, r) in enumerate(zip(cfgs, out)):
+        assert r["class_order"] == np.argsort(np.random.RandomState(cfg.seed).permutation(4)).tolist()
+        m = birr.load_model(cfg, results_dir=results)
+        assert m is not None and m.K == 1 and not m.training
+        for n, v in m.state_dict().items():
+            assert torch.equal(v, snaps[-1].model.state_dict()[n][k:k + 1]), n
+        d = snaps[-1].data
+        with torch.no_grad():
+            pred = m.classify(d.test_x[None])[0].argmax(-1)
+        y = d.test_y[k]
+        assert r["per_class_acc"] == pytest.approx([(pred[y == c] == c).float().mean().item() for c in range(4)], abs=1e-6)
+    assert out[0]["class_order"] != out[1]["class_order"]
+
+
+def test_api_mistakes_name_what_was_passed(tiny):
+    with pytest.raises(TypeError, match=r"cfg='bir\+si' is a str, not a Config; make one with birr.preset"):
+        birr.run("bir+si")
+    with pytest.raises(TypeError, match="run_many takes a list of Configs"):
+        birr.run_many(tiny())
+    with pytest.raises(TypeError, match=r"cfgs\[1\] is a dict"):
+        birr.run_many([tiny(), {}])
+    with pytest.raises(ValueError, match="max_stack=0 is not allowed"):
+        birr.run_many([tiny()], max_stack=0)
+
+
+# --- checkpoints --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags", [{}, dict(bf16=True, compile=True)], ids=["eager", "bf16+compile"])
+def test_killed_run_resumes_and_matches_uninterrupted(results, tmp_path, flags, tiny, kill_after):
+    """A run killed in task 2 resumes from task 1's checkpoint and ends bit for bit as an uninterrupted one;
+    with bf16 + compile too, where the bf16 weight copies must be rebuilt from the loaded parameters."""
+    cfg = tiny("rr+ra", rep_f=5.0, **flags)
+    clean = birr.run(cfg, results_dir=tmp_path / "clean", progress=False)
+    kill_after([cfg], results, task=1)
+    assert list((results / "ckpt").glob("*.pt")) and not (results / "runs").exists()
+    resumed = birr.run(cfg, results_dir=results, progress=False)
+    assert resumed["acc_matrix"] == clean["acc_matrix"]
+    assert resumed["loss_traces"] == clean["loss_traces"]
+    assert resumed["rr_stats"] == clean["rr_stats"]
+    assert not list((results / "ckpt").glob("*.pt"))        # removed once the results are written
+
+
+def test_without_checkpoints_no_state_is_written_and_results_are_the_same(results, tmp_path, monkeypatch, tiny):
     cfg = tiny("rr+ra", rep_f=5.0)
     saved = []
     real_save = T.atomic_torch_save
@@ -193,644 +289,20 @@ def test_without_checkpoints_no_state_is_written_and_results_are_the_same(result
     assert plain["acc_matrix"] == with_ckpt["acc_matrix"] and plain["loss_traces"] == with_ckpt["loss_traces"]
 
 
-def test_provenance_takes_the_stated_sha_over_the_trees_git(monkeypatch):
-    own = T.provenance(torch.device("cpu"))
-    assert own["git_sha_stated"] is False
-    monkeypatch.setenv("BIRR_GIT_SHA", "abc123")     # a copied tree whose .git is some other commit
-    prov = T.provenance(torch.device("cpu"))
-    assert prov["git_sha"] == "abc123" and prov["git_dirty"] is False and prov["git_sha_stated"] is True
-
-
-def stack_cfgs(bf16):
-    """Three runs of one stack: two seeds of BI-R + SI and RR + RA at seed 0 (same init as the first)."""
-    return [tiny(seed=0, iters=40, bf16=bf16), tiny(seed=1, iters=40, bf16=bf16),
-            tiny("rr+ra", seed=0, iters=40, rep_f=3.0, lambda_rr=1e-2, lambda_ra=1e-2, bf16=bf16)]
-
-
-def stack_mismatches(alone: dict, stacked: dict, a: dict, b: dict) -> list[str]:
-    """What tells a run trained alone (results `alone`, final weights `a`) from its stacked twin
-    (`stacked`, `b`): accuracies, RR/RA counts and weights bit for bit, loss traces to 1e-5 relative
-    (they are reductions whose order may follow the stack's shape)."""
-    bad = [k for k in ("acc_matrix", "per_class_acc_after_task", "metrics", "rr_stats") if alone[k] != stacked[k]]
-    for ta, ts in zip(alone["loss_traces"], stacked["loss_traces"]):
-        bad += [f"loss {k}, task {ta['task']}" for k in ta if ta[k] != pytest.approx(ts[k], rel=1e-5, abs=1e-9)]
-    if a.keys() != b.keys():
-        return bad + ["weight names"]
-    return bad + [f"weight {n}" for n in a if not torch.equal(a[n], b[n])]
-
-
-def train_alone_and_stacked(cfgs, results, tmp_path):
-    """Each config trained alone, and all of them in one stack: [(alone, stacked, a, b)]."""
-    stacked = birr.run_many(cfgs, results_dir=results, progress=False)
-    assert {r["stacked_with"] for r in stacked} == {len(cfgs)}
-    out = []
-    for cfg, s in zip(cfgs, stacked):
-        alone_dir = tmp_path / f"alone{cfg.stamp}"
-        alone = birr.run(cfg, results_dir=alone_dir, progress=False)
-        assert alone["stacked_with"] == 1
-        a, b = torch.load(T.model_path(alone_dir, cfg)), torch.load(T.model_path(results, cfg))
-        out.append((alone, s, a, b))
-    return out
-
-
-@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
-def test_stacked_runs_are_bitwise_runs_trained_alone(results, tmp_path, bf16):
-    """Issue 7: a run's numbers do not depend on the runs it is stacked with. On the CPU they are the
-    same bits: every accuracy, RR/RA count and final weight. Two causes made them differ, both fixed:
-    torch's fused Adam kernel rounds a tensor's vector tail differently from its body (so Adam steps
-    run by run, `stacked.adam_step`; it surfaced as an ulp from step 2, a point of accuracy after a
-    short-budget run); and on an Intel Xeon with AMX the matmul kernels round by the stack's shape
-    (bf16 through oneDNN's AMX kernels, seen in CI as a logged KL 4.7e-5 apart, and fp32 through MKL;
-    benchmarks/stack_isolation.py), so on a CPU every run gets its own matmul call (`stacked.bmm`; this
-    test failed on such a Xeon in bf16 before). 40 iterations per task: an ulp has surfaced in the
-    weights by then. The logged loss values are reductions over the stacked tensors, whose summation
-    order may depend on the stack's shape (~1e-7 relative in a short run stacked 18-fold), so they are
-    compared to rounding; they feed no gradient."""
-    runs = train_alone_and_stacked(stack_cfgs(bf16), results, tmp_path)
-    for alone, s, a, b in runs:
-        assert stack_mismatches(alone, s, a, b) == [], birr.results.cpu_isa()
-    # the comparison can fail: a run trained as another config (BI-R + SI against RR + RA, same seed)
-    (bir, _, a_bir, _), (rr, _, a_rr, _) = runs[0], runs[2]
-    other = stack_mismatches(bir, rr, a_bir, a_rr)
-    assert any(m.startswith("loss rr") for m in other) and any(m.startswith("weight") for m in other)
-
-
-def test_every_matmul_of_a_cpu_stack_has_the_shapes_of_a_run_alone(results):
-    """Why stacking is exact on every CPU (stacked.bmm): each run's matmuls, forward and both backward
-    ones, are calls of the shapes the run makes alone, (1, ...), whatever the CPU's library does with a
-    batched call's shape. Counted in a dispatch mode over a 3-run training (every batched matmul aten
-    op); on the old code (one call per layer for the whole stack) the leading dimension was 3."""
-    seen = []
-
-    class BatchedMatmuls(torch.utils._python_dispatch.TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            op = str(func)                      # aten.bmm / aten.baddbmm, .default or .out (stacked._RunByRun)
-            if op.startswith(("aten.bmm.", "aten.baddbmm.")):                  # (self,) batch1, batch2
-                seen.append(tuple(args[1 if op.startswith("aten.baddbmm.") else 0].shape))
-            return func(*args, **(kwargs or {}))
-
-    cfgs = [tiny(seed=0, iters=3), tiny(seed=1, iters=3),
-            tiny("rr+ra", seed=0, iters=3, rep_f=3.0, lambda_rr=1e-2, lambda_ra=1e-2)]
-    with BatchedMatmuls():
-        birr.run_many(cfgs, results_dir=results, progress=False, checkpoint=False)
-    assert len(seen) > 100 and {shape[0] for shape in seen} == {1}, sorted({s for s in seen if s[0] != 1})[:5]
-
-
-def test_adam_step_run_by_run_is_torch_adams_fused_step(results, monkeypatch):
-    """stacked.adam_step calls torch's fused Adam kernel on per-run slices; for one run it must leave
-    exactly what torch.optim.Adam(fused=True).step() leaves (guards the private kernel's signature)."""
-    cfg = tiny(seed=3, iters=15)
-    mine = birr.run(cfg, results_dir=results / "mine", progress=False)
-    monkeypatch.setattr(stacked, "adam_step", lambda opt, params, K: opt.step())
-    torchs = birr.run(cfg, results_dir=results / "torch", progress=False)
-    assert mine["loss_traces"] == torchs["loss_traces"] and mine["acc_matrix"] == torchs["acc_matrix"]
-    a, b = torch.load(T.model_path(results / "mine", cfg)), torch.load(T.model_path(results / "torch", cfg))
-    assert all(torch.equal(a[n], b[n]) for n in a)
-
-
-def test_rr_ra_only_on_replay_batches_and_logged(results, monkeypatch):
-    seen = []
-    real = RR.rr_ra_code
-
-    def spy(x_replay, x_recon, *a):
-        seen.append(tuple(x_replay.shape))
-        return real(x_replay, x_recon, *a)
-
-    monkeypatch.setattr(RR, "rr_ra_code", spy)
-    cfg = tiny("rr+ra", batch=16, batch_replay=24, rep_f=20.0, lambda_rr=1e-3, lambda_ra=1e-3)
-    r = birr.run(cfg, results_dir=results, progress=False)
-    # called once per iteration of task 2 only, always on the replay batch (24), never on the current (16)
-    assert len(seen) == cfg.iters and set(seen) == {(1, 24, 1024)}
-    st = r["rr_stats"]
-    assert len(st) == 1 and st[0]["task"] == 2 and st[0]["n_competitive"] > 0
-    assert sum(p[2] for p in st[0]["pairs"]) == st[0]["n_kept"]
-    assert all(a < 2 and b < 2 and a != b for a, b, _ in st[0]["pairs"])   # old classes only
-    # RA acts on every sample of a batch with a competitor; RR only on kept pairs, which a smoke
-    # teacher may not produce at the 4 logged iterations (the step's numbers: test_step_reference.py)
-    assert max(r["loss_traces"][1]["ra"]) > 0
-    assert max(r["loss_traces"][1]["rr"]) == 0 or st[0]["n_kept"] > 0
-    assert r["loss_traces"][0]["rr"] == [0.0] * 4
-
-
-def test_paper_class_means_are_each_class_own_training_mean(results):
-    """x-hat of the paper variant (the paper's §3.3): the mean encoder feature of each class's real training
-    images, class by class in the run's own label order."""
-    cfg = tiny("rr+ra", rr_variant="paper", seed=1)
-    data = T.TaskData(cfg, [0, 1], torch.device("cpu"))
-    for t in (1, 2):
-        means = data.class_means(t)                                           # (K, cpt, D)
-        for k in range(2):
-            for j in range(data.cpt):
-                c = (t - 1) * data.cpt + j
-                rows = data.train_x[data.train_y[k] == c]
-                assert len(rows) > 0
-                torch.testing.assert_close(means[k, j], rows.sum(0) / len(rows))
-        assert not torch.allclose(means[0, 0], means[0, 1])                   # classes differ
-
-
-def test_paper_variant_runs_and_logs(results):
-    cfg = tiny("rr+ra", rr_variant="paper", rep_f=3.0)
-    r = birr.run(cfg, results_dir=results, progress=False)
-    st = r["rr_stats"][0]
-    assert st["n_kept"] >= st["n_competitive"] > 0
-    assert all(a < 4 and b < 4 and a != b for a, b, _ in st["pairs"])  # own classifier: all seen classes
-    assert max(r["loss_traces"][1]["rr"]) > 0
-
-
-def test_si_importance_only_for_fcE_and_head():
-    cfg = tiny()
-    stack = Learner([cfg], torch.device("cpu"))
-    d = stack.data
-    idx = d.task_indices(1)[:, :cfg.batch]
-    gens = stack.generators(1)
-    stack.begin_task(1)
-    for _ in range(3):
-        stack.step(1, d.train_x[idx], d.train_y.gather(1, idx), gens, None, None)
-    stack.end_task()
-    for name, w in stack.si.omega.items():
-        if name.startswith(("fcE1.", "fcE2.", "head.")):
-            assert w.abs().sum() > 0, name
-        else:
-            assert w.abs().sum() == 0, name                 # appendix §6: SI constrains fcE and head only
-    assert stack.prev is not None and not any(p.requires_grad for p in stack.prev.parameters())
-
-
-def _stack_after_task_1(cfgs, steps=3):
-    stack = Learner(cfgs, torch.device("cpu"))
-    d = stack.data
-    idx = d.task_indices(1)[:, :cfgs[0].batch]
-    gens = stack.generators(1)
-    stack.begin_task(1)
-    for _ in range(steps):
-        stack.step(1, d.train_x[idx], d.train_y.gather(1, idx), gens, None, None)
-    stack.end_task()
-    return stack
-
-
-def test_previous_model_is_a_frozen_copy_updated_in_place():
-    stack = _stack_after_task_1([tiny()])
-    prev = stack.prev
-    assert all(torch.equal(a, b) for a, b in zip(prev.state_dict().values(), stack.model.state_dict().values()))
-    with torch.no_grad():
-        stack.model.fcE1.weight.add_(1.0)
-    assert not torch.equal(prev.fcE1.weight, stack.model.fcE1.weight)   # a copy, not an alias
-    stack.end_task()
-    assert stack.prev is prev and torch.equal(prev.fcE1.weight, stack.model.fcE1.weight)
-
-
-@pytest.mark.parametrize("variant", ["code", "paper"])
-def test_compiled_run_matches_eager(results, tmp_path, variant):
-    """Config.compile changes how the passes run, not what they compute: same stamp, same
-    accuracies, loss traces and RR/RA statistics equal up to rounding (on a CPU the loss terms, RR/RA of
-    either variant included, run compiled too: compile_per_task)."""
-    cfg = tiny("rr+ra", rep_f=3.0, lambda_rr=1e-2, lambda_ra=1e-2, rr_variant=variant)
-    comp = cfg.replace(compile=True)
-    assert comp.stamp == cfg.stamp
-    eager = birr.run(cfg, results_dir=results, progress=False)
-    compiled = birr.run(comp, results_dir=tmp_path / "compiled", progress=False)
-    assert compiled["config"]["compile"] is True
-    assert compiled["acc_matrix"] == eager["acc_matrix"]
-    for te, tc in zip(eager["loss_traces"], compiled["loss_traces"]):
-        for key in ("total", "recon", "kl", "ce", "recon_r", "distill_r", "rr", "ra"):
-            assert tc[key] == pytest.approx(te[key], rel=1e-4, abs=1e-6), key
-    for se, sc in zip(eager["rr_stats"], compiled["rr_stats"], strict=True):   # counts: a rounding may flip a
-        for key in ("n_competitive", "n_kept", "n_applied"):                      # borderline sample, no more
-            assert se[key] > 0 and sc[key] == pytest.approx(se[key], rel=0.02), key
-
-
-def test_compiled_bf16_run_with_weight_copies_matches_eager_bf16(results, tmp_path):
-    """bf16 + compile trains through the bf16 weight copies (compiled training pass reading them, compiled
-    update writing them); plain bf16 autocast runs eager. Same accuracies; loss traces equal up to bf16
-    rounding (the compiled kernels round fused elementwise chains once, eager bf16 ops each step)."""
-    cfg = tiny(bf16=True)
-    eager = birr.run(cfg, results_dir=results, progress=False)
-    compiled = birr.run(cfg.replace(compile=True), results_dir=tmp_path / "compiled", progress=False)
-    assert compiled["acc_matrix"] == eager["acc_matrix"]
-    for te, tc in zip(eager["loss_traces"], compiled["loss_traces"]):
-        for key in ("total", "recon", "kl", "ce", "recon_r", "distill_r"):
-            assert tc[key] == pytest.approx(te[key], rel=1e-2, abs=1e-4), key   # measured: 0.25 %
-
-
-def test_replay_retains_task_1_better_than_finetuning(results):
-    kw = dict(iters=150, fc_units=128, batch=32, batch_replay=32)
-    ft = birr.run(tiny("finetune", **kw), results_dir=results, progress=False)
-    bir = birr.run(tiny("bir+si", **kw), results_dir=results, progress=False)
-    # class-incremental fine-tuning forgets task 1 entirely; generative replay keeps some of it
-    assert ft["acc_matrix"][-1][0] < 0.1
-    assert bir["acc_matrix"][-1][0] > ft["acc_matrix"][-1][0] + 0.1
-
-
-def test_cli_print_config_and_bad_set(capsys):
-    from birr.__main__ import main
-    assert main(["train", "--budget", "smoke", "--seeds", "0", "1", "--set", "rep_f=none", "--print-config"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and json.loads(lines[1])["seed"] == 1
-    assert main(["train", "--set", "rep_f=0.5", "--print-config"]) == 2
-    assert "config.rep_f=0.5 must be >= 1" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--set", "nope=1"], "--set 'nope': Unknown config key"),
-    (["train", "--set", "rep_f=abc"], "--set rep_f='abc': expected a number"),
-    (["train", "--set", "iters=1.5"], "--set iters='1.5': expected an integer"),
-    (["train", "--set", "seed=5"], "`train` sets seed itself; use --seeds"),
-    (["table1", "--set", "rep_f=5"], "`table1` sets rep_f itself; use (the command sweeps f)"),
-    (["book", "--set", "iters=100"], "`book` sets iters itself"),
-    (["train", "--set", "device=cuda:x"], "config.device='cuda:x' is not allowed"),
-    (["train", "--set", "lr=nan"], "config.lr=nan must be a finite number"),
-    (["train", "--set", "lambda_rr=-1e-6"], "must be >= 0"),
-    (["train", "--seeds", "99999999999"], "config.seed=99999999999 must be in 0..4294967295"),
-    (["train", "--set", "n_train_per_class=0"], "config.n_train_per_class=0 must be >= 1"),
-    (["train", "--set", "encoder=ref-0000000000"], "encoder 'ref-0000000000': no "),
-    (["import-encoder", "no/such/C3-5x16-bn"], "no/such/C3-5x16-bn: no such file"),
-])
-def test_cli_mistakes_end_in_one_error_line(argv, message, tmp_path, capsys):
-    """A user's mistake, found while building the configs or at the start of training, is one
-    `error:` line on stderr and exit status 2, never a traceback; nothing is written."""
-    from birr.__main__ import main
-    assert main(argv + (["--results-dir", str(tmp_path / "res"), "--quiet"] if argv[0] != "import-encoder" else [])) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and message in err and "\n" not in err, err
-    assert not (tmp_path / "res" / "runs").exists()
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--budget", "tiny"], "argument --budget: invalid choice: 'tiny' (choose from"),
-    (["train", "--method", "rr"], "argument --method: invalid choice: 'rr'"),
-    (["train", "--seeds", "x"], "argument --seeds: invalid int value: 'x'"),
-    (["trian"], "invalid choice: 'trian'"),
-    (["train", "--nope"], "unrecognized arguments: --nope"),
-])
-def test_cli_bad_options_end_in_one_error_line(argv, message, capsys):
-    """argparse's own mistakes (an invalid choice, a bad type, an unknown option) are one `error:` line
-    and exit status 2 too, without the usage block argparse prints by default."""
-    from birr.__main__ import main
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and message in err and "\n" not in err and "--help" in err, err
-
-
-def test_cli_set_none_only_where_a_field_may_be_none(capsys):
-    from birr.__main__ import parse_set
-    assert parse_set(["replay=none", "rep_f=none", "encoder=None"]) == dict(replay="none", rep_f=None, encoder=None)
-    from birr.__main__ import main
-    assert main(["train", "--method", "bir+si", "--set", "replay=none", "--set", "si_c=1e8", "--print-config"]) == 0
-    assert json.loads(capsys.readouterr().out)["replay"] == "none"   # SI alone, no replay
-
-
-def test_cli_uses_the_api_results_store_and_says_stored(tmp_path, monkeypatch, capsys):
-    from birr.__main__ import main
-    monkeypatch.setenv("BIRR_RESULTS", str(tmp_path / "store"))
-    monkeypatch.chdir(tmp_path)
-    argv = ["train", "--set", "iters=5", "--set", "device=cpu", "--quiet"]
-    assert main(argv) == 0
-    first = capsys.readouterr().out.strip()
-    assert "(trained in" in first and not (tmp_path / "results").exists()
-    assert len(list((tmp_path / "store" / "runs").glob("*.json"))) == 1
-    assert main(argv) == 0
-    assert "(stored, trained in" in capsys.readouterr().out
-    (tmp_path / "file").write_text("")
-    assert main(argv + ["--results-dir", str(tmp_path / "file"), "--force"]) == 2
-    assert "is a file, not a folder" in capsys.readouterr().err
-
-
-def test_eval_every_records_curves_on_the_full_test_set(results):
-    r = birr.run(tiny(eval_every=5), results_dir=results, progress=False)
-    iters = [(c["task"], c["iter"]) for c in r["curves"]]
-    assert iters == [(1, 5), (1, 10), (1, 15), (1, 20), (2, 5), (2, 10), (2, 15), (2, 20)]
-    assert r["curves"][-1]["per_task"] == r["acc_matrix"][-1]          # the last point is the final eval
-    assert all(len(c["per_task"]) == 2 for c in r["curves"])           # every task, seen or not
-
-
-class HostReads(torch.utils._python_dispatch.TorchDispatchMode):
-    """Records the ops that make a GPU wait: a value read back to the host (.item(), bool(), int()),
-    and ops whose output size depends on the data (nonzero, boolean-mask indexing, masked_select).
-    On the CPU they cost nothing, so the test names them instead of timing them."""
-
-    NAMES = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.masked_select.default",
-             "aten.is_nonzero.default", "aten.unique_consecutive.default", "aten._unique2.default"}
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = str(func)
-        if name in self.NAMES or (name == "aten.index.Tensor"
-                                  and any(i is not None and i.dtype == torch.bool for i in args[1])):
-            self.seen.append(name)
-        return func(*args, **(kwargs or {}))
-
-
-@pytest.mark.parametrize("method,extra", [("bir+si", {}), ("finetune", {}), ("rr+ra", {}),
-                                          ("rr+ra", dict(rr_variant="paper")), ("rr+ra", dict(rep_f=None))])
-def test_training_step_reads_nothing_back_from_the_device(method, extra):
-    """Issue 7 item 1: no host syncs in the step, also on the iterations that log (loss terms, RR/RA
-    pair counts). The detector itself is checked on a step that does read back."""
-    cfgs = [tiny(method, seed=s, **extra) for s in (0, 1)]
-    stack = Learner(cfgs, torch.device("cpu"))
-    d = stack.data
-    stack.begin_task(1)
-    idx = d.task_indices(1)[:, :cfgs[0].batch]
-    stack.step(1, d.train_x[idx], d.train_y.gather(1, idx), stack.generators(1), None, None)
-    stack.end_task()
-    stack.begin_task(2)
-    idx = d.task_indices(2)[:, :cfgs[0].batch]
-    x, y, gens = d.train_x[idx], d.train_y.gather(1, idx), stack.generators(2)
-    log, rr_log = torch.zeros(2, len(T.TERMS)), stack.new_rr_log(2)
-    assert (rr_log is not None) == (method == "rr+ra")
-    with HostReads() as reads:
-        stack.step(2, x, y, gens, log, rr_log)
-    assert reads.seen == []
-    assert log[:, 0].abs().sum() > 0                                     # it did log
-    if rr_log is not None:   # one pair per kept (sample, competitor), in both variants
-        assert int(rr_log["pairs"].sum()) == int(rr_log["n_kept"].sum())
-    with HostReads() as reads:
-        stack.step(2, x, y, gens, log, rr_log)
-        float(log[0, 0])
-    assert reads.seen == ["aten._local_scalar_dense.default"]
-
-
-def test_pair_counts_are_the_same_as_counting_sample_by_sample():
-    """The scatter-add pair log (no boolean indexing) counts what a per-sample loop would."""
-    cfgs = [tiny("rr+ra", seed=0, rep_f=1e6), tiny("rr+ra", seed=1, rep_f=1e6, rr_variant="paper")]
-    for cfg in cfgs:
-        stack = Learner([cfg], torch.device("cpu"))
-        K, C, B = 1, stack.data.n_classes, 8
-        g = torch.Generator().manual_seed(0)
-        label = torch.randint(0, C, (K, B), generator=g)
-        rr_log = stack.new_rr_log(2)
-        none = torch.zeros(K, dtype=torch.bool)                # no iteration applied RR or RA
-        if cfg.rr_variant == "code":
-            comp, mask = torch.randint(0, C, (K, B), generator=g), torch.rand(K, B, generator=g) < 0.5
-            RR.log_pairs(rr_log, dict(n_competitive=0, n_kept=0, applied=none, rr_applied=none, ra_applied=none,
-                                      label=label, competitor=comp, pair_mask=mask), "code", B)
-            want = torch.zeros(K, C, C, dtype=torch.long)
-            for b in range(B):
-                want[0, label[0, b], comp[0, b]] += int(mask[0, b])
-        else:
-            comp = torch.rand(K, B, C - 1, generator=g) < 0.3                # C_act = C - 1 classes seen
-            RR.log_pairs(rr_log, dict(n_competitive=0, n_kept=0, applied=none, rr_applied=none, ra_applied=none,
-                                      label=label, competitors=comp), "paper", B)
-            want = torch.zeros(K, C, C, dtype=torch.long)
-            for b in range(B):
-                for c in range(C - 1):
-                    want[0, label[0, b], c] += int(comp[0, b, c])
-        assert torch.equal(rr_log["pairs"], want) and want.sum() > 0
-
-
-def test_fused_update_equals_eager_path():
-    """Config.compile's parameter update (adam_si_update, here run uncompiled) does what the eager path does
-    (fused torch.optim.Adam + closed-form SI gradient + path integral) up to rounding, over several steps
-    of task 2, and keeps its state in torch.optim.Adam's own tensors (checkpoints stay interchangeable)."""
-    eager = _stack_after_task_1([tiny(seed=0), tiny(seed=1, si_c=3e5)])
-    fused = _stack_after_task_1([tiny(seed=0), tiny(seed=1, si_c=3e5)])
-    fused.update = fast.FusedAdamSI(fused.opt, fused.params, fused.si, fused.low)   # compile=True: adam_si_pass compiled
-    assert fused.si.names and set(fused.si.names) | set(fused.update.rest_names) == set(fused.params)
-    for s in (eager, fused):
-        s.begin_task(2)
-    d, cfg = eager.data, eager.cfg
-    ge, gf = eager.generators(2), fused.generators(2)
-    for i in range(4):
-        idx = d.task_indices(2)[:, i * cfg.batch:(i + 1) * cfg.batch]
-        eager.step(2, d.train_x[idx], d.train_y.gather(1, idx), ge, None, None)
-        fused.step(2, d.train_x[idx], d.train_y.gather(1, idx), gf, None, None)
-    for n in eager.params:
-        pe, pf = eager.params[n].detach(), fused.params[n].detach()
-        assert torch.allclose(pf, pe, rtol=1e-5, atol=1e-6), n
-        se, sf = eager.opt.state[eager.params[n]], fused.opt.state[fused.params[n]]
-        assert sorted(sf) == sorted(se) and sf["step"].item() == se["step"].item() == 3 + 4
-        for key in ("exp_avg", "exp_avg_sq"):               # at each tensor's own scale: rounding in p
-            a, b = se[key], sf[key]                          # feeds back through (p - p*) and the loss
-            assert (b - a).abs().max() <= 1e-4 * a.abs().max(), (n, key)
-    for n in eager.si.names:   # W is a sum of g * (tiny parameter change): compare at its own scale
-        we, wf = eager.si.W[n], fused.si.W[n]
-        assert we.abs().sum() > 0 and (wf - we).abs().max() <= 1e-3 * we.abs().max(), n
-    eager.opt.load_state_dict(fused.opt.state_dict())      # the fused run's state loads into torch's Adam
-
-
-def test_bf16_previous_model_casts_once_with_autocasts_rounding():
-    """With bf16 on, the frozen previous model's linear layers are cast to bf16 once per task instead
-    of by autocast in every step: the replay and teacher logits are bit for bit what autocast makes of the
-    fp32 weights, after the first task (a fresh copy) and after the second (copied in place)."""
-    stack = _stack_after_task_1([tiny(bf16=True, seed=0), tiny(bf16=True, seed=1)])
-    for task in (1, 2):
-        assert stack.prev.fcE2.weight.dtype == torch.bfloat16 and stack.prev.gate_fcD1.dtype == torch.float32
-        fp32 = copy.deepcopy(stack.model).eval()             # what the previous model would be without the cast
-        g = torch.Generator().manual_seed(task)
-        classes, eps = torch.randint(0, 2, (2, 16), generator=g), torch.randn(2, 16, stack.model.Z, generator=g)
-        with torch.no_grad(), stack.autocast:
-            x_, ref = stack.sample(classes, eps), fp32.sample(classes, eps)
-            assert torch.equal(x_, ref)
-            assert torch.equal(stack.classify_prev(x_.float()), fp32.classify(ref.float()))
-        with torch.no_grad():
-            for p in stack.params.values():                     # train "task 2" a little, then close it
-                p.add_(0.01 * torch.randn_like(p))
-        stack.begin_task(task + 1)
-        stack.end_task()
-
-
-def test_rr_code_variant_with_one_class_per_task_is_a_clear_error(results):
-    """The fork's RR/RA pairs a replayed sample's top-2 old classes (appendix §8): with 1 class per task, task 2
-    has one old class. Said before training, in one line; the paper variant (competitors among all seen
-    classes) has no such limit."""
-    with pytest.raises(ValueError, match=r"needs >= 2 classes per task, got 1 \(n_tasks=4 on 4 classes\)"):
-        birr.run(tiny("rr+ra", n_tasks=4, iters=10), results_dir=results, progress=False)
-    assert not (results / "runs").exists() or not list((results / "runs").glob("*.json"))
-    r = birr.run(tiny("rr+ra", n_tasks=4, iters=10, rr_variant="paper", rep_f=3.0), results_dir=results, progress=False)
-    assert len(r["acc_matrix"]) == 4
-
-
-def test_bf16_weight_copies_give_autocasts_numbers_bit_for_bit():
-    """bf16 + compile keeps bf16 copies of the linear layers that the fused update writes (fast.bf16_copies): no step casts weights or gradients. Run here uncompiled, side by side with
-    plain autocast (same fused update), over task 1 and task 2 (replay, SI): every parameter, Adam moment
-    and SI path integral is equal bit for bit, each copy is exactly its parameter cast to bf16, and a
-    loaded checkpoint rewrites the copies."""
-    cfgs = [tiny(bf16=True, seed=0), tiny(bf16=True, seed=1, si_c=3e5)]
-    plain, copies = Learner(cfgs, torch.device("cpu")), Learner(cfgs, torch.device("cpu"))
-    copies.low, copies.forward = fast.bf16_copies(copies.model)
-    for s in (plain, copies):                               # compile=True runs it with adam_si_pass compiled
-        s.update = fast.FusedAdamSI(s.opt, s.params, s.si, s.low)
-    assert set(copies.low) >= {"fcE1.weight", "fcE1.bias", "head.weight", "fcD2.bias"}
-    assert "z_class_means" not in copies.low and copies.low["fcE2.weight"].dtype == torch.bfloat16
-    d, cfg = plain.data, plain.cfg
-    for t in (1, 2):
-        gp, gc = plain.generators(t), copies.generators(t)
-        for s in (plain, copies):
-            s.begin_task(t)
-        for i in range(3):
-            idx = d.task_indices(t)[:, i * cfg.batch:(i + 1) * cfg.batch]
-            plain.step(t, d.train_x[idx], d.train_y.gather(1, idx), gp, None, None)
-            copies.step(t, d.train_x[idx], d.train_y.gather(1, idx), gc, None, None)
-        for n in plain.params:
-            assert torch.equal(plain.params[n], copies.params[n]), (t, n)
-            for key in ("exp_avg", "exp_avg_sq"):
-                assert torch.equal(plain.opt.state[plain.params[n]][key], copies.opt.state[copies.params[n]][key])
-        for n, low in copies.low.items():
-            assert torch.equal(low, copies.params[n].detach().to(torch.bfloat16)), n
-            assert copies.params[n].grad is None              # the gradient lives on the copy
-        for n in plain.si.names:
-            assert torch.equal(plain.si.W[n], copies.si.W[n]), n
-        assert plain.si.W["fcE1.weight"].abs().sum() > 0
-        if t == 1:
-            for s in (plain, copies):
-                s.end_task()
-    state = copies.state()
-    with torch.no_grad():
-        copies.low["fcE1.weight"].zero_()
-    copies.load_state(state)
-    assert torch.equal(copies.low["fcE1.weight"], copies.params["fcE1.weight"].detach().to(torch.bfloat16))
-    with pytest.raises(RuntimeError, match="fused update"):
-        AdamSI(copies.opt, copies.params, copies.si, copies.K).step(si_grad=True)
-
-
-@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
-def test_every_compiled_pass_of_a_stack_is_static(monkeypatch, bf16):
-    """Under Config.compile the training pass (through the bf16 weight copies with bf16), the update
-    kernel, the loss terms (on a CPU) and the previous model's sampler and classifier are all compiled
-    through compile_static: static shapes, room past dynamo's 8 graphs per function."""
-    made = []
-    monkeypatch.setattr(fast, "compile_static", lambda fn, **kw: made.append(getattr(fn, "__name__", type(fn).__name__)) or fn)
-    _stack_after_task_1([tiny(compile=True, bf16=bf16)])
-    assert made == ["train_pass" if bf16 else "BIR", "adam_si_pass", "loss_terms", "sample", "classify"]
-
-
-def test_compiled_stack_compiles_nothing_after_task_2_but_the_cpu_loss_terms(monkeypatch, results):
-    """Compile time is part of a compiled run's wall time (benchmarks/speed.py records it as
-    setup_s and projects Table 1 with it paid once per stack). That holds only if no later task compiles
-    again: the training pass compiles once for task 1's batch and once for later tasks' (current + replay)
-    batch, the update kernel once without and once with the SI pull, the previous model's sampler and
-    classifier once each; only the loss terms, whose slices follow the classes seen so far, take a graph
-    per task, and they are compiled on a CPU only. Counted with a dynamo backend that records each graph
-    it is handed (and runs it eagerly, so the test compiles nothing): a 4-task compiled run."""
-    graphs, task = [], [1]
-
-    def counting(name):
-        def backend(gm, example_inputs):
-            graphs.append((task[0], name))
-            return gm.forward
-        return backend
-
-    real = fast.compile_static
-    monkeypatch.setattr(fast, "compile_static", lambda fn, **kw: real(
-        fn, **dict(kw, backend=counting(getattr(fn, "__name__", type(fn).__name__)))))
-    end_task = Learner.end_task
-
-    def counted_end_task(self):
-        end_task(self)
-        task[0] += 1
-    monkeypatch.setattr(Learner, "end_task", counted_end_task)
-    torch._dynamo.reset()
-    birr.run(tiny(compile=True, n_tasks=4, iters=6), results_dir=results, progress=False)
-    per_task = {t: sorted(n for u, n in graphs if u == t) for t in range(1, 5)}
-    assert per_task[1] == ["BIR", "adam_si_pass", "loss_terms"]
-    assert per_task[2] == ["BIR", "adam_si_pass", "classify", "loss_terms", "sample"]
-    assert per_task[3] == per_task[4] == ["loss_terms"]
-
-
-def test_run_with_an_imported_reference_encoder(results, tmp_path, monkeypatch, capsys):
-    """appendix §3: `python -m birr import-encoder` turns the reference's checkpoint into an artefact, and a
-    run with `encoder=ref-...` takes its features from those weights (recorded in the results file)."""
-    from birr import encoder as benc
-    from birr.__main__ import main
-    monkeypatch.setattr(benc, "ARTEFACTS", tmp_path / "artefacts")
-    monkeypatch.setenv("BIRR_CACHE", str(tmp_path / "cache"))
-    enc = benc.ConvEncoder()
-    benc.init_(enc, torch.Generator().manual_seed(5))
-    names = {f"layers.{3 * i + j}": f"convLayer{i + 1}.{'bn' if j else 'conv'}" for i in range(4) for j in (0, 1)}
-    names["layers.12"] = "convLayer5.conv"
-    ref = {names[k.rsplit(".", 1)[0]] + "." + k.rsplit(".", 1)[1]: v for k, v in enc.state_dict().items()}
-    torch.save({"state": ref}, tmp_path / "C3-5x16-bn")
-    assert main(["import-encoder", str(tmp_path / "C3-5x16-bn")]) == 0
-    name = capsys.readouterr().out.split()[0]
-    assert name.startswith("ref-") and (tmp_path / "artefacts" / f"encoder-{name}.pt").is_file()
-    cfg = tiny(iters=5, encoder=name)
-    r = birr.run(cfg, results_dir=results, progress=False)
-    assert r["encoder"]["recipe"]["source"] == "reference checkpoint" and r["encoder"]["stamp"] == name
-    assert r["stamp"] == cfg.stamp != tiny(iters=5).stamp
-    with pytest.raises(FileNotFoundError, match="import-encoder"):
-        birr.run(tiny(iters=5, encoder="ref-0000000000"), results_dir=results, progress=False)
-    assert main(["import-encoder", str(tmp_path / "absent")]) == 2
-    assert "no such file" in capsys.readouterr().err
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
-def test_cuda_asked_for_on_a_cpu_machine_is_one_line(capsys, tmp_path):
-    from birr.__main__ import main
-    with pytest.raises(ValueError, match="device='cuda' but this torch sees no CUDA GPU; use 'auto' or 'cpu'"):
-        T.resolve_device("cuda")
-    assert main(["train", "--set", "device=cuda", "--results-dir", str(tmp_path), "--quiet"]) == 2
-    assert "sees no CUDA GPU" in capsys.readouterr().err
-
-
-def test_atomic_writes_leave_nothing_when_they_fail(tmp_path, monkeypatch):
-    with pytest.raises(Exception):
-        T.atomic_torch_save(tmp_path / "m.pt", {"f": lambda: 0})        # pickle fails half-way into the file
-    assert list(tmp_path.iterdir()) == []
-
-    def no_rename(src, dst):
-        raise OSError("disk gone")
-    monkeypatch.setattr(store.os, "replace", no_rename)                    # the write succeeds, the rename fails
-    with pytest.raises(OSError, match="disk gone"):
-        T.atomic_write_json(tmp_path / "r.json", {"x": 1})
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_evaluate_all_classes_and_seen_classes_by_hand():
-    """Spec §7: the final accuracy takes the argmax over ALL classes; the during-training one
-    (n_seen) only over the classes seen so far. Logits here: the label's one-hot plus 5 on class 3."""
-    from types import SimpleNamespace
-    labels = torch.tensor([[0, 0, 1, 1, 2, 2, 3, 3]])                         # (K=1, N)
-    data = SimpleNamespace(test_x=F.one_hot(labels[0], 4).float(), test_y=labels, n_classes=4, n_tasks=2, cpt=2)
-    model = SimpleNamespace(K=1, classify=lambda x: x + torch.tensor([0.0, 0.0, 0.0, 5.0]))
-    per_task, per_class, per_task_seen = T.evaluate(model, data, n_seen=2)
-    # all classes: class 3 wins everywhere, right only for label 3
-    assert per_class.tolist() == [[0.0, 0.0, 0.0, 1.0]] and per_task.tolist() == [[0.0, 0.5]]
-    # first two classes only: labels 0 and 1 are right; labels 2 and 3 cannot be
-    assert per_task_seen.tolist() == [[1.0, 0.0]]
-    assert T.evaluate(model, data)[2] is None
-
-
-def test_a_stored_run_comes_back_under_the_method_it_was_asked_for(results):
-    """`method` is a label (not stamped): RR + RA with both terms off and no f is the baseline's run,
-    stored once under the label that trained it first, and each caller gets it under its own."""
-    off = tiny("rr+ra", rr=False, ra=False, rep_f=None)
-    base = tiny("bir+si")
-    assert off.stamp == base.stamp
-    first = birr.run(off, results_dir=results, progress=False)
-    again = birr.run(base, results_dir=results, progress=False)
-    assert (first["method"], first["config"]["method"]) == ("rr+ra", "rr+ra")
-    assert (again["method"], again["config"]["method"]) == ("bir+si", "bir+si")
-    assert again["acc_matrix"] == first["acc_matrix"]
-    both = birr.run_many([base, off], results_dir=results, progress=False)
-    assert [r["method"] for r in both] == ["bir+si", "rr+ra"]
-
-
-def test_an_unwritable_results_dir_fails_before_any_training(tmp_path, monkeypatch):
-    monkeypatch.setattr(T, "_train_stack", lambda *a, **k: pytest.fail("trained before checking the folder"))
-    (tmp_path / "file").write_text("")
-    with pytest.raises(OSError, match=r"results_dir='.*file/res' cannot be written .*--results-dir"):
-        birr.run(tiny(), results_dir=tmp_path / "file" / "res", progress=False)
-    with pytest.raises(ValueError, match="results_dir='' is not allowed"):
-        birr.run(tiny(), results_dir="", progress=False)
-
-
-@pytest.mark.parametrize("text", ["{}", '{"stamp": "ab', "[1, 2]"])
-def test_an_unreadable_results_file_is_one_error_naming_it_and_force_retrains(results, text):
-    cfg = tiny()
-    path = T.results_path(results, cfg)
-    path.parent.mkdir(parents=True)
-    path.write_text(text)
-    with pytest.raises(ValueError) as err:
-        birr.run(cfg, results_dir=results, progress=False)
-    msg = str(err.value)
-    assert str(path) in msg and "force=True" in msg and "\n" not in msg, msg
-    assert birr.run(cfg, results_dir=results, progress=False, force=True)["stamp"] == cfg.stamp
-
-
-def test_an_unreadable_checkpoint_is_one_error_naming_it(results):
+def test_without_checkpoint_a_stale_checkpoint_is_not_resumed(results, monkeypatch, tiny, kill_after):
+    """run_many's docstring: with checkpoint=False a killed stack starts again from task 1. A run killed in
+    task 2 leaves task 1's state in results/ckpt; the same run with checkpoint=False trains (and evaluates)
+    both tasks. Catches `if checkpoint and ckpt_path.exists()` -> `if ckpt_path.exists()`."""
+    cfg = tiny(iters=4)
+    kill_after([cfg], results, task=1)
+    assert list((results / "ckpt").glob("*.pt"))
+    real_evaluate, calls = T.evaluate, []
+    monkeypatch.setattr(T, "evaluate", lambda *a, **k: calls.append(1) or real_evaluate(*a, **k))
+    r = birr.run_many([cfg], results_dir=results, progress=False, checkpoint=False)[0]
+    assert len(calls) == 2 and len(r["acc_matrix"]) == 2                # both tasks trained
+
+
+def test_an_unreadable_checkpoint_is_one_error_naming_it(results, tiny):
     cfg = tiny()
     ckpt = results / "ckpt" / f"run-{cfg.stamp}.pt"
     ckpt.parent.mkdir(parents=True)
@@ -841,38 +313,100 @@ def test_an_unreadable_checkpoint_is_one_error_naming_it(results):
     assert birr.run(cfg, results_dir=results, progress=False)["stamp"] == cfg.stamp
 
 
-def test_api_mistakes_name_what_was_passed():
-    with pytest.raises(TypeError, match=r"cfg='bir\+si' is a str, not a Config; make one with birr.preset"):
-        birr.run("bir+si")
-    with pytest.raises(TypeError, match="run_many takes a list of Configs"):
-        birr.run_many(tiny())
-    with pytest.raises(TypeError, match=r"cfgs\[1\] is a dict"):
-        birr.run_many([tiny(), {}])
-    with pytest.raises(ValueError, match="max_stack=0 is not allowed"):
-        birr.run_many([tiny()], max_stack=0)
+def _clean_and_spy(monkeypatch, cfg, tmp_path):
+    clean = birr.run(cfg, results_dir=tmp_path / "clean", progress=False)
+    loads = []
+    real = Learner.load_state
+    monkeypatch.setattr(Learner, "load_state", lambda self, s: loads.append(1) or real(self, s))
+    return clean, loads
 
 
-def test_cli_repeated_seeds_and_a_closed_pipe(capsys):
-    """`train --seeds 0 0` is refused as table1 refuses it; `--print-config | head -1` is not an error."""
-    import subprocess
-    import sys
-    from birr.__main__ import main
-    assert main(["train", "--seeds", "0", "0", "--print-config"]) == 2
-    assert "repeats a value" in capsys.readouterr().err
-    p = subprocess.Popen([sys.executable, "-m", "birr", "table1", "--budget", "smoke", "--print-config",
-                          "--seeds", *map(str, range(100))], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert json.loads(p.stdout.readline())["seed"] == 0
-    p.stdout.close()                                   # 600 lines: far more than a pipe's buffer
-    assert p.wait(timeout=60) == 0 and p.stderr.read() == b""
+def test_force_discards_a_leftover_checkpoint_and_trains_from_task_1(results, tmp_path, monkeypatch, capsys, tiny,
+                                                                     one_line, kill_in_task_2, birr_cache):
+    cfg = tiny("rr+ra", rep_f=5.0)
+    ckpt = kill_in_task_2(cfg, results)
+    clean, loads = _clean_and_spy(monkeypatch, cfg, tmp_path)
+    capsys.readouterr()
+    r = birr.run(cfg, results_dir=results, progress=False, force=True)
+    assert one_line(capsys.readouterr().err) == f"[birr] force: discarding checkpoint {ckpt}; training from task 1"
+    assert loads == [] and r["acc_matrix"] == clean["acc_matrix"] and r["loss_traces"] == clean["loss_traces"]
+    assert not list((results / "ckpt").iterdir())               # the checkpoint and its hash are gone
+    # without force the same leftover is resumed (the spy sees it)
+    kill_in_task_2(cfg, tmp_path / "again")
+    assert birr.run(cfg, results_dir=tmp_path / "again", progress=False)["acc_matrix"] == clean["acc_matrix"]
+    assert loads == [1]
 
 
-def test_cli_summary_line_names_f_variant_and_iterations(tmp_path, capsys):
-    """table1 and book print many rr+ra lines; each says which run it is."""
-    from birr.__main__ import main
-    argv = ["train", "--method", "rr+ra", "--set", "rep_f=10", "--set", "rr_variant=paper", "--set", "iters=5",
-            "--results-dir", str(tmp_path), "--quiet"]
-    assert main(argv) == 0
-    line = capsys.readouterr().out.strip()
-    assert " rr+ra f=10 paper synthetic/smoke iters=5 seed=0 first20=" in line, line
-    assert main(["train", "--set", "iters=5", "--results-dir", str(tmp_path), "--quiet"]) == 0
-    assert " bir+si synthetic/smoke iters=5 seed=0 " in capsys.readouterr().out
+@pytest.mark.parametrize("stale", ["code", "format 1"])
+def test_a_checkpoint_of_other_code_is_not_resumed(results, tmp_path, monkeypatch, capsys, stale, tiny, one_line,
+                                                   kill_in_task_2, birr_cache):
+    cfg = tiny()
+    ckpt = kill_in_task_2(cfg, results)
+    ck = torch.load(ckpt, weights_only=True)
+    assert ck["code_version"] == T.CODE_VERSION == T.code_version() and ck["stamps"] == [cfg.stamp]
+    if stale == "code":
+        monkeypatch.setattr(T, "CODE_VERSION", "0123456789abcdef")     # birr's training code changed since
+        why = f"it was written by other code (version {ck['code_version']}, this is 0123456789abcdef)"
+    else:                                                              # what the code before versions wrote
+        T.atomic_torch_save(ckpt, dict(task=ck["task"], stack=ck["stack"], per_run=ck["per_run"]))
+        why = "it was written before checkpoints recorded the code that wrote them"
+    clean, loads = _clean_and_spy(monkeypatch, cfg, tmp_path)
+    capsys.readouterr()
+    r = birr.run(cfg, results_dir=results, progress=False)
+    assert one_line(capsys.readouterr().err) == f"[birr] checkpoint {ckpt} is not resumed: {why}; deleted, training from task 1"
+    assert loads == [] and r["acc_matrix"] == clean["acc_matrix"]
+    assert not list((results / "ckpt").iterdir())
+
+
+# --- divergence ---------------------------------------------------------------------------------------------
+
+def test_a_diverging_run_in_a_stack_leaves_the_others_as_trained_alone(results, tmp_path, tiny, one_line, stored,
+                                                                       birr_cache):
+    """si_c = 3e38 makes the SI gradient's 2c overflow float32 in task 2: that run's weights go NaN. The
+    other run of the stack goes on, is stored, and is what it is trained alone (no NaN leaks)."""
+    good, bad = tiny(seed=0), tiny(seed=1, si_c=3e38)
+    assert T._stack_key(good) == T._stack_key(bad)
+    with pytest.raises(T.DivergedError) as info:
+        birr.run_many([good, bad], results_dir=results, progress=False)
+    line = one_line(str(info.value))
+    assert line.startswith(f"run {bad.stamp} (seed 1, lr=0.001) diverged in task 2: loss terms ")
+    assert line.endswith("nothing is stored for it (the stack's other runs go on)")
+    assert [r["stamp"] for r in info.value.results] == [good.stamp]
+    assert stored(results) == sorted([f"{good.stamp}.json", f"{good.stamp}.pt", f"{good.stamp}.pt.sha256"])
+    alone = birr.run(good, results_dir=tmp_path / "alone", progress=False)
+    assert alone["acc_matrix"] == info.value.results[0]["acc_matrix"]
+    assert birr.load_result(results, bad) is None
+
+
+def test_the_finite_check_reads_nothing_in_the_step_and_sees_weights_go_bad(monkeypatch, tiny, one_line,
+                                                                            host_reads):
+    """The check runs on the host copy of the loss log read once per task, with the weights' flags; the
+    step reads nothing back. Weights that go bad after the last logged iteration are caught too."""
+    cfg = tiny(iters=10, log_every=1)
+    stack = Learner([cfg], torch.device("cpu"))
+    steps, real_step = [], stack.step
+
+    def counted(*a, **k):
+        with host_reads() as reads:
+            real_step(*a, **k)
+        steps.append(reads.seen)
+    monkeypatch.setattr(stack, "step", counted)
+    per_run = [dict(acc_matrix=[], acc_matrix_seen=[], per_class_acc_after_task=[], curves=[], loss_traces=[],
+                    rr_stats=[], task_wall_s=[])]
+    T._train_tasks(stack, [cfg], per_run, 1, None, False)
+    assert len(steps) == 2 * cfg.iters and all(s == [] for s in steps)
+    assert "diverged" not in per_run[0]
+    stack = Learner([cfg], torch.device("cpu"))
+    real_end = stack.end_task
+
+    def end_task_then_a_nan():        # after every logged loss of task 1: only the weights can tell
+        real_end()
+        with torch.no_grad():
+            stack.model.head.weight[0, 0, 0] = float("nan")
+    monkeypatch.setattr(stack, "end_task", end_task_then_a_nan)
+    per_run = [{k: [] for k in per_run[0]}]
+    with pytest.raises(T.DivergedError) as info:
+        T._train_tasks(stack, [cfg], per_run, 1, None, False)
+    assert one_line(str(info.value)) == (f"run {cfg.stamp} (seed 0, lr={cfg.lr:g}) diverged in task 1: its weights are not "
+                                         f"finite after iteration 10 (the logged losses were); training stopped, "
+                                         f"nothing is stored for it")
