@@ -45,6 +45,7 @@ def test_validate_flags_writes_its_summary(tmp_path):
     assert sorted(r["config"]["bf16"] for r in bf16_runs) == [False, False, True, True]
 
 
+@pytest.mark.slow       # about 22 s on a 2-core CPU: four smoke runs, two of them compiled
 def test_validate_flags_checks_bf16_and_compile_together_apart_from_the_results(tmp_path):
     """bf16+compile (the GPU Table 1 candidate) shares the bf16 runs' stamps: it is trained in its own folder,
     never into the results, and summarised under its own name."""
@@ -183,7 +184,10 @@ def test_status_page_tables_from_benchmark_files(tmp_path):
     assert "all settings timed in one process)" in gpu and "rounds" not in gpu and "upper estimates" not in gpu
 
 
-@pytest.mark.parametrize("how, rounds", [(["--rounds", "1"], 1), (["--no-isolate"], 0)])
+@pytest.mark.parametrize("how, rounds", [
+    # about 26 s on a 2-core CPU: each setting timed in a process of its own
+    pytest.param(["--rounds", "1"], 1, marks=pytest.mark.slow),
+    (["--no-isolate"], 0)])
 def test_speed_benchmark_records_interleaved_baseline_and_ratio(tmp_path, how, rounds):
     """The reference comparison, each setting in a process of its own (CPU default) or all in this one."""
     out = tmp_path / "speed.json"

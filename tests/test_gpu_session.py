@@ -53,6 +53,7 @@ def test_cuda_without_a_gpu_is_a_one_line_error(capsys):
     assert "sees no GPU" in capsys.readouterr().err
 
 
+@pytest.mark.slow       # about 3 minutes on a 2-core CPU: the benchmarks and every book run at smoke size
 def test_session_runs_bench_then_the_book_runs_and_reports_each_part(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -61,7 +62,7 @@ def test_session_runs_bench_then_the_book_runs_and_reports_each_part(tmp_path):
     assert isinstance(done["bench"], float) and isinstance(done["full"], float), done
     assert done["compile"].startswith("skipped:")                  # said, not reported as 0 s of work
     assert list(done) == ["compile", "bench", "stacking", "full"]  # the decisive figure first, the book runs last
-    check = json.loads((out / "stacking.json").read_text())      # exact on a CPU (tests/test_train.py)
+    check = json.loads((out / "stacking.json").read_text())      # exact on a CPU (tests/test_stacked.py)
     assert done["stacking"] == "exact: True" and check["exact"] is True and len(check["runs"]) == 3
     assert {r["stacked_with"] for r in check["runs"]} == {3} and all(r["max_weight_diff"] == 0 for r in check["runs"])
     home = tmp_path / "home"
@@ -81,6 +82,7 @@ def test_book_runs_table1_stack_first():
     assert [c.method for c in cfgs[:2]] == ["bir+si", "rr+ra"] and cfgs[0].iters == max(c.iters for c in cfgs)
 
 
+@pytest.mark.slow       # about 90 s on a 2-core CPU: a stack compiled twice
 def test_compile_part_runs_the_compiled_stack_bf16_then_fp32(tmp_path):
     """The session's first part (the compiled 30-run stack whose bf16 figure decides Table 1 in 15 minutes),
     at toy size on the CPU: both precisions are timed compiled and appended to a copy of speed.json."""
