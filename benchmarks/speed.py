@@ -140,7 +140,7 @@ def time_setting(method: str, batch: int, K: int, bf16: bool, device, warmup: in
     pays it too: once per stack on a GPU (the training pass for task 1's and for later tasks' batch,
     the update kernel with and without SI, the previous model's sampler and classifier: the graphs a
     Table 1 stack compiles, all in this window; the loss terms are compiled on a CPU only, one graph
-    more per task there; tests/test_train.py counts them). `table1_with_setup_min` adds it once per
+    more per task there; tests/test_fast.py counts them). `table1_with_setup_min` adds it once per
     stack of K to the projection. Inductor caches compiled kernels (on disk too): a setting whose graphs
     were compiled before, here or by an earlier process, sets up faster (measured on the 2-core CPU,
     batch 256, bf16 + compile: 57 s for BI-R + SI first, 14 s for RR + RA right after it)."""
