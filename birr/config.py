@@ -76,7 +76,7 @@ class Config:
     compile: bool = False             # torch.compile the model's passes (on a CPU the loss terms too,
                                       # fast.compile_static) and fuse Adam + SI bookkeeping into one
                                       # kernel per parameter (fast.adam_si_update): same
-                                      # arithmetic, equal to eager up to rounding (tests/test_train.py)
+                                      # arithmetic, equal to eager up to rounding (tests/test_fast.py)
 
     # fields that do not change the numbers a run produces (beyond floating-point rounding)
     NOT_STAMPED: typing.ClassVar[tuple[str, ...]] = ("budget", "device", "method", "compile")

@@ -26,7 +26,7 @@ def compile_static(fn, graphs: int = 256, **kw):
     call, not on what the process compiled before. With dynamo's default, a second shape of the same
     function (task 2's 2B rows after task 1's B; the next task's slice over the classes seen so far;
     the next stack's sizes) switches it to one dynamic graph, which a run resumed in a fresh process
-    never builds: resume would no longer be bit for bit (tests/test_train.py).
+    never builds: resume would no longer be bit for bit (tests/test_fast.py, tests/test_resume.py).
 
     Why the room: dynamo keeps 8 graphs per function, then silently runs it eagerly (slower, and not
     the resumed run's bits). A 10-task run's loss terms need 10 graphs (compiled on a CPU: one per task,
@@ -77,7 +77,7 @@ def adam_si_update(si: tuple, rest: tuple, steps: list, *, lr: float, beta1: flo
     one kernel per parameter that reads p, g, m, v (and the SI scale, anchor and W) once and writes p,
     m, v (and W, and the bf16 copy) once. The state is torch.optim.Adam's own (same tensors, same
     names), so checkpoints move freely between compiled and eager runs. The numbers equal the eager
-    update's up to rounding (tests/test_train.py).
+    update's up to rounding (tests/test_fast.py).
 
     The step counters and Adam's bias corrections (scalars) are computed here, the per-element work in
     `kernel` (adam_si_pass, compiled under Config.compile): inside a compiled kernel, inductor would
@@ -153,7 +153,7 @@ def bf16_copies(model: torch.nn.Module) -> tuple[dict, callable]:
     benchmarks/roofline.py --bf16). Here the fused update writes the copy from the new fp32 value it has
     just computed, in the same pass, and reads the bf16 gradient directly. The numbers are autocast's,
     bit for bit: the copy is the round-to-nearest-even cast autocast would make, and the gradient
-    autocast hands Adam is this bf16 gradient widened (tests/test_train.py). The fp32 parameters stay
+    autocast hands Adam is this bf16 gradient widened (tests/test_fast.py). The fp32 parameters stay
     the master copy: Adam, SI, checkpoints, the previous model and evaluation read only them. Needs the
     fused update, so it comes with compile."""
     names = {f"{mod_name}.{p_name}" for mod_name, mod in model.named_modules()

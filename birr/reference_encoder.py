@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from birr.data import CIFAR10_STATS
-from birr.encoder import ARTEFACTS, FORMAT, ConvEncoder, _save_atomic
+from birr import encoder as benc
+from birr.encoder import FORMAT, ConvEncoder, _save_atomic
 
 
 def _birr_key(ref_key: str) -> str | None:
@@ -80,7 +81,8 @@ def import_reference(path: str | Path, out_dir: str | Path | None = None) -> Pat
                          f"{' ...' if len(missing) > 4 else ''} (appendix §3 lists the keys)")
     encoder.load_state_dict(mapped)
     name = f"ref-{sha1[:10]}"
-    out = Path(out_dir if out_dir is not None else ARTEFACTS) / f"encoder-{name}.pt"
+    # the folder is read when called, as load_imported reads it, so both always mean the same one
+    out = Path(out_dir if out_dir is not None else benc.ARTEFACTS) / f"encoder-{name}.pt"
     mean, std = CIFAR10_STATS
     _save_atomic(dict(
         format=FORMAT, stamp=name, dataset="cifar10", mean=list(mean), std=list(std),  # appendix §3: CIFAR-10 statistics

@@ -27,7 +27,7 @@ from birr.stacked import bmm
 def one_hot(index: torch.Tensor, n: int, dtype=torch.float32) -> torch.Tensor:
     """(...) class indices -> (..., n) one-hot of `dtype`. F.one_hot's values, without its range check:
     on a CPU that check reads min and max back as Python numbers, and the training step must read
-    nothing back (a host read stalls a GPU step; tests/test_train.py counts host reads). Indices come from labels and
+    nothing back (a host read stalls a GPU step; tests/test_learner.py counts host reads). Indices come from labels and
     argmax/topk here, always in range."""
     return torch.zeros(*index.shape, n, dtype=dtype, device=index.device).scatter_(-1, index[..., None], 1)
 

@@ -3,7 +3,7 @@
 Every parameter of birr has a leading *run* axis K (`BIR([seed, ...])`): one run's slice is initialised
 from its own seed, sees only its own data and loss, and is updated by elementwise rules (Adam, SI), so
 a stack of K runs is K independent runs. Two things could still mix them, and this module keeps both
-apart on a CPU, where a run trained in a stack ends with the bits it has alone (tests/test_train.py):
+apart on a CPU, where a run trained in a stack ends with the bits it has alone (tests/test_stacked.py):
 
 * a matmul library picks its kernel, and with it the order of its sums, by the shapes it is handed,
   so one batched call over the stack may round a run's numbers by the stack around it: `bmm` hands
@@ -62,7 +62,7 @@ class _RunByRun(torch.autograd.Function):
     which are autograd's formulas for baddbmm (derivatives.yaml) and the engine's `sum_to` for a
     broadcast bias; gradients come back in the compute dtype and the engine casts them to the inputs'
     dtypes, as autocast's cast nodes do. Tested bit for bit against autograd on the run alone
-    (tests/test_stacked.py, every layer shape, fp32 and bf16) and through training (tests/test_train.py)."""
+    (tests/test_stacked.py, every layer shape, fp32 and bf16) and through training (tests/test_stacked.py)."""
 
     @staticmethod
     def forward(ctx, a, b, bias):
@@ -137,7 +137,7 @@ def adam_step(opt: torch.optim.Adam, params: list[torch.Tensor], K: int) -> None
     parameter handed to the kernel as a tensor of its own on a CPU, so that a run's update has the bits
     it has when the run trains alone: on a whole (K, ...) parameter the fused CPU kernel rounded a run's
     last elements (those after its last full vector) by the run that followed in memory, one ulp in
-    Adam's v from step 2 on (tests/test_train.py). CUDA's fused kernel has no vector tail (every
+    Adam's v from step 2 on (tests/test_stacked.py). CUDA's fused kernel has no vector tail (every
     element goes through the same code), so there the whole tensors go in, as torch.optim passes
     them; that path's per-run bits are checked on a GPU only (scripts/gpu_session.py)."""
     group = opt.param_groups[0]

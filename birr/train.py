@@ -336,7 +336,7 @@ def run_many(cfgs: list[Config], *, results_dir=None, force: bool = False, progr
     stacks in the order their first config appears in `cfgs`. results_dir defaults to
     default_results_dir(). A run's numbers do not depend on its stack: on a CPU a run trained alone
     and the same run trained in a stack end with the same weights and accuracies, bit for bit
-    (tests/test_train.py), fp32 and bf16, on every CPU: Adam steps run by run (`stacked.adam_step`)
+    (tests/test_stacked.py), fp32 and bf16, on every CPU: Adam steps run by run (`stacked.adam_step`)
     and each run gets its own matmul calls (`stacked.bmm`); logged loss values agree to rounding.
 
     checkpoint: after every task each run's state goes to results/ckpt/run-<stamp>.pt, and a killed run

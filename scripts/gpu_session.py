@@ -84,7 +84,7 @@ def stacking(out: Path, device: str) -> dict:
     """Is a run trained in a stack the same run as trained alone, on this device? Three smoke runs
     (synthetic, 2 tasks x 40 iterations, fp32) stacked, then each alone; per run, whether the final
     weights and accuracies are the same bits, and the largest weight difference. On a CPU they are
-    (tests/test_train.py); on CUDA, where Adam's fused kernel gets whole stacked tensors
+    (tests/test_stacked.py); on CUDA, where Adam's fused kernel gets whole stacked tensors
     (`birr.stacked.adam_step`) and every layer one batched matmul for the stack
     (`birr.stacked.bmm`), this is the check; if it fails, drop those two functions' CPU-only
     condition. Seconds; writes $OUT/stacking.json."""

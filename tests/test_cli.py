@@ -167,11 +167,8 @@ def test_run_with_an_imported_reference_encoder(results, tmp_path, monkeypatch, 
     """appendix §3: `python -m birr import-encoder` turns the reference's checkpoint into an artefact, and a
     run with `encoder=ref-...` takes its features from those weights (recorded in the results file)."""
     from birr import encoder as benc
-    from birr import reference_encoder
+    # one folder for every artefact: the import writes where the encoder module says, read when called
     monkeypatch.setattr(benc, "ARTEFACTS", tmp_path / "artefacts")
-    # reference_encoder took its own ARTEFACTS from encoder when it was first imported: redirect it too, or
-    # the import writes into the repository's artefacts/ once an earlier test has imported the module
-    monkeypatch.setattr(reference_encoder, "ARTEFACTS", tmp_path / "artefacts")
     monkeypatch.setenv("BIRR_CACHE", str(tmp_path / "cache"))
     enc = benc.ConvEncoder()
     benc.init_(enc, torch.Generator().manual_seed(5))

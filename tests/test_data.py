@@ -131,3 +131,33 @@ def test_split_checks_its_tensors():
         data.Split(torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.int64))
     with pytest.raises(ValueError, match="int64"):
         data.Split(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64))
+
+# --- known answers for normalisation (appendix §2) -------------------------------------------------
+
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2761)
+
+
+def test_normalise_is_totensor_then_normalize_with_cifar100_statistics(birr_cache):
+    """appendix §2: ToTensor (x / 255) then Normalize(mean, std). Pixel 255 of channel 0 is
+    (1 − 0.5071) / 0.2673 = 1.84399, pixel 51 of channel 2 is (0.2 − 0.4409) / 0.2761 = −0.87251, pixel 0
+    of channel 1 is −0.4865 / 0.2564 = −1.89743. Catches dividing by 256 instead of 255."""
+    import dataclasses
+    bm = data.load("synthetic", n_train_per_class=2, n_test_per_class=1)
+    bm = dataclasses.replace(bm, mean=CIFAR100_MEAN, std=CIFAR100_STD)
+    img = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+    img[0, 0], img[0, 2] = 255, 51
+    out = bm.normalise(img)
+    assert out[0, 0, 5, 7].item() == pytest.approx(1.84399, abs=1e-5)
+    assert out[0, 1, 0, 0].item() == pytest.approx(-1.89743, abs=1e-5)
+    assert out[0, 2, 31, 31].item() == pytest.approx(-0.87251, abs=1e-5)
+
+
+def test_synthetic_statistics_standardise_each_channel(birr_cache):
+    """Synthetic data has no published statistics; birr measures them per channel on the training images,
+    as CIFAR's were measured (appendix §2 gives one mean and std per channel). Then the normalised training
+    images have mean 0 and standard deviation 1 in each channel. Catches mixing channels in the
+    measurement (a reshape without the transpose) and the variance taken for the std."""
+    bm = data.load("synthetic")
+    x = bm.normalise(bm.train.images).double()
+    assert torch.allclose(x.mean(dim=(0, 2, 3)), torch.zeros(3, dtype=torch.float64), atol=1e-3)
+    assert torch.allclose(x.std(dim=(0, 2, 3)), torch.ones(3, dtype=torch.float64), atol=1e-3)

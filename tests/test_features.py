@@ -2,8 +2,9 @@
 import pytest
 import torch
 
+from birr import data
 from birr.data import cache_dir, load
-from birr.encoder import load_encoder, pretrain
+from birr.encoder import ConvEncoder, init_, load_encoder, pretrain
 from birr.features import features, linear_probe
 
 SMALL = dict(dataset="synthetic", epochs=1, seed=0, batch=32, n_train_per_class=24, progress=False)  # 96 images -> 3 steps
@@ -60,3 +61,28 @@ def test_linear_probe_known_cases():
     assert linear_probe(x[:400], y[:400], x[400:], y[400:], epochs=100, lr=1e-2) == 1.0
     noise = torch.randn(600, 8, generator=g)     # features that hold nothing of the labels: near chance
     assert linear_probe(noise[:400], y[:400], noise[400:], y[400:], epochs=100, lr=1e-2) < 0.5
+
+
+def test_features_use_bn_running_statistics_even_from_a_training_encoder(birr_cache):
+    """appendix §3: the frozen conv stack runs in eval mode, BN on its stored running statistics, so each
+    image's features do not depend on the rest of its batch. An encoder still in training mode, with
+    running statistics far from any batch's, gives the eval-mode features and is left in training mode.
+    Catches features() without encoder.eval()."""
+    enc = ConvEncoder()
+    init_(enc, torch.Generator().manual_seed(1))
+    for name, buf in enc.named_buffers():
+        if name.endswith("running_mean"):
+            buf.fill_(0.5)
+        elif name.endswith("running_var"):
+            buf.fill_(4.0)
+    assert enc.training
+    bench = data.load("synthetic", n_tasks=2, n_train_per_class=3, n_test_per_class=2)
+    train, test = features(enc, bench, batch=5)
+    assert enc.training                                       # restored
+    with torch.no_grad():
+        one_by_one = torch.cat([enc.eval()(bench.normalise(bench.test.images[i:i + 1])) for i in range(len(bench.test))])
+    enc.train()
+    assert torch.allclose(test, one_by_one, atol=1e-5)         # batch-independent: running statistics
+    with torch.no_grad():
+        batch_stats = enc(bench.normalise(bench.test.images))
+    assert not torch.allclose(test, batch_stats, atol=1e-3)    # the test can tell the two modes apart
