@@ -1,6 +1,7 @@
 """Config, presets and stamps."""
 import pytest
 
+import birr
 import birr.config
 from birr.config import Config, preset
 from birr.experiments import table1_configs
@@ -193,3 +194,14 @@ def test_a_dataset_override_brings_its_own_task_split():
     assert (c.dataset, c.n_tasks, c.encoder_data, c.iters) == ("cifar10", 5, "cifar10", 40)
     s = preset("bir+si", budget="short", dataset="synthetic")
     assert (s.dataset, s.n_tasks, s.encoder_data, s.iters) == ("synthetic", 2, "synthetic", 300)
+
+
+def test_new_fields_are_stamped_only_when_set():
+    base = birr.preset("rr+ra", budget="smoke")
+    assert birr.preset("rr+ra", budget="smoke", grad_every=0).stamp == base.stamp
+    assert birr.preset("rr+ra", budget="smoke", grad_every=5).stamp != base.stamp
+    assert birr.preset("rr+ra", budget="smoke", encoder_recipe="rotation").stamp != base.stamp
+    with pytest.raises(ValueError, match="encoder_recipe='labels' is not allowed"):
+        birr.preset("rr+ra", budget="smoke", encoder_recipe="labels")
+    with pytest.raises(ValueError, match="grad_every needs compile=False"):
+        birr.preset("rr+ra", budget="smoke", grad_every=5, compile=True)

@@ -1,4 +1,6 @@
 """The paper's lists of runs (birr.experiments), importable from the package as the chapters call them."""
+import pytest
+
 import birr
 from birr import experiments as E
 from birr.experiments import book_configs, fig3_configs, table1_configs, table1_page_configs
@@ -46,3 +48,26 @@ def test_table1_page_and_book_list_each_run_once():
     assert sum(c.method == "bir+si" for c in page) == 2
     book = book_configs(budget="smoke", seeds=(0,))
     assert len(book) == len({c.stamp for c in book}) == 12
+
+
+def test_sweep_configs_share_one_baseline_and_pair_every_cell():
+    cfgs = birr.sweep_configs(budget="smoke", seeds=(0, 1), lambdas=(1e-6, 1e-2), factors=(5, 20),
+                              variants=("code", "paper"))
+    assert len(cfgs) == 2 + 2 * 2 * 2 * 2
+    assert [c.method for c in cfgs[:2]] == ["bir+si", "bir+si"]
+    cells = {(c.rr_variant, c.lambda_rr, c.rep_f) for c in cfgs[2:]}
+    assert len(cells) == 8 and all(c.lambda_rr == c.lambda_ra for c in cfgs[2:])
+    assert {c.seed for c in cfgs[2:]} == {0, 1}
+    # the paper's setting is the same run (stamp) as Table 1's f = 20 row: stored runs are reused
+    t1 = birr.table1_configs(budget="smoke", seeds=(0,), factors=(20,))
+    sw = birr.sweep_configs(budget="smoke", seeds=(0,))
+    assert [c.stamp for c in sw] == [c.stamp for c in t1]
+    assert birr.LAMBDA_DECADES[0] == 1e-6 and birr.LAMBDA_DECADES[-1] == 1.0
+
+
+@pytest.mark.parametrize("kw, msg", [(dict(seed=3), "sets seed itself"), (dict(lambda_rr=1.0), "use lambdas"),
+                                     (dict(variants="code"), "variants='code' is not allowed"),
+                                     (dict(lambdas=3), "expected a list")])
+def test_sweep_configs_refuse_in_one_line(kw, msg):
+    with pytest.raises((ValueError, TypeError), match=msg):
+        birr.sweep_configs(budget="smoke", **kw)

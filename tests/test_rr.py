@@ -262,3 +262,17 @@ def test_pair_counts_are_the_same_as_counting_sample_by_sample(tiny):
                 for c in range(C - 1):
                     want[0, label[0, b], c] += int(comp[0, b, c])
         assert torch.equal(rr_log["pairs"], want) and want.sum() > 0
+
+
+def test_a_batch_without_a_competitor_applies_neither_term():
+    # every replayed sample is confidently class 0 (p1/p2 = e^5 > f = 20): the f gate never opens
+    x = torch.randn(1, 4, 3)
+    logits = torch.tensor([[[5.0, 0.0, 0.0]] * 4])
+    rr, ra, st = rr_ra_code(x, x + 1, logits, torch.tensor([20.0]), torch.tensor([True]))
+    assert st["rr_applied"].tolist() == [False] and st["ra_applied"].tolist() == [False]
+    assert rr.item() == 0 and ra.item() == 0
+    # paper variant: its own classifier, 3 classes, all far below p_max / f: no competitor, RA still acts
+    own = torch.tensor([[[9.0, 0.0, 0.0]] * 4])
+    rr, ra, st = rr_ra_paper(x + 1, own, torch.randn(1, 3, 3), torch.tensor([20.0]), torch.tensor([True]))
+    assert st["rr_applied"].tolist() == [False] and st["ra_applied"].tolist() == [True]
+    assert rr.item() == 0 and ra.item() > 0

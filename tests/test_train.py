@@ -11,6 +11,7 @@ import torch
 import birr
 from birr import fast
 from birr import train as T
+from birr.book import verdict as V
 from birr.learner import Learner
 
 
@@ -410,3 +411,55 @@ def test_the_finite_check_reads_nothing_in_the_step_and_sees_weights_go_bad(monk
     assert one_line(str(info.value)) == (f"run {cfg.stamp} (seed 0, lr={cfg.lr:g}) diverged in task 1: its weights are not "
                                          f"finite after iteration 10 (the logged losses were); training stopped, "
                                          f"nothing is stored for it")
+
+
+# --- gradient norms per term ---------------------------------------------------------------------
+
+def _grad_runs(tmp_path, lambdas, **kw):
+    cfgs = [birr.preset("rr+ra", budget="smoke", seed=0, grad_every=20, lambda_rr=lam, lambda_ra=lam, **kw)
+            for lam in lambdas]
+    return birr.run_many(cfgs, results_dir=tmp_path, progress=False)
+
+
+def test_gradient_norms_known_cases(tmp_path):
+    zero, small, double = _grad_runs(tmp_path, (0.0, 1e-3, 2e-3))
+    i = {t: T.GRAD_TERMS.index(t) for t in T.GRAD_TERMS}
+    for r in (zero, small, double):
+        assert [g["iters"] for g in r["grad_norms"]] == [[1, 20, 40]] * 2
+        t1, t2 = r["grad_norms"]
+        # task 1 has no replay (no distillation, RR, RA) and SI's omega is still zero
+        for term in ("distillation", "rr", "ra", "si"):
+            assert t1["decoder"][term] == [0.0] * 3 and t1["fcE"][term] == [0.0] * 3
+        # the classification, distillation and KL terms never reach the decoder
+        for term in ("classification", "distillation", "kl"):
+            assert t2["decoder"][term] == [0.0] * 3
+        assert all(v > 0 for v in t2["fcE"]["classification"] + t2["decoder"]["reconstruction"])
+        # SI pulls back towards the anchor: zero at the first step of a task, positive after
+        assert t2["fcE"]["si"][0] == 0.0 and t2["fcE"]["si"][1] > 0 and t2["decoder"]["si"] == [0.0] * 3
+    # lambda = 0: RR and RA give exactly no gradient anywhere
+    for group in ("decoder", "fcE"):
+        assert zero["grad_norms"][1][group]["rr"] == [0.0] * 3 and zero["grad_norms"][1][group]["ra"] == [0.0] * 3
+    # at the first step of task 2 all three runs are the same model (RR acts from task 2 on), so the
+    # weighted RR gradient is linear in lambda and the other terms are equal
+    a, b = small["grad_norms"][1], double["grad_norms"][1]
+    assert b["decoder"]["rr"][0] == pytest.approx(2 * a["decoder"]["rr"][0], rel=1e-5)
+    assert b["decoder"]["ra"][0] == pytest.approx(2 * a["decoder"]["ra"][0], rel=1e-5)
+    assert a["decoder"]["rr"][0] > 0
+    assert b["fcE"]["classification"][0] == zero["grad_norms"][1]["fcE"]["classification"][0]
+    frame = V.grad_share_frame(small)
+    sums = frame.groupby(["task", "iter", "group"])["share"].sum()
+    assert np.allclose(sums[sums > 0], 1.0)
+
+
+def test_gradient_logging_changes_no_number(tmp_path):
+    logged = birr.run(birr.preset("rr+ra", budget="smoke", seed=1, grad_every=10, lambda_rr=1e-3, lambda_ra=1e-3),
+                      results_dir=tmp_path / "a", progress=False)
+    plain = birr.run(birr.preset("rr+ra", budget="smoke", seed=1, lambda_rr=1e-3, lambda_ra=1e-3),
+                     results_dir=tmp_path / "b", progress=False)
+    assert logged["stamp"] != plain["stamp"]
+    assert logged["acc_matrix"] == plain["acc_matrix"]
+    assert logged["loss_traces"] == plain["loss_traces"]
+    assert "grad_norms" not in plain
+    wa = torch.load(tmp_path / "a" / "models" / f"{logged['stamp']}.pt")
+    wb = torch.load(tmp_path / "b" / "models" / f"{plain['stamp']}.pt")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -1,4 +1,5 @@
-"""The verdict's machinery: sweeps, applied shares, gradient norms per loss term, Holm, TOST, power."""
+"""birr.book.verdict: applied shares, sweep frames, Holm, TOST, power, separation, the verdict's sentences.
+(The sweeps themselves are tested in test_experiments.py, the gradient norms per loss term in test_train.py.)"""
 import math
 
 import pandas as pd
@@ -7,121 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-import birr
 from birr.book import verdict as V
-from birr.rr import rr_ra_code, rr_ra_paper
-from birr.train import GRAD_TERMS
-
-
-# --- sweeps ------------------------------------------------------------------------------------
-
-def test_sweep_configs_share_one_baseline_and_pair_every_cell():
-    cfgs = birr.sweep_configs(budget="smoke", seeds=(0, 1), lambdas=(1e-6, 1e-2), factors=(5, 20),
-                              variants=("code", "paper"))
-    assert len(cfgs) == 2 + 2 * 2 * 2 * 2
-    assert [c.method for c in cfgs[:2]] == ["bir+si", "bir+si"]
-    cells = {(c.rr_variant, c.lambda_rr, c.rep_f) for c in cfgs[2:]}
-    assert len(cells) == 8 and all(c.lambda_rr == c.lambda_ra for c in cfgs[2:])
-    assert {c.seed for c in cfgs[2:]} == {0, 1}
-    # the paper's setting is the same run (stamp) as Table 1's f = 20 row: stored runs are reused
-    t1 = birr.table1_configs(budget="smoke", seeds=(0,), factors=(20,))
-    sw = birr.sweep_configs(budget="smoke", seeds=(0,))
-    assert [c.stamp for c in sw] == [c.stamp for c in t1]
-    assert birr.LAMBDA_DECADES[0] == 1e-6 and birr.LAMBDA_DECADES[-1] == 1.0
-
-
-@pytest.mark.parametrize("kw, msg", [(dict(seed=3), "sets seed itself"), (dict(lambda_rr=1.0), "use lambdas"),
-                                     (dict(variants="code"), "variants='code' is not allowed"),
-                                     (dict(lambdas=3), "expected a list")])
-def test_sweep_configs_refuse_in_one_line(kw, msg):
-    with pytest.raises((ValueError, TypeError), match=msg):
-        birr.sweep_configs(budget="smoke", **kw)
-
-
-def test_new_fields_are_stamped_only_when_set():
-    base = birr.preset("rr+ra", budget="smoke")
-    assert birr.preset("rr+ra", budget="smoke", grad_every=0).stamp == base.stamp
-    assert birr.preset("rr+ra", budget="smoke", grad_every=5).stamp != base.stamp
-    assert birr.preset("rr+ra", budget="smoke", encoder_recipe="rotation").stamp != base.stamp
-    with pytest.raises(ValueError, match="encoder_recipe='labels' is not allowed"):
-        birr.preset("rr+ra", budget="smoke", encoder_recipe="labels")
-    with pytest.raises(ValueError, match="grad_every needs compile=False"):
-        birr.preset("rr+ra", budget="smoke", grad_every=5, compile=True)
 
 
 # --- applied shares -------------------------------------------------------------------------------
-
-def test_a_batch_without_a_competitor_applies_neither_term():
-    # every replayed sample is confidently class 0 (p1/p2 = e^5 > f = 20): the f gate never opens
-    x = torch.randn(1, 4, 3)
-    logits = torch.tensor([[[5.0, 0.0, 0.0]] * 4])
-    rr, ra, st = rr_ra_code(x, x + 1, logits, torch.tensor([20.0]), torch.tensor([True]))
-    assert st["rr_applied"].tolist() == [False] and st["ra_applied"].tolist() == [False]
-    assert rr.item() == 0 and ra.item() == 0
-    # paper variant: its own classifier, 3 classes, all far below p_max / f: no competitor, RA still acts
-    own = torch.tensor([[[9.0, 0.0, 0.0]] * 4])
-    rr, ra, st = rr_ra_paper(x + 1, own, torch.randn(1, 3, 3), torch.tensor([20.0]), torch.tensor([True]))
-    assert st["rr_applied"].tolist() == [False] and st["ra_applied"].tolist() == [True]
-    assert rr.item() == 0 and ra.item() > 0
-
 
 def test_applied_shares_count_iterations_per_task():
     r = dict(config=dict(iters=40), rr_stats=[dict(task=2, n_applied=20, n_rr_applied=10, n_ra_applied=20, iters=40),
                                                dict(task=3, n_applied=40, iters=40)])
     shares = V.applied_shares(r)
     assert shares["rr"].tolist() == [25.0, 100.0] and shares["ra"].tolist() == [50.0, 100.0]
-
-
-# --- gradient norms per term ---------------------------------------------------------------------
-
-def _grad_runs(tmp_path, lambdas, **kw):
-    cfgs = [birr.preset("rr+ra", budget="smoke", seed=0, grad_every=20, lambda_rr=lam, lambda_ra=lam, **kw)
-            for lam in lambdas]
-    return birr.run_many(cfgs, results_dir=tmp_path, progress=False)
-
-
-def test_gradient_norms_known_cases(tmp_path):
-    zero, small, double = _grad_runs(tmp_path, (0.0, 1e-3, 2e-3))
-    i = {t: GRAD_TERMS.index(t) for t in GRAD_TERMS}
-    for r in (zero, small, double):
-        assert [g["iters"] for g in r["grad_norms"]] == [[1, 20, 40]] * 2
-        t1, t2 = r["grad_norms"]
-        # task 1 has no replay (no distillation, RR, RA) and SI's omega is still zero
-        for term in ("distillation", "rr", "ra", "si"):
-            assert t1["decoder"][term] == [0.0] * 3 and t1["fcE"][term] == [0.0] * 3
-        # the classification, distillation and KL terms never reach the decoder
-        for term in ("classification", "distillation", "kl"):
-            assert t2["decoder"][term] == [0.0] * 3
-        assert all(v > 0 for v in t2["fcE"]["classification"] + t2["decoder"]["reconstruction"])
-        # SI pulls back towards the anchor: zero at the first step of a task, positive after
-        assert t2["fcE"]["si"][0] == 0.0 and t2["fcE"]["si"][1] > 0 and t2["decoder"]["si"] == [0.0] * 3
-    # lambda = 0: RR and RA give exactly no gradient anywhere
-    for group in ("decoder", "fcE"):
-        assert zero["grad_norms"][1][group]["rr"] == [0.0] * 3 and zero["grad_norms"][1][group]["ra"] == [0.0] * 3
-    # at the first step of task 2 all three runs are the same model (RR acts from task 2 on), so the
-    # weighted RR gradient is linear in lambda and the other terms are equal
-    a, b = small["grad_norms"][1], double["grad_norms"][1]
-    assert b["decoder"]["rr"][0] == pytest.approx(2 * a["decoder"]["rr"][0], rel=1e-5)
-    assert b["decoder"]["ra"][0] == pytest.approx(2 * a["decoder"]["ra"][0], rel=1e-5)
-    assert a["decoder"]["rr"][0] > 0
-    assert b["fcE"]["classification"][0] == zero["grad_norms"][1]["fcE"]["classification"][0]
-    frame = V.grad_share_frame(small)
-    sums = frame.groupby(["task", "iter", "group"])["share"].sum()
-    assert np.allclose(sums[sums > 0], 1.0)
-
-
-def test_gradient_logging_changes_no_number(tmp_path):
-    logged = birr.run(birr.preset("rr+ra", budget="smoke", seed=1, grad_every=10, lambda_rr=1e-3, lambda_ra=1e-3),
-                      results_dir=tmp_path / "a", progress=False)
-    plain = birr.run(birr.preset("rr+ra", budget="smoke", seed=1, lambda_rr=1e-3, lambda_ra=1e-3),
-                     results_dir=tmp_path / "b", progress=False)
-    assert logged["stamp"] != plain["stamp"]
-    assert logged["acc_matrix"] == plain["acc_matrix"]
-    assert logged["loss_traces"] == plain["loss_traces"]
-    assert "grad_norms" not in plain
-    wa = torch.load(tmp_path / "a" / "models" / f"{logged['stamp']}.pt")
-    wb = torch.load(tmp_path / "b" / "models" / f"{plain['stamp']}.pt")
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 # --- statistics -----------------------------------------------------------------------------------
