@@ -112,7 +112,7 @@ def test_status_page_tables_from_benchmark_files(tmp_path):
                             tf32=True)
     row = lambda K, t, c=False: dict(method="bir+si", batch=512, K=K, bf16=False, compile=c, s_per_iter=t,
                                      run_iters_per_s=K / t, table1_projection_min=1.0)
-    # two entries of one code version (one GPU session) are merged; an older version is not shown
+    # two entries of one code version (one GPU run) are merged; an older version is not shown
     # a later re-timing of a setting without the reference baseline does not hide the row with the speed-up
     (res / "speed.json").write_text(json.dumps([dict(provenance=prov("old"), rows=[row(1, 9.0)]),
                                                 dict(provenance=prov("new"), rows=[dict(row(1, 0.5), speedup_vs_reference_pattern=3.0)]),
