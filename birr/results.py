@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 
@@ -125,7 +126,7 @@ def stamp_of(config: dict) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def load_result(results_dir, cfg: Config) -> dict | None:
+def load_result(results_dir, cfg: Config) -> Result | None:
     """The stored result of `cfg` (found by its stamp) in results_dir (None: default_results_dir()),
     in the current RESULTS_FORMAT, or None if it has not been trained there. Refused, in one ValueError
     line naming the file (re-train with force=True, or delete it): a file that is not a readable result,
@@ -271,7 +272,44 @@ def divergence(c: Config, t: int, logs: torch.Tensor, every: int, weights_finite
     return f"run {c.stamp} (seed {c.seed}, lr={c.lr:g}) diverged in task {t}: {what}"
 
 
-def result(c: Config, k: int, r: dict, data, K: int, setup_s: float, prov: dict) -> dict:
+class _Stored(TypedDict):
+    """The fields every stored run has (Result below adds the optional one)."""
+    format: int                        # RESULTS_FORMAT
+    stamp: str                         # Config.stamp: the file's name and the run's identity
+    method: str                        # the preset it came from ("bir+si", "rr+ra", ...)
+    dataset: str
+    budget: str
+    synthetic: bool                    # True: a smoke run, never a claim about CIFAR
+    seed: int
+    config: dict                       # Config.to_dict(): every hyper-parameter
+    class_order: list[int]             # class_order[new label] = original label
+    class_names: list[str]
+    n_tasks: int
+    classes_per_task: int
+    acc_matrix: list[list]             # [after task t][task i]: accuracy over all classes (None for i > t)
+    acc_matrix_seen: list[list]        # the same, choosing among the classes seen so far (appendix §7)
+    per_class_acc: list[float]         # after the last task
+    per_task_acc: list                 # acc_matrix's last row
+    metrics: dict                      # metrics.summarise: first20, first50, overall, forgetting, bwt, ...
+    per_class_acc_after_task: list[list[float]]
+    curves: list[dict]                 # accuracy per task at the iterations evaluated
+    loss_traces: list[dict]            # each task's loss terms (learner.TERMS) every log_every iterations
+    rr_stats: list[dict]               # per task from 2 on: how often RR / RA were applied, competing pairs
+    task_wall_s: list[float]
+    wall_time_s: float                 # its tasks plus its share of the stack's set-up
+    stacked_with: int                  # K, the number of runs trained together
+    encoder: dict                      # the encoder artefact's metadata and weights hash
+    features: dict                     # the feature cache file it read, and its sha256
+    provenance: dict                   # provenance(): code, machine, device, library versions
+
+
+class Result(_Stored, total=False):
+    """A stored run (results/runs/<stamp>.json), as `result` writes it and `load_result` returns it.
+    Accuracies are fractions in [0, 1]; task and class indices are 0-based new labels (appendix §2)."""
+    grad_norms: list[dict]             # only with Config.grad_every: each term's gradient norm per group
+
+
+def result(c: Config, k: int, r: dict, data, K: int, setup_s: float, prov: dict) -> Result:
     """The stored result of run k of a K-run stack (config c, record r, the stack's TaskData), in
     RESULTS_FORMAT: its config and stamp, class order, every accuracy matrix and the Table 1 metrics,
     loss traces, RR / RA's counts, wall times (the stack's set-up shared by its runs), the encoder and

@@ -330,7 +330,7 @@ def _train_tasks(stack: Learner, cfgs: list[Config], per_run: list[dict], start_
 # --- public API --------------------------------------------------------------------------------
 
 def run_many(cfgs: list[Config], *, results_dir=None, force: bool = False, progress: bool = True,
-             max_stack: int = 32, checkpoint: bool = True) -> list[dict]:
+             max_stack: int = 32, checkpoint: bool = True) -> list[R.Result]:
     """Results for every config: loaded by stamp if finished, else trained. Missing runs that share
     their shapes are trained together as one stacked model (at most `max_stack` per stack), the
     stacks in the order their first config appears in `cfgs`. results_dir defaults to
@@ -389,7 +389,7 @@ def run_many(cfgs: list[Config], *, results_dir=None, force: bool = False, progr
     return [R.as_asked(done[c.stamp], c) for c in cfgs]
 
 
-def run(cfg: Config, *, results_dir=None, force: bool = False, progress: bool = True) -> dict:
+def run(cfg: Config, *, results_dir=None, force: bool = False, progress: bool = True) -> R.Result:
     """Train one run (or load it by its stamp) and return its results dict."""
     if not isinstance(cfg, Config):
         raise TypeError(f"cfg={cfg!r} is a {type(cfg).__name__}, not a Config; make one with birr.preset(...), "

@@ -73,6 +73,20 @@ def test_results_file_has_everything(results, tiny):
     assert not list(results.rglob(".*tmp*"))               # atomic writes leave no temp files
 
 
+def test_a_stored_result_has_exactly_the_fields_its_type_declares(results, tiny):
+    """results.Result is what a reader can rely on: every field a run stores is declared there, every
+    declared field is stored, and the one optional field (grad_norms) is there exactly when asked for."""
+    from birr.results import Result
+    required, optional = Result.__required_keys__, Result.__optional_keys__
+    assert optional == {"grad_norms"}
+    plain = birr.run(tiny("rr+ra"), results_dir=results, progress=False)
+    logged = birr.run(tiny("rr+ra", grad_every=10), results_dir=results, progress=False)
+    assert set(plain) == required
+    assert set(logged) == required | optional
+    # and as read back from the file
+    assert set(birr.load_result(results, tiny("rr+ra"))) == required
+
+
 def test_results_record_the_encoder_weights_and_the_features_they_used(results, birr_cache, tiny):
     r = birr.run(tiny(), results_dir=results, progress=False)
     enc, meta = benc.for_config(tiny(), progress=False)
