@@ -175,7 +175,7 @@ def speed(repo: Path) -> str:
     if not path.exists():
         return "No speed benchmark has been recorded yet (`python benchmarks/speed.py`).\n"
     # per device and thread count: every row measured by the code version (git sha) of its newest entry, newest row of each
-    # setting first; one benchmark session may be several entries (scripts/gpu_session.py makes three)
+    # setting first; one benchmark run on a lent GPU may be several entries (scripts/gpu_session.py makes three)
     # a CPU model name covers machines with and without AVX-512 / bf16 hardware: the ISA is part of the key.
     # Entries older than the ISA field have none; such an entry is superseded, like any older one, by a later
     # entry for the same CPU model and thread count that records its ISA (else the page would show the
