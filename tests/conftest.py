@@ -9,6 +9,19 @@ def birr_cache(tmp_path, monkeypatch):
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_encoder_recipe():
+    """The smallest encoder pre-training that still runs every step: 96 synthetic images, one epoch, 3 steps."""
+    return dict(dataset="synthetic", epochs=1, seed=0, batch=32, n_train_per_class=24, progress=False)
+
+
+@pytest.fixture(scope="session")
+def encoder_artefact(tmp_path_factory, tiny_encoder_recipe):
+    """One smoke encoder pre-trained per test run, shared (read only) by every test that loads an artefact."""
+    from birr.encoder import pretrain
+    return pretrain(**tiny_encoder_recipe, out_dir=tmp_path_factory.mktemp("encoder-artefacts"))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _results_in_tmp(tmp_path_factory):
     """Runs trained by tests (and by notebooks papermill executes from tests, which inherit the

@@ -11,18 +11,7 @@ from birr.encoder import (BUDGETS, ConvEncoder, crop_flip, get_encoder, init_, l
                           random_crop_flip, recipe_stamp)
 from birr.features import encoder_hash, features
 
-SMALL = dict(dataset="synthetic", epochs=1, seed=0, batch=32, n_train_per_class=24, progress=False)  # 96 images -> 3 steps
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("BIRR_CACHE", str(tmp_path / "cache"))  # feature files never touch ~/.cache
-
-
-@pytest.fixture(scope="module")
-def artefact(tmp_path_factory):
-    out = tmp_path_factory.mktemp("artefacts")
-    return pretrain(**SMALL, out_dir=out)
+pytestmark = pytest.mark.usefixtures("birr_cache")  # feature files never touch ~/.cache
 
 # --- architecture (appendix §3 table) ---------------------------------------------------------------
 
@@ -91,36 +80,37 @@ def test_random_crop_flip_batch():
 
 # --- pre-training and artefacts --------------------------------------------------------------
 
-def test_pretrain_writes_artefact_atomically(artefact):
-    files = sorted(p.name for p in artefact.parent.iterdir())
-    assert files == [artefact.name, artefact.name + ".sha256"]  # no temp file left behind, and its hash beside it
-    assert (artefact.parent / files[1]).read_text() == f"{hashlib.sha256(artefact.read_bytes()).hexdigest()}  {artefact.name}\n"
+def test_pretrain_writes_artefact_atomically(encoder_artefact):
+    path = encoder_artefact
+    files = sorted(p.name for p in path.parent.iterdir())
+    assert files == [path.name, path.name + ".sha256"]  # no temp file left behind, and its hash beside it
+    assert (path.parent / files[1]).read_text() == f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}\n"
     recipe = dict(dataset="synthetic", epochs=1, seed=0, batch=32, lr=1e-4, n_train_per_class=24, augment=True)
-    assert artefact.name == f"encoder-{recipe_stamp(recipe)}.pt"
-    enc, meta = load_encoder(artefact)
+    assert path.name == f"encoder-{recipe_stamp(recipe)}.pt"
+    enc, meta = load_encoder(path)
     assert meta["recipe"] == recipe and meta["dataset"] == "synthetic" and meta["format"] == 1
     assert 0.0 <= meta["test_acc"] <= 1.0 and meta["train_seconds"] > 0
     assert len(meta["mean"]) == 3 and len(meta["std"]) == 3
     assert meta["history"][0]["epoch"] == 1
-    assert artefact.stat().st_size < 2_000_000
-    assert (artefact.stat().st_mode & 0o777) == 0o644
+    assert path.stat().st_size < 2_000_000
+    assert (path.stat().st_mode & 0o777) == 0o644
 
 
-def test_reload_identical_and_get_encoder_does_not_retrain(artefact, monkeypatch):
-    a, _ = load_encoder(artefact)
+def test_reload_identical_and_get_encoder_does_not_retrain(encoder_artefact, monkeypatch):
+    a, _ = load_encoder(encoder_artefact)
     import birr.encoder as E
     monkeypatch.setattr(E, "pretrain", lambda *a, **k: pytest.fail("get_encoder retrained an existing artefact"))
-    b, meta = get_encoder("synthetic", 1, seed=0, batch=32, n_train_per_class=24, out_dir=artefact.parent)
-    assert meta["path"] == str(artefact)
+    b, meta = get_encoder("synthetic", 1, seed=0, batch=32, n_train_per_class=24, out_dir=encoder_artefact.parent)
+    assert meta["path"] == str(encoder_artefact)
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(a(x), b(x))
     assert encoder_hash(a) == encoder_hash(b)
 
 
-def test_same_seed_same_weights(artefact, tmp_path):
-    again = pretrain(**SMALL, out_dir=tmp_path)
-    a, _ = load_encoder(artefact)
+def test_same_seed_same_weights(encoder_artefact, tiny_encoder_recipe, tmp_path):
+    again = pretrain(**tiny_encoder_recipe, out_dir=tmp_path)
+    a, _ = load_encoder(encoder_artefact)
     b, _ = load_encoder(again)
     assert encoder_hash(a) == encoder_hash(b)
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
@@ -133,8 +123,8 @@ def test_different_seed_different_weights():
     assert encoder_hash(a) != encoder_hash(b)
 
 
-def test_encoder_is_frozen(artefact):
-    enc, _ = get_encoder("synthetic", 1, seed=0, batch=32, n_train_per_class=24, out_dir=artefact.parent)
+def test_encoder_is_frozen(encoder_artefact):
+    enc, _ = get_encoder("synthetic", 1, seed=0, batch=32, n_train_per_class=24, out_dir=encoder_artefact.parent)
     assert not enc.training and not any(p.requires_grad for p in enc.parameters())
     bench = load("synthetic", n_tasks=2, seed=0, n_train_per_class=20, n_test_per_class=5)
     before = {k: v.clone() for k, v in enc.state_dict().items()}

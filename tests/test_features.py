@@ -4,25 +4,14 @@ import torch
 
 from birr import data
 from birr.data import cache_dir, load
-from birr.encoder import ConvEncoder, init_, load_encoder, pretrain
+from birr.encoder import ConvEncoder, init_, load_encoder
 from birr.features import features, linear_probe
 
-SMALL = dict(dataset="synthetic", epochs=1, seed=0, batch=32, n_train_per_class=24, progress=False)  # 96 images -> 3 steps
+pytestmark = pytest.mark.usefixtures("birr_cache")  # feature files never touch ~/.cache
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("BIRR_CACHE", str(tmp_path / "cache"))  # feature files never touch ~/.cache
-
-
-@pytest.fixture(scope="module")
-def artefact(tmp_path_factory):
-    out = tmp_path_factory.mktemp("artefacts")
-    return pretrain(**SMALL, out_dir=out)
-
-
-def test_features_cache(artefact):
-    enc, _ = load_encoder(artefact)
+def test_features_cache(encoder_artefact):
+    enc, _ = load_encoder(encoder_artefact)
     bench = load("synthetic", n_tasks=2, seed=0, n_train_per_class=30, n_test_per_class=10)
     calls = []
     enc.register_forward_hook(lambda *_: calls.append(1))
@@ -40,8 +29,8 @@ def test_features_cache(artefact):
     assert len(files) == 2 and files[1] == files[0] + ".sha256"    # the cache and its hash, no temporary file
 
 
-def test_features_key_ignores_label_order_but_not_images(artefact):
-    enc, _ = load_encoder(artefact)
+def test_features_key_ignores_label_order_but_not_images(encoder_artefact):
+    enc, _ = load_encoder(encoder_artefact)
     a = load("synthetic", n_tasks=2, seed=0, n_train_per_class=10, n_test_per_class=5)
     features(enc, a)
     # same images, labels permuted differently (what another seed does to CIFAR): same file
