@@ -6,7 +6,7 @@ under $OUT back (at most 8 files, 16 MiB each). So the whole loan is one command
 each finish on their own time and leave their files under $OUT:
 
     # on the GPU (one command of the device tool, from the repository root; python3 there holds torch):
-    python3 scripts/gpu_session.py session --out $OUT --seconds 540  # all below, in one command
+    python3 scripts/gpu_session.py all --out $OUT --seconds 540      # all below, in one command
     python3 scripts/gpu_session.py bench --out $OUT                  # speed.json: core GPU benchmark
     python3 scripts/gpu_session.py bench --out $OUT --part compile   # the 30-run stack compiled
     python3 scripts/gpu_session.py full --out $OUT --minutes 6       # full-budget book runs on cifar10-jpg
@@ -135,7 +135,7 @@ def full(out: Path, minutes: float, budget: str, dataset: str, seeds: list[int],
     return pack(out, results, budget, dataset, code == 0, time.time() - started)
 
 
-def session(out: Path, seconds: float, device: str, budget: str = "full", dataset: str = "cifar10-jpg",
+def run_all(out: Path, seconds: float, device: str, budget: str = "full", dataset: str = "cifar10-jpg",
             seeds: list[int] = (0, 1, 2), quick: bool = False, results: Path = REPO / "results",
             compile_min_s: float = 100.0) -> dict:
     """The whole GPU loan as one command that ends within `seconds`: first the compile benchmark
@@ -168,7 +168,7 @@ def session(out: Path, seconds: float, device: str, budget: str = "full", datase
         except Exception as e:   # noqa: BLE001 - one part's failure must not cost the others their time
             done[name] = f"{type(e).__name__}: {e}"
         print(f"[gpu_session] {name}: {done[name]} ({left():.0f} s left)", flush=True)
-    (out / "session.json").write_text(json.dumps(done, indent=1))
+    (out / "parts.json").write_text(json.dumps(done, indent=1))
     return done
 
 
@@ -246,7 +246,7 @@ def main(argv=None) -> int:
     f.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     f.add_argument("--device", default="cuda")
     f.add_argument("--results-dir", default=str(REPO / "results"))
-    a = sub.add_parser("session", help="bench, full and compile in one command that ends within --seconds")
+    a = sub.add_parser("all", help="bench, full and compile in one command that ends within --seconds")
     a.add_argument("--out", default=os.environ.get("OUT", "gpu-out"))
     a.add_argument("--seconds", type=float, default=540.0)
     a.add_argument("--device", default="cuda")
@@ -270,8 +270,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.cmd == "bench":
         print(bench(out, args.device, args.quick, args.part))
-    elif args.cmd == "session":
-        session(out, args.seconds, args.device, args.budget, args.dataset, args.seeds, args.quick)
+    elif args.cmd == "all":
+        run_all(out, args.seconds, args.device, args.budget, args.dataset, args.seeds, args.quick)
     else:
         print(full(out, args.minutes, args.budget, args.dataset, args.seeds, args.device, Path(args.results_dir)))
     return 0

@@ -1,4 +1,4 @@
-"""scripts/gpu_session.py: the GPU session's runner, exercised on the CPU at the smoke budget."""
+"""scripts/gpu_session.py: what runs on a lent GPU, exercised on the CPU at the smoke budget."""
 import importlib.util
 import json
 import tarfile
@@ -54,10 +54,10 @@ def test_cuda_without_a_gpu_is_a_one_line_error(capsys):
 
 
 @pytest.mark.slow       # about 3 minutes on a 2-core CPU: the benchmarks and every book run at smoke size
-def test_session_runs_bench_then_the_book_runs_and_reports_each_part(tmp_path):
+def test_all_runs_bench_then_the_book_runs_and_reports_each_part(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    done = gs.session(out, seconds=600, device="cpu", budget="smoke", dataset="synthetic", seeds=[0], quick=True,
+    done = gs.run_all(out, seconds=600, device="cpu", budget="smoke", dataset="synthetic", seeds=[0], quick=True,
                       results=tmp_path / "results", compile_min_s=1e9)   # no time for compile: skipped
     assert isinstance(done["bench"], float) and isinstance(done["full"], float), done
     assert done["compile"].startswith("skipped:")                  # said, not reported as 0 s of work
@@ -74,7 +74,7 @@ def test_session_runs_bench_then_the_book_runs_and_reports_each_part(tmp_path):
     assert prof.startswith("rr+ra batch 32 K 2 fp32") and "aten::bmm" in prof
     with tarfile.open(out / "results-smoke-synthetic.tar.gz") as tar:
         assert json.load(tar.extractfile("manifest.json"))["finished"] is True
-    assert json.loads((out / "session.json").read_text()) == done
+    assert json.loads((out / "parts.json").read_text()) == done
 
 
 def test_book_runs_table1_stack_first():
@@ -84,7 +84,7 @@ def test_book_runs_table1_stack_first():
 
 @pytest.mark.slow       # about 90 s on a 2-core CPU: a stack compiled twice
 def test_compile_part_runs_the_compiled_stack_bf16_then_fp32(tmp_path):
-    """The session's first part (the compiled 30-run stack whose bf16 figure decides Table 1 in 15 minutes),
+    """The first part of `all` (the compiled 30-run stack whose bf16 figure decides Table 1 in 15 minutes),
     at toy size on the CPU: both precisions are timed compiled and appended to a copy of speed.json."""
     before = json.loads((REPO / "benchmarks" / "results" / "speed.json").read_text())
     target = gs.bench(tmp_path, "cpu", quick=True, part="compile")
