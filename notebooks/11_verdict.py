@@ -177,7 +177,8 @@ share_table.map(lambda v: f"{v:.2g}" if v >= 1e-3 or v == 0 else f"{v:.1e}")
 # %%
 f_cfgs = birr.sweep_configs(lambdas=(PAPER_LAMBDA, lam_act), factors=(1.5, 5, 20, 100),
                             **kw)
-f_frame = V.sweep_frame(birr.run_many(f_cfgs, progress=False))
+f_runs = birr.run_many(f_cfgs, progress=False)
+f_frame = V.sweep_frame(f_runs)
 
 # %% tags=["remove-input"]
 page.figure("f_sweep", V.plot_sweep(f_frame, "f", hue="lam", title=f"RR + RA against the baseline by f: {label}"),
@@ -527,9 +528,12 @@ setup_table
 # {glue:text}`find_untested:s`
 
 # %% tags=["remove-input"]
+# every stored run this page reads, once each (the sweeps share their baselines)
+page_runs = {r["stamp"]: r for r in [*sweep_runs, *sum(grad_runs.values(), []), *f_runs, *fresh_runs,
+                                     *ctrl_res.values(), *split_runs, *wide_runs, *long_runs,
+                                     *sum(enc_runs.values(), [])]}
 glue("find_fidelity", f"Measured on {label}, with {len(seeds)} seeds per setting, all paired by seed with one "
-     f"shared baseline; {len(sweep) + len(fresh_runs) + len(f_cfgs) + len(split_runs) + len(wide_runs)}"
-     " runs behind this page.", display=False)
+     f"shared baseline; {len(page_runs)} runs behind this page.", display=False)
 glue("find_untested", "Not run here: CIFAR-100 (no machine that built this book could download it) and the paper's "
      "full budget (5,000 iterations per task, 10 tasks, batch 512), which needs a GPU; `make reproduce BUDGET=full "
      "DATASET=cifar100` runs this page there.", display=False)
@@ -538,4 +542,4 @@ glue("find_untested", "Not run here: CIFAR-100 (no machine that built this book 
 # ## Runs on this page
 
 # %% tags=["hide-output", "remove-input"]
-R.runs_table(sweep_runs + fresh_runs + split_runs + wide_runs)
+R.runs_table(list(page_runs.values()))

@@ -176,6 +176,10 @@ def test_coverage_counts_what_is_stored(tmp_path):
     short = stored[(stored["budget"] == "short") & stored["paper result"].isin(["Table 1", "Fig. 3"])]
     assert list(short["runs stored"]) == ["35 of 35", "30 of 30"] and list(short["seeds stored"]) == ["0-4", "0-4"]
     assert all(d.startswith("cpu") for d in short["device"])
+    # the paper's setting at its width: at the short budget's 300 iterations, and at 1000 (fp32)
+    wide = empty[empty["paper result"] == "Table 1, f = 20 only, at the paper's width"]
+    assert list(wide["iterations per task"]) == ["300", "1000"] and list(wide["runs stored"]) == ["0 of 10"] * 2
+    assert list(wide["width (fc)"]) == [2000, 2000]
 
 
 def test_competition_pairs_and_magnitudes():

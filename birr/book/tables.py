@@ -242,14 +242,16 @@ def _machine_of(r: dict) -> str:
 def coverage_targets(seeds=(0, 1, 2, 3, 4)) -> list[tuple[str, list]]:
     """What the paper reports, as the configs that would reproduce it at each fidelity the book knows:
     Table 1 and Fig. 3 at the short CPU budget on the CIFAR-10 proxy, at the full budget on the proxy
-    (a GPU's job) and on CIFAR-100 (the paper's own setting), and the paper's setting at its width."""
+    (a GPU's job) and on CIFAR-100 (the paper's own setting), and the paper's setting at its width, at
+    the short budget's iterations and at 1000 per task."""
     from birr import experiments as C
     out = []
     for dataset, budget in (("cifar10-jpg", "short"), ("cifar10-jpg", "full"), ("cifar100", "full")):
         out.append(("Table 1", C.table1_page_configs(budget=budget, dataset=dataset, seeds=seeds)))
         out.append(("Fig. 3", C.fig3_configs(budget=budget, dataset=dataset, seeds=seeds)))
-    out.append(("Table 1, f = 20 only, at the paper's width",
-                C.sweep_configs(lambdas=(1e-6,), fc_units=2000, bf16=True, seeds=seeds)))
+    for longer in ({"bf16": True}, {"bf16": False, "iters": 1000}):    # the verdict chapter's two wide setups
+        out.append(("Table 1, f = 20 only, at the paper's width",
+                    C.sweep_configs(lambdas=(1e-6,), fc_units=2000, seeds=seeds, **longer)))
     return out
 
 
