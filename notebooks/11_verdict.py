@@ -498,10 +498,10 @@ enc_runs = {
 glue("wide_iters", wide_runs[0]["config"]["iters"], display=False)
 glue("wide_seeds", len({c.seed for c in wide_cfgs}), display=False)
 glue("wide_bf16", "bf16 autocast" if wide_runs[0]["config"]["bf16"] else "fp32", display=False)
-setups = {f"the proxy as above (fc {sweep_runs[0]['config']['fc_units']})": sweep_runs}
-setups[f"full width (fc {wide_runs[0]['config']['fc_units']})"] = wide_runs
+setups = {f"fc {sweep_runs[0]['config']['fc_units']} as in the sweeps": sweep_runs}
+setups[f"fc {wide_runs[0]['config']['fc_units']}"] = wide_runs
 if long_runs:
-    setups[f"full width, {long_runs[0]['config']['iters']} iterations per task"] = long_runs
+    setups[f"fc {long_runs[0]['config']['fc_units']} for {long_runs[0]['config']['iters']} iterations per task"] = long_runs
 glue("long_text", V.long_runs_sentence(long_runs), display=False)
 setups.update(enc_runs)
 setups[f"{split_runs[0]['n_tasks']} tasks x {split_runs[0]['classes_per_task']} classes"] = split_runs
@@ -509,14 +509,7 @@ setup_table = V.setups_frame(setups, (PAPER_LAMBDA, lam_act))
 setup_frames = {k: V.sweep_frame(v) for k, v in setups.items()}
 moved_paper = {k: V.moved(f, PAPER_LAMBDA) for k, f in setup_frames.items()}
 moved_act = {k: V.moved(f, lam_act) for k, f in setup_frames.items()}
-n_setups = len(setups)
-quiet = [k for k, v in moved_paper.items() if not v]
-find_setups = (f"Across {n_setups} setups ({'; '.join(setups)}), the paper's λ moves no column beyond its 95 % CI "
-               f"in {len(quiet)} of {n_setups}"
-               + ("" if len(quiet) == n_setups else " (it does in: " + "; ".join(
-                   f"{k}: {', '.join(v)}" for k, v in moved_paper.items() if v) + ")")
-               + f"; λ = {V.format_lambda(lam_act)} moves a column in "
-               + (", ".join(f"{k} ({', '.join(v)})" for k, v in moved_act.items() if v) or "none of them") + ".")
+find_setups = V.setups_sentence(moved_paper, moved_act, PAPER_LAMBDA, lam_act)
 glue("find_setups", find_setups, display=False)
 setup_table
 
@@ -533,10 +526,10 @@ page_runs = {r["stamp"]: r for r in [*sweep_runs, *sum(grad_runs.values(), []), 
                                      *ctrl_res.values(), *split_runs, *wide_runs, *long_runs,
                                      *sum(enc_runs.values(), [])]}
 glue("find_fidelity", f"Measured on {label}, with {len(seeds)} seeds per setting, all paired by seed with one "
-     f"shared baseline; {len(page_runs)} runs behind this page.", display=False)
+     f"shared baseline; {len(page_runs)} stored runs behind these findings.", display=False)
 glue("find_untested", "Not run here: CIFAR-100 (no machine that built this book could download it) and the paper's "
-     "full budget (5,000 iterations per task, 10 tasks, batch 512), which needs a GPU; `make reproduce BUDGET=full "
-     "DATASET=cifar100` runs this page there.", display=False)
+     "full budget (5,000 iterations per task, 10 tasks, batch 512), which needs a GPU; make reproduce BUDGET=full "
+     "DATASET=cifar100 runs this chapter there.", display=False)
 
 # %% [markdown]
 # ## Runs on this page

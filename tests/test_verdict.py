@@ -102,6 +102,11 @@ def test_sentences_from_numbers():
     assert "100 times the paper's λ" in text
     assert V.lambda_sentence(frame, None).startswith("No λ of the sweep moves accuracy")
     assert V.moved(frame, 1e-6) == [] and V.moved(frame, 1e-4)[0] == "first 20 % (+2.40)"
+    paper = {"fc 200": V.moved(frame, 1e-6), "fc 2000": []}
+    act = {"fc 200": V.moved(frame, 1e-4), "fc 2000": []}
+    assert V.setups_sentence(paper, act, 1e-6, 1e-4) == (
+        "Across 2 setups (fc 200; fc 2000), the paper's λ = 1e-6 moves a column beyond its 95 % CI in 0 of 2, "
+        f"and λ = 1e-4 in 1 of 2 (fc 200: {', '.join(act['fc 200'])}).")
     held = V.confirm_sentence(dict(n=10, mean_diff=1.0, ci_low=0.2, ci_high=1.8, p=0.02), "first20", 1e-4, range(5, 15))
     assert "10 fresh seeds (5-14)" in held and "holds" in held
     gone = V.confirm_sentence(dict(n=10, mean_diff=0.3, ci_low=-1.0, ci_high=1.6, p=0.6), "first20", 1e-4, range(5, 15))
@@ -122,6 +127,8 @@ def test_applied_sentence():
     assert V.applied_sentence(rows) == ("RR is applied in 0.7-96.0 % of task 2's iterations, depending on the seed, "
                                         "and in at least 99 % of every later task's.")
     assert V.applied_sentence(rows[rows.task == 2]).endswith("depending on the seed.")
+    always = rows.assign(rr=[0.7, 96.0, 100.0, 100.0])
+    assert V.applied_sentence(always).endswith("depending on the seed, and in every iteration of every later task.")
 
 
 def test_f_note_counts_cells():
