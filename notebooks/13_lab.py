@@ -234,7 +234,7 @@ glue("base_learned", learned(base), display=False)
 glue("ft_task1_after2", after_each_task(ft)[1], display=False)
 paper = birr.preset("bir+si", budget="full")
 SIZES = ("iters", "batch", "fc_units")
-glue("budget_note", f"At the {budget} budget a run trains {base_cfg.iters} iterations per task on batches of "
+glue("budget_note", f"This build ran the {budget} budget: a run trains {base_cfg.iters} iterations per task on batches of "
      f"{base_cfg.batch} images with {base_cfg.fc_units} hidden units (the paper: "
      + ", ".join(f"{getattr(paper, k)}" for k in SIZES) + f"). In this build part 1 took "
      f"{time.perf_counter() - tic:.0f} s (a run already stored loads in about a second).", display=False)

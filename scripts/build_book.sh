@@ -210,16 +210,15 @@ for py in "${chapters[@]}"; do
   executed+=("$executed_dir/$name.ipynb")
 done
 
-# the page shows the chapter's parameters cell once: papermill's copy of it with this build's values
-# (tagged "injected-parameters") is dropped from the HTML; the status page lists the values passed
-"$PYTHON" - "${executed[@]}" <<'PY'
+# the page shows the chapter's parameters cell once, with the values this build passed (papermill's
+# own copy of them is dropped from the HTML); the status page lists them too
+"$PYTHON" - "$repo/scripts" "${executed[@]}" <<'PY'
 import os, sys, nbformat
-for path in sys.argv[1:]:
+sys.path.insert(0, sys.argv[1])
+from exec_stats import show_parameters_as_run
+for path in sys.argv[2:]:
     nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
-        tags = cell.get("metadata", {}).get("tags", [])
-        if "injected-parameters" in tags and "remove-cell" not in tags:
-            cell.metadata["tags"] = tags + ["remove-cell"]
+    show_parameters_as_run(nb)
     nbformat.write(nb, path + ".tmp")
     os.replace(path + ".tmp", path)
 PY

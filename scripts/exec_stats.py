@@ -158,6 +158,48 @@ def environment(repo: Path) -> str:
     ])
 
 
+def _literal(v) -> str:
+    """A parameter value as the chapter's own parameters cell writes it: "short", [0, 1], 1e-06."""
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(map(_literal, v)) + "]"
+    return repr(v)
+
+
+def parameters_as_run(source: str, values: dict) -> str:
+    """The chapter's parameters cell with the values this build passed (papermill's metadata
+    parameters) in place of its defaults, its comments kept. The page shows this one cell, so a
+    reader sees what the chapter ran with, not a default that `make book` or `make reproduce`
+    overrode. A value passed for a name the cell does not assign is appended."""
+    lines = source.split("\n")
+    seen = set()
+    # bottom-up, so the line and column offsets of earlier assignments stay valid
+    for node in sorted(ast.parse(source).body, key=lambda n: n.lineno, reverse=True):
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            continue
+        name = node.targets[0].id
+        if name not in values:
+            continue
+        seen.add(name)
+        v, first, last = node.value, node.value.lineno - 1, node.value.end_lineno - 1
+        lines[first:last + 1] = [lines[first][:v.col_offset] + _literal(values[name]) + lines[last][v.end_col_offset:]]
+    extra = [f"{k} = {_literal(v)}" for k, v in values.items() if k not in seen]
+    return "\n".join(lines + extra) if extra else "\n".join(lines)
+
+
+def show_parameters_as_run(nb) -> None:
+    """In place on an executed notebook (nbformat): its `parameters` cell shows the values papermill
+    passed, and papermill's own copy of them (tagged "injected-parameters") leaves the page."""
+    values = nb.get("metadata", {}).get("papermill", {}).get("parameters", {})
+    for cell in nb["cells"]:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "parameters" in tags:
+            cell["source"] = parameters_as_run("".join(cell["source"]), values)
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell["metadata"]["tags"] = tags + ["remove-cell"]
+
+
 def write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -166,6 +166,27 @@ def test_exec_stats_table(tmp_path):
     table = exec_stats.exec_stats([a, c], tmp_path)
     assert "Every chapter ran" not in table and "| `budget='full'` | – | – | ok |" in table
 
+def test_the_page_shows_the_parameters_a_chapter_ran_with():
+    """The visible parameters cell gets the values papermill passed (the lab's defaults are the class
+    budget and one seed; the book passes short and five), comments kept; papermill's copy is hidden."""
+    spec = importlib.util.spec_from_file_location("exec_stats", REPO / "scripts/exec_stats.py")
+    exec_stats = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exec_stats)
+    default = 'dataset = "cifar10-jpg"\nbudget = "class"   # smoke | class | short | full\nseeds = [\n    0,\n]\ndevice = "auto"'
+    ran = exec_stats.parameters_as_run(default, {"budget": "short", "seeds": [0, 1, 2], "lam": 1e-06})
+    assert ran == ('dataset = "cifar10-jpg"\nbudget = "short"   # smoke | class | short | full\nseeds = [0, 1, 2]\n'
+                   'device = "auto"\nlam = 1e-06')
+    assert exec_stats.parameters_as_run(default, {}) == default
+    nb = {"metadata": {"papermill": {"parameters": {"budget": "full", "dataset": "cifar100"}}},
+          "cells": [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": ['budget = "class"\n', 'dataset = "x"']},
+                    {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": "# Parameters"},
+                    {"cell_type": "code", "metadata": {}, "source": "print(budget)"}]}
+    exec_stats.show_parameters_as_run(nb)
+    assert nb["cells"][0]["source"] == 'budget = "full"\ndataset = "cifar100"'
+    assert nb["cells"][1]["metadata"]["tags"] == ["injected-parameters", "remove-cell"]
+    assert nb["cells"][2] == {"cell_type": "code", "metadata": {}, "source": "print(budget)"}
+
+
 # -----------------------------------------------------------------------------
 # every chapter runs (papermill, smoke budget, synthetic data, CPU)
 
