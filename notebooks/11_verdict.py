@@ -104,18 +104,18 @@ page.figure("lambda_sweep", V.plot_sweep(frame, "lam", title=f"RR + RA (f = 20) 
 # {glue:text}`find_lambda:s` The paper variant by the same rule (a mean change of at least a point whose
 # CI excludes 0): {glue:text}`find_lambda_paper:s`
 #
-# The table gives every cell: the paired difference with its 95 % CI for each column, and the share of
-# replay iterations (tasks 2 on) in which the RR and RA terms were non-zero.
+# The table gives every cell: the paired difference with its 95 % CI for each column, and in the last
+# two the percentage of replay iterations (tasks 2 on) in which the RR and RA terms were non-zero.
 
 # %% tags=["remove-input"]
 def sweep_table(frame):
     out = pd.DataFrame({"variant": frame["variant"], "λ": frame["lam"].map(V.format_lambda),
                         "f": frame["f"].map(lambda v: f"{v:g}")})
     for m in R.METRICS:
-        out[R.METRIC_NAMES[m]] = [V.ci_text(a, b, c) for a, b, c in
+        out[R.METRIC_NAMES[m]] = [V.ci_text(a, b, c, table=True) for a, b, c in
                                   zip(frame[f"{m}_diff"], frame[f"{m}_ci_low"], frame[f"{m}_ci_high"])]
-    out["RR applied (%)"] = frame["rr_applied"].map(lambda v: f"{v:.0f}")
-    out["RA applied (%)"] = frame["ra_applied"].map(lambda v: f"{v:.0f}")
+    out["RR %"] = frame["rr_applied"].map(lambda v: f"{v:.0f}")
+    out["RA %"] = frame["ra_applied"].map(lambda v: f"{v:.0f}")
     return out.set_index(["variant", "λ", "f"])
 
 
@@ -249,7 +249,7 @@ n_raw = int((tests["p"] < 0.05).sum())
 glue("holm_note", f"{n_raw} of the {int(tests['p'].notna().sum())} cells have p < 0.05 before correction, "
      f"{n_holm} after Holm's.", display=False)
 show = tests.assign(**{"λ": tests["lam"].map(V.format_lambda), "column": tests["metric"].map(R.METRIC_NAMES),
-                       "difference [95 % CI]": [V.ci_text(a, b, c) for a, b, c in zip(tests["diff"], tests["ci_low"], tests["ci_high"])],
+                       "difference [95 % CI]": [V.ci_text(a, b, c, table=True) for a, b, c in zip(tests["diff"], tests["ci_low"], tests["ci_high"])],
                        "p": tests["p"].map(R.format_p), "p (Holm)": tests["p_holm"].map(R.format_p),
                        "paper's gain": tests["paper_gain"].map(lambda v: f"+{v:.2f}"),
                        "upper 95 %": tests["upper95"].map(lambda v: f"{v:+.2f}" if math.isfinite(v) else "–"),
@@ -482,11 +482,11 @@ headline = dict(lambdas=(PAPER_LAMBDA, lam_act), **kw)
 wide_cfgs = birr.sweep_configs(lambdas=(PAPER_LAMBDA, lam_act), **WIDE,
                                **dict(kw, seeds=seeds[:3]))
 wide_runs = birr.run_many(wide_cfgs, progress=False)
-# longer still (1000 iterations per task, 5 seeds, fp32): hours on a 2-core CPU, so the page shows the
-# runs stored so far and never trains them
+# longer still (1000 iterations per task, 5 seeds, fp32): hours on a 2-core CPU,
+# so the page shows the runs stored so far and never trains them
 LONG = dict(fc_units=2000, bf16=False, iters=1000)
-long_runs = [] if budget != "short" else R.finished(birr.sweep_configs(lambdas=(PAPER_LAMBDA, lam_act), **LONG, **kw))
-long_runs = V.complete_pairs(long_runs)
+long_runs = [] if budget != "short" else V.complete_pairs(
+    R.finished(birr.sweep_configs(lambdas=(PAPER_LAMBDA, lam_act), **LONG, **kw)))
 enc_runs = {
     "label-free encoder": birr.run_many(
         birr.sweep_configs(encoder_recipe="rotation", **headline), progress=False),

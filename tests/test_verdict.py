@@ -114,6 +114,8 @@ def test_sentences_from_numbers():
     g = V.grad_sentence(pd.Series(dict(reconstruction=99.0, rr=1e-4, ra=0.0)), pd.Series(dict(rr=40.0, ra=2.0)), 1e-6, 1e-4)
     assert "1.0e-04 %" in g and "at λ = 1e-4 42 %" in g and "(reconstruction: 99 %)" in g
     assert V.ci_text(float("nan"), 0, 0) == "–" and V.ci_text(1.0, float("nan"), float("nan")) == "+1.00"
+    assert V.ci_text(0.5, -0.25, 1.0) == "+0.50 [-0.25, +1.00]"
+    assert V.ci_text(0.5, -0.25, 1.0, table=True) == "+0.50 [-0.25,\u00a0+1.00]"   # breaks only before "["
 
 
 def test_control_sentence():

@@ -25,7 +25,7 @@ def setups_frame(setups: dict, lambdas, metrics=("first20", "overall"), variant:
             for m in metrics:
                 r = hit.iloc[0] if len(hit) else None
                 row[f"λ = {format_lambda(lam)}, {METRIC_NAMES[m]}"] = (
-                    ci_text(r[f"{m}_diff"], r[f"{m}_ci_low"], r[f"{m}_ci_high"]) if r is not None else "–")
+                    ci_text(r[f"{m}_diff"], r[f"{m}_ci_low"], r[f"{m}_ci_high"], table=True) if r is not None else "–")
             if len(hit):
                 row["seeds"] = int(hit.iloc[0]["n"])
         rows.append(row)

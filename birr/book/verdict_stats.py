@@ -290,11 +290,16 @@ def format_lambda(lam: float) -> str:
     return f"1e{int(round(e))}" if abs(e - round(e)) < 1e-9 and round(e) != 0 else f"{lam:g}"
 
 
-def ci_text(mean: float, lo: float, hi: float, digits: int = 2) -> str:
-    """'+0.12 [-0.31, +0.55]'; without an interval (one seed) just the mean; '–' without a mean."""
+NBSP = "\u00a0"   # a space at which no line breaks
+
+
+def ci_text(mean: float, lo: float, hi: float, digits: int = 2, table: bool = False) -> str:
+    """'+0.12 [-0.31, +0.55]'; without an interval (one seed) just the mean; '–' without a mean.
+    table=True joins the interval's ends with a no-break space, so a narrow table column breaks the
+    cell between the mean and its interval, never inside the interval."""
     if mean is None or not math.isfinite(mean):
         return "–"
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return f"{mean:+.{digits}f}"
-    return f"{mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+    return f"{mean:+.{digits}f} [{lo:+.{digits}f},{NBSP if table else ' '}{hi:+.{digits}f}]"
 
