@@ -511,7 +511,7 @@ moved_paper = {k: V.moved(f, PAPER_LAMBDA) for k, f in setup_frames.items()}
 moved_act = {k: V.moved(f, lam_act) for k, f in setup_frames.items()}
 find_setups = V.setups_sentence(moved_paper, moved_act, PAPER_LAMBDA, lam_act)
 glue("find_setups", find_setups, display=False)
-setup_table
+R.wrapping(setup_table)
 
 # %% [markdown]
 # {glue:text}`find_setups:s`

@@ -262,3 +262,10 @@ def test_table1_rows_are_ordered_by_increasing_f():
     RR+RA rows by increasing f, whatever order the results come in. Catches sorting f descending."""
     runs = [_result(0)] + [_result(0, f) for f in (20.0, 5.0, 10.0)]
     assert list(R.table1_frame(runs).index) == ["baseline (BI-R + SI)", "f = 5", "f = 10", "f = 20"]
+
+
+def test_wrapping_marks_the_table_whose_cells_may_break():
+    frame = pd.DataFrame({"λ = 1e-6, overall": ["+0.05 [-0.13,\u00a0+0.23]"]}, index=pd.Index(["fc 200"], name="setup"))
+    html = R.wrapping(frame).to_html()
+    assert 'class="cells-wrap"' in html and "+0.05 [-0.13,\u00a0+0.23]" in html and "fc 200" in html
+    assert "cells-wrap" in (Path(__file__).resolve().parents[1] / "book" / "_static" / "birr.css").read_text()

@@ -35,7 +35,8 @@ from birr.book.stats import (format_mean_sem, format_p, mean_sem, nearest_mean_a
                              paired_stats, paired_summary, two_se)
 from birr.book.tables import (RUNS_NOTE, class_order_frame, coverage_frame, coverage_targets,  # noqa: F401
                               encoder_layer_frame, fig3_frame, fig3_gap_frame, format_summary, format_table1,
-                              learned_accuracy, metric_summary, runs_table, status_rows, table1_frame, table1_row)
+                              learned_accuracy, metric_summary, runs_table, status_rows, table1_frame, table1_row,
+                              wrapping)
 
 # The book's tables write a missing value (a p with one seed, a ratio of nothing) as a dash, never NaN.
 pd.set_option("styler.format.na_rep", "–")

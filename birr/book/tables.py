@@ -214,6 +214,14 @@ RUNS_NOTE = ("Runs of the same shapes train together as one stacked model: 'stac
              "'stack_seconds' the whole stack's wall time; a '+' after the git sha marks uncommitted changes.")
 
 
+def wrapping(frame: pd.DataFrame):
+    """The frame as a table whose cells may break across lines. The book keeps every cell of a table
+    on one line (book/_static/birr.css), so that "6.02e-05" or "1e-6" never splits; a table of
+    intervals too wide for the page is shown through this instead, and its cells then break between
+    a mean and its interval (verdict.ci_text(table=True) keeps the interval whole)."""
+    return frame.style.set_table_attributes('class="cells-wrap"')
+
+
 def runs_table(results):
     """`status_rows` indexed by stamp, captioned with what its columns mean (each chapter's "Runs on
     this page")."""
