@@ -40,10 +40,10 @@
 # > classes (Fig. 3b), however, the inclusion of the RR+RA loss provided a significant increase over the
 # > baseline for all tested iterations.
 #
-# The figure itself is not in the text we have, so neither are its iteration counts; birr sweeps
-# {glue:text}`iters_text:s` iterations per task at this budget (the full budget uses 1000, 2500 and
-# 5000). The paper does not say which test "significant" refers to; below, each gap comes with a paired
-# t-test over seeds.
+# This book works from the paper's text, without its figures, so Fig. 3's iteration counts are not
+# known here; birr sweeps {glue:text}`iters_text:s` iterations per task at this budget (the full budget
+# uses 1000, 2500 and 5000). The paper does not say which test "significant" refers to; below, each
+# gap comes with a paired t-test over seeds.
 
 # %% tags=["parameters"]
 dataset = "cifar10-jpg"

@@ -55,8 +55,9 @@ torch.set_printoptions(precision=4)
 # > de Ven et al [1]. This combines a softmax classifier with a VAE to generate samples based on
 # > previously seen classes and replay them alongside the current inputs.
 #
-# The paper's Fig. 1 is not in the text we have; the drawing below is birr's model
-# (`birr.model.BIR`, {ref}`§4 <ref-4>`), drawn by `birr.diagram.draw_bir_architecture`. An image
+# This book works from the paper's text, without its figures, so the drawing below is not the paper's
+# Fig. 1 but birr's model (`birr.model.BIR`, {ref}`§4 <ref-4>`), drawn by
+# `birr.diagram.draw_bir_architecture`. An image
 # passes through a convolutional encoder that was pre-trained and then frozen; its 1,024 output
 # features $h$ are what the rest of the network sees, classifies, reconstructs and replays. The
 # trainable encoder fcE maps $h$ to $h_E$; the classifier head and the split layer toZ both read
