@@ -19,7 +19,7 @@ absolute times drift by tens of percent between minutes, a ratio of neighbours m
 one process the settings disturb each other: with four of birr's stacks beside it, the reference
 pattern ran 0.46 s instead of 0.40 s alone (2026-11-30, 2-core CPU), flattering every ratio by
 ~15 %. `--no-isolate` (and any GPU) times them in one process with their blocks interleaved.
-The reference figures (reference-speed.md, measured on this project's 2-core CPU machines, same
+The reference figures (the authors' code itself, timed on this project's 2-core CPU machines, same
 thread count) are printed beside ours: 0.30-0.33 s/iteration at batch 256 and 0.51 s at 512 for
 BI-R + SI; 0.37 / 0.63 s with RR + RA (f = 20).
 
@@ -401,7 +401,7 @@ def main(argv=None):
     print(f"device: {prov['device_name']} ({device}), torch {prov['torch']}, threads {prov['threads']}")
     print("speed-up = reference-pattern s/iter / birr s/iter, same batch, measured in this run (bir+si, K=1;\n"
           "on a CPU each in its own process, median of the rounds' ratios);\n"
-          "ref s/it = the reference code as measured in reference-speed.md on another machine of this project;\n"
+          "ref s/it = the authors' code itself, timed once on another 2-core machine of this project;\n"
           "setup s = building a stack and its warm-up beyond the steady rate (mostly compile time, if compiled),\n"
           "+ setup = the Table 1 projection with it paid once per stack of K")
     print(f"{'method':<11} {'batch':>5} {'K':>3} {'prec':<9} {'s/iter':>8} {'run-it/s':>9} {'ref s/it':>8} "
