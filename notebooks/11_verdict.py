@@ -522,14 +522,9 @@ R.wrapping(setup_table)
 
 # %% tags=["remove-input"]
 # every stored run this page reads, once each (the sweeps share their baselines)
-page_runs = {r["stamp"]: r for r in [*sweep_runs, *sum(grad_runs.values(), []), *f_runs, *fresh_runs,
-                                     *ctrl_res.values(), *split_runs, *wide_runs, *long_runs,
-                                     *sum(enc_runs.values(), [])]}
-n_wide = len({c.seed for c in wide_cfgs})
-glue("find_fidelity", f"Measured on {label}, with {len(seeds)} seeds per setting"
-     + (f" ({n_wide} at fc {wide_runs[0]['config']['fc_units']} for {wide_runs[0]['config']['iters']} iterations "
-        "per task)" if n_wide < len(seeds) else "")
-     + f", each paired by seed with its baseline; {len(page_runs)} stored runs behind these findings.", display=False)
+page_runs = R.distinct(sweep_runs, *grad_runs.values(), f_runs, fresh_runs, ctrl_res.values(), split_runs,
+                       wide_runs, long_runs, *enc_runs.values())
+glue("find_fidelity", V.fidelity_sentence(label, len(seeds), wide_runs, len(page_runs)), display=False)
 glue("find_untested", "Not run here: CIFAR-100 (no machine that built this book could download it) and the paper's "
      "full budget (5,000 iterations per task, 10 tasks, batch 512), which needs a GPU; make reproduce BUDGET=full "
      "DATASET=cifar100 runs this chapter there.", display=False)
@@ -538,4 +533,4 @@ glue("find_untested", "Not run here: CIFAR-100 (no machine that built this book 
 # ## Runs on this page
 
 # %% tags=["hide-output", "remove-input"]
-R.runs_table(list(page_runs.values()))
+R.runs_table(page_runs)

@@ -269,3 +269,9 @@ def test_wrapping_marks_the_table_whose_cells_may_break():
     html = R.wrapping(frame).to_html()
     assert 'class="cells-wrap"' in html and "+0.05 [-0.13,\u00a0+0.23]" in html and "fc 200" in html
     assert "cells-wrap" in (Path(__file__).resolve().parents[1] / "book" / "_static" / "birr.css").read_text()
+
+
+def test_distinct_keeps_each_run_once_first_seen_first():
+    base, a, b = fake(seed=0), fake("rr+ra", seed=0, f=20.0), fake("rr+ra", seed=0, f=5.0)
+    assert [r["stamp"] for r in R.distinct([base, a], [base, b], (r for r in [a]))] == [base["stamp"], a["stamp"], b["stamp"]]
+    assert R.distinct() == []

@@ -175,3 +175,12 @@ def test_complete_pairs_keeps_settings_with_enough_paired_seeds():
     text = V.long_runs_sentence(kept)
     assert "at 1000 iterations per task (fp32)" in text and "λ = 1e-4: 2 of 5 seeds" in text and "1e-6" not in text
     assert V.long_runs_sentence([]).startswith("no complete pair at 1000 iterations per task is stored yet")
+
+
+def test_fidelity_sentence_names_the_setup_with_fewer_seeds():
+    wide = [{"seed": s, "config": {"fc_units": 2000, "iters": 300}} for s in (0, 1, 2)]
+    assert V.fidelity_sentence("CIFAR-10 proxy", 5, wide, 200) == (
+        "Measured on CIFAR-10 proxy, with 5 seeds per setting (3 at fc 2000 for 300 iterations per task), "
+        "each paired by seed with its baseline; 200 stored runs behind these findings.")
+    assert V.fidelity_sentence("x", 3, wide, 7) == ("Measured on x, with 3 seeds per setting, each paired by seed "
+                                                    "with its baseline; 7 stored runs behind these findings.")

@@ -30,7 +30,8 @@ from birr.book.paper import (CIFAR100_FINE_NAMES, DATASET_NAMES, DATASET_SHORT, 
                              PAPER_TABLE1, PAPER_TEXT_F20, PUBLISHED_BIR_SI_CIFAR100, cifar100_order_frame,
                              format_paper_table1, implied_baseline, paper_table1_frame)
 from birr.book.prose import best_f, beyond_noise, beyond_noise_text, data_caveat  # noqa: F401
-from birr.book.runs import by_seed, dataset_label, finished, is_rr, metric_value, paired_points, run_label  # noqa: F401
+from birr.book.runs import (by_seed, dataset_label, distinct, finished, is_rr, metric_value,  # noqa: F401
+                             paired_points, run_label)
 from birr.book.stats import (format_mean_sem, format_p, mean_sem, nearest_mean_accuracy, paired_diffs,  # noqa: F401
                              paired_stats, paired_summary, two_se)
 from birr.book.tables import (RUNS_NOTE, class_order_frame, coverage_frame, coverage_targets,  # noqa: F401

@@ -87,6 +87,12 @@ def by_seed(results, what: str = "") -> dict[int, dict]:
     return out
 
 
+def distinct(*groups) -> list[dict]:
+    """Every run of the groups (lists of results) once, by stamp, first seen first: the runs a page
+    reads, where sweeps share one baseline."""
+    return list({r["stamp"]: r for g in groups for r in g}.values())
+
+
 def finished(cfgs, results_dir=None) -> list[dict]:
     """The stored results among `cfgs`, loaded by stamp and never trained: what a page shows of a
     budget it does not train itself (the full-budget runs a lent GPU has made so far)."""

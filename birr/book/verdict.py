@@ -15,5 +15,5 @@ from birr.book.verdict_figures import (  # noqa: F401
 from birr.book.verdict_prose import (  # noqa: F401
     setups_frame, moved, lambda_sentence, confirm_sentence, grad_sentence,
     control_sentence, applied_sentence, f_note, format_share, power_sentence, control_reading,
-    separation_reading, long_runs_sentence, setups_sentence,
+    separation_reading, long_runs_sentence, setups_sentence, fidelity_sentence,
 )

@@ -126,6 +126,15 @@ def setups_sentence(moved_paper: dict, moved_act: dict, lam_paper: float, lam_ac
             f"beyond its 95 % CI in {where(moved_paper)}, and λ = {format_lambda(lam_act)} in {where(moved_act)}.")
 
 
+def fidelity_sentence(label: str, n_seeds: int, wide_runs: list, n_runs: int) -> str:
+    """What the findings rest on: the data and budget (label), the seeds per setting (naming the
+    full-width setup where it has fewer), and how many distinct stored runs the chapter read."""
+    n_wide, c = len({r["seed"] for r in wide_runs}), wide_runs[0]["config"]
+    fewer = f" ({n_wide} at fc {c['fc_units']} for {c['iters']} iterations per task)" if n_wide < n_seeds else ""
+    return (f"Measured on {label}, with {n_seeds} seeds per setting{fewer}, each paired by seed with its baseline; "
+            f"{n_runs} stored runs behind these findings.")
+
+
 def f_note(frame: pd.DataFrame, lam: float, variant: str = "code", metrics=METRICS) -> str:
     """Which f, at one lambda of an f sweep (a sweep_frame), moves a column beyond its 95 % CI, with the
     number of cells tested at that lambda so that a lone pass can be weighed against chance."""
